@@ -1,0 +1,353 @@
+//! The stored value: one cached response, in a versioned binary encoding.
+//!
+//! Bytes read back from a store are untrusted: another version of this
+//! crate, another program, a truncated write or an attacker with access to
+//! Redis may have put them there. So [`Entry::decode`] checks every length
+//! against what is left before it reads or allocates, validates the status,
+//! header names and header values, and returns an error (never a panic) on
+//! anything it does not understand. The caller treats that as a miss and
+//! removes the value.
+//!
+//! The body is not copied on decode: it is a slice of the value's `Bytes`,
+//! and so are header values.
+//!
+//! Layout (all integers big-endian):
+//!
+//! ```text
+//! magic "TCA" | version u8 = 1 | flags u8 (0)
+//! status u16 | stored_at_ms u64 | ttl_ms u64
+//! fingerprint: len u32, bytes       the full key material, checked on read
+//! headers: count u32, then per header: name len u16, name, value len u32, value
+//! body: len u32, bytes
+//! trailers: present u8; if 1: count u32 and pairs as for headers
+//! ```
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+const MAGIC: &[u8; 3] = b"TCA";
+const VERSION: u8 = 1;
+/// magic + version + flags + status + stored_at + ttl
+const FIXED_HEADER_LEN: usize = 3 + 1 + 1 + 2 + 8 + 8;
+/// name len (2) + value len (4): the least one encoded header takes.
+const MIN_HEADER_LEN: usize = 6;
+
+/// A cached response as read back from the store.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) trailers: Option<HeaderMap>,
+    /// Wall-clock time of the store, milliseconds since the Unix epoch.
+    pub(crate) stored_at_ms: u64,
+    /// Freshness lifetime, milliseconds.
+    pub(crate) ttl_ms: u64,
+    /// The key material the entry was stored under.
+    pub(crate) fingerprint: Bytes,
+}
+
+/// What goes into an entry when it is written; borrowed so that a recorded
+/// body is copied once, straight into the encoded value.
+#[derive(Debug)]
+pub(crate) struct EntryParts<'a> {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: &'a [Bytes],
+    pub(crate) trailers: Option<&'a HeaderMap>,
+    pub(crate) stored_at_ms: u64,
+    pub(crate) ttl_ms: u64,
+    pub(crate) fingerprint: &'a [u8],
+}
+
+/// Why a stored value could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("value is not a tower-cache-aside entry")]
+    BadMagic,
+    #[error("entry format version {0} is not supported")]
+    Version(u8),
+    #[error("entry is truncated")]
+    Truncated,
+    #[error("entry has an invalid {0}")]
+    Invalid(&'static str),
+    #[error("entry has trailing bytes")]
+    TrailingBytes,
+}
+
+/// A length that does not fit the format's field is a response this crate
+/// refuses to store; the caller skips the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("response too large to encode")]
+pub(crate) struct EncodeError;
+
+impl EntryParts<'_> {
+    /// Encodes the entry into one contiguous value.
+    pub(crate) fn encode(&self) -> Result<Bytes, EncodeError> {
+        let body_len: usize = self.body.iter().map(Bytes::len).sum();
+        let mut buf = BytesMut::with_capacity(
+            FIXED_HEADER_LEN
+                + 4
+                + self.fingerprint.len()
+                + encoded_map_len(self.headers)
+                + 4
+                + body_len
+                + 1
+                + self.trailers.map_or(0, encoded_map_len),
+        );
+        buf.put_slice(MAGIC);
+        buf.put_u8(VERSION);
+        buf.put_u8(0);
+        buf.put_u16(self.status.as_u16());
+        buf.put_u64(self.stored_at_ms);
+        buf.put_u64(self.ttl_ms);
+        put_len32(&mut buf, self.fingerprint.len())?;
+        buf.put_slice(self.fingerprint);
+        put_map(&mut buf, self.headers)?;
+        put_len32(&mut buf, body_len)?;
+        for chunk in self.body {
+            buf.put_slice(chunk);
+        }
+        match self.trailers {
+            Some(trailers) => {
+                buf.put_u8(1);
+                put_map(&mut buf, trailers)?;
+            }
+            None => buf.put_u8(0),
+        }
+        Ok(buf.freeze())
+    }
+}
+
+fn encoded_map_len(map: &HeaderMap) -> usize {
+    4 + map
+        .iter()
+        .map(|(name, value)| MIN_HEADER_LEN + name.as_str().len() + value.len())
+        .sum::<usize>()
+}
+
+fn put_len32(buf: &mut BytesMut, len: usize) -> Result<(), EncodeError> {
+    buf.put_u32(u32::try_from(len).map_err(|_| EncodeError)?);
+    Ok(())
+}
+
+fn put_map(buf: &mut BytesMut, map: &HeaderMap) -> Result<(), EncodeError> {
+    put_len32(buf, map.len())?;
+    for (name, value) in map {
+        let name = name.as_str().as_bytes();
+        buf.put_u16(u16::try_from(name.len()).map_err(|_| EncodeError)?);
+        buf.put_slice(name);
+        put_len32(buf, value.len())?;
+        buf.put_slice(value.as_bytes());
+    }
+    Ok(())
+}
+
+impl Entry {
+    /// Decodes a value read from a store. Never panics; never allocates more
+    /// than the value's own size (plus a header map bounded by it).
+    pub(crate) fn decode(mut value: Bytes) -> Result<Entry, DecodeError> {
+        if value.len() < FIXED_HEADER_LEN {
+            return Err(if value.starts_with(&MAGIC[..value.len().min(3)]) {
+                DecodeError::Truncated
+            } else {
+                DecodeError::BadMagic
+            });
+        }
+        if &value[..3] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        value.advance(3);
+        let version = value.get_u8();
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let _flags = value.get_u8();
+        let status = StatusCode::from_u16(value.get_u16())
+            .map_err(|_| DecodeError::Invalid("status"))?;
+        let stored_at_ms = value.get_u64();
+        let ttl_ms = value.get_u64();
+        let fingerprint = take_len32(&mut value)?;
+        let headers = take_map(&mut value)?;
+        let body = take_len32(&mut value)?;
+        let trailers = match take_u8(&mut value)? {
+            0 => None,
+            1 => Some(take_map(&mut value)?),
+            _ => return Err(DecodeError::Invalid("trailer flag")),
+        };
+        if value.has_remaining() {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok(Entry {
+            status,
+            headers,
+            body,
+            trailers,
+            stored_at_ms,
+            ttl_ms,
+            fingerprint,
+        })
+    }
+}
+
+fn take_u8(value: &mut Bytes) -> Result<u8, DecodeError> {
+    if value.remaining() < 1 {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(value.get_u8())
+}
+
+fn take_bytes(value: &mut Bytes, len: usize) -> Result<Bytes, DecodeError> {
+    if value.remaining() < len {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(value.split_to(len))
+}
+
+fn take_len32(value: &mut Bytes) -> Result<Bytes, DecodeError> {
+    if value.remaining() < 4 {
+        return Err(DecodeError::Truncated);
+    }
+    let len = usize::try_from(value.get_u32()).map_err(|_| DecodeError::Truncated)?;
+    take_bytes(value, len)
+}
+
+fn take_map(value: &mut Bytes) -> Result<HeaderMap, DecodeError> {
+    if value.remaining() < 4 {
+        return Err(DecodeError::Truncated);
+    }
+    let count = usize::try_from(value.get_u32()).map_err(|_| DecodeError::Truncated)?;
+    // Each header takes at least MIN_HEADER_LEN bytes: a count larger than
+    // what is left can only be a lie, so refuse it before allocating.
+    if count > value.remaining() / MIN_HEADER_LEN {
+        return Err(DecodeError::Truncated);
+    }
+    let mut map = HeaderMap::new();
+    for _ in 0..count {
+        if value.remaining() < 2 {
+            return Err(DecodeError::Truncated);
+        }
+        let name_len = usize::from(value.get_u16());
+        let name = take_bytes(value, name_len)?;
+        let name =
+            HeaderName::from_bytes(&name).map_err(|_| DecodeError::Invalid("header name"))?;
+        let raw = take_len32(value)?;
+        let value =
+            HeaderValue::from_maybe_shared(raw).map_err(|_| DecodeError::Invalid("header value"))?;
+        map.try_append(name, value)
+            .map_err(|_| DecodeError::Invalid("header count"))?;
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_parts<'a>(
+        headers: &'a HeaderMap,
+        body: &'a [Bytes],
+        trailers: Option<&'a HeaderMap>,
+    ) -> EntryParts<'a> {
+        EntryParts {
+            status: StatusCode::OK,
+            headers,
+            body,
+            trailers,
+            stored_at_ms: 1_700_000_000_000,
+            ttl_ms: 60_000,
+            fingerprint: b"example.com/users/1\0q=",
+        }
+    }
+
+    #[test]
+    fn round_trips_status_headers_body_and_trailers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let body = [Bytes::from_static(b"{\"id\":"), Bytes::from_static(b"1}")];
+        let encoded = sample_parts(&headers, &body, Some(&trailers))
+            .encode()
+            .unwrap();
+
+        let entry = Entry::decode(encoded).unwrap();
+        assert_eq!(entry.status, StatusCode::OK);
+        assert_eq!(entry.headers, headers);
+        assert_eq!(&entry.body[..], b"{\"id\":1}");
+        assert_eq!(entry.trailers, Some(trailers));
+        assert_eq!(entry.stored_at_ms, 1_700_000_000_000);
+        assert_eq!(entry.ttl_ms, 60_000);
+        assert_eq!(&entry.fingerprint[..], b"example.com/users/1\0q=");
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let mut headers = HeaderMap::new();
+        headers.insert("etag", HeaderValue::from_static("\"v1\""));
+        let body = [Bytes::from_static(b"hello")];
+        let encoded = sample_parts(&headers, &body, None).encode().unwrap();
+        for len in 0..encoded.len() {
+            assert!(
+                Entry::decode(encoded.slice(..len)).is_err(),
+                "prefix of {len} bytes decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn other_versions_and_foreign_values_are_refused() {
+        let headers = HeaderMap::new();
+        let encoded = sample_parts(&headers, &[], None).encode().unwrap();
+        let mut newer = encoded.to_vec();
+        newer[3] = 2;
+        assert_eq!(
+            Entry::decode(Bytes::from(newer)).unwrap_err(),
+            DecodeError::Version(2)
+        );
+        assert_eq!(
+            Entry::decode(Bytes::from_static(b"{\"json\":true, \"padding\": 1234567}"))
+                .unwrap_err(),
+            DecodeError::BadMagic
+        );
+    }
+
+    #[test]
+    fn a_huge_declared_header_count_is_refused_without_allocating() {
+        let headers = HeaderMap::new();
+        let encoded = sample_parts(&headers, &[], None).encode().unwrap();
+        let mut lying = encoded.to_vec();
+        // header count sits right after the fingerprint
+        let at = FIXED_HEADER_LEN + 4 + b"example.com/users/1\0q=".len();
+        lying[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            Entry::decode(Bytes::from(lying)).unwrap_err(),
+            DecodeError::Truncated
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Entry::decode(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn decoding_mutated_entries_never_panics(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)
+        ) {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("text/plain"));
+            let body = [Bytes::from_static(b"some body")];
+            let mut encoded = sample_parts(&headers, &body, Some(&headers)).encode().unwrap().to_vec();
+            let len = encoded.len();
+            for (at, byte) in flips {
+                encoded[at % len] = byte;
+            }
+            let _ = Entry::decode(Bytes::from(encoded));
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The crate's one error type.
+//!
+//! Configuration mistakes (a bad route template, a prefix that would break
+//! the Redis key layout) surface when the layer is built, so an app fails at
+//! start-up with a message that names the mistake. Store errors never reach
+//! an HTTP client: the layer logs them and falls through to the inner
+//! service; they are returned only by the store API that apps call directly.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in `tower-cache-aside`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A route template given to the builder is not valid, or conflicts with
+    /// another one.
+    #[error("invalid route template `{template}`: {reason}")]
+    InvalidRoute {
+        /// The template as given.
+        template: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A builder setting is out of range or would break the key layout.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The Redis client reported an error.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// A store call did not finish within its deadline.
+    #[error("store call timed out after {0:?}")]
+    Timeout(Duration),
+    /// Any other store failure (for custom [`Store`](crate::Store) implementations).
+    #[error("store: {0}")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+}

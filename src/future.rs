@@ -1,0 +1,173 @@
+//! [`ResponseFuture`]: the lookup, then (on a miss) the inner call.
+//!
+//! A named future rather than a boxed one, so users can name the service's
+//! future type. The one allocation on the lookup path is the store call
+//! itself (a boxed future owning its key and deadline).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::body::ResponseBody;
+use crate::cache_status::Outcome;
+use crate::layer::Config;
+use crate::service::{forwarded_response, hit_response, miss_response, MissContext};
+
+/// A store lookup under its deadline. It owns what it needs and gives the
+/// miss context back, so nothing is cloned for it.
+type Lookup = Pin<Box<dyn Future<Output = (MissContext, LookupResult)> + Send>>;
+type LookupResult = Result<Option<Bytes>, &'static str>;
+
+pin_project! {
+    /// Response future of [`CacheAside`](crate::CacheAside).
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody>,
+        config: Arc<Config>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Lookup {
+            lookup: Lookup,
+            pending: Option<(S, Request<ReqBody>)>,
+        },
+        Inner {
+            #[pin]
+            future: S::Future,
+            then: Option<Then>,
+        },
+        Done,
+    }
+}
+
+/// What to do with the inner service's response.
+enum Then {
+    Forward(Outcome),
+    Miss(MissContext),
+}
+
+impl<S, ReqBody> std::fmt::Debug for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    /// Waits for the inner service only.
+    pub(crate) fn forward(future: S::Future, outcome: Outcome, config: Arc<Config>) -> Self {
+        ResponseFuture {
+            state: State::Inner {
+                future,
+                then: Some(Then::Forward(outcome)),
+            },
+            config,
+        }
+    }
+
+    /// Looks `miss.key` up first; calls `service` (already ready) on a miss.
+    pub(crate) fn lookup(
+        service: S,
+        request: Request<ReqBody>,
+        miss: MissContext,
+        config: Arc<Config>,
+    ) -> Self {
+        let store = config.store.clone();
+        let timeout = config.store_timeout;
+        let lookup: Lookup = Box::pin(async move {
+            let result = match tokio::time::timeout(timeout, store.get(&miss.key.key)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => {
+                    tracing::warn!(target: "tower_cache_aside", %error, "store lookup failed");
+                    Err("store-error")
+                }
+                Err(_) => {
+                    tracing::warn!(target: "tower_cache_aside", ?timeout, "store lookup timed out");
+                    Err("store-timeout")
+                }
+            };
+            (miss, result)
+        });
+        ResponseFuture {
+            state: State::Lookup {
+                lookup,
+                pending: Some((service, request)),
+            },
+            config,
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Lookup { lookup, pending } => {
+                    let (mut miss, result) = ready!(lookup.as_mut().poll(cx));
+                    let Some((mut service, request)) = pending.take() else {
+                        this.state.set(State::Done);
+                        continue;
+                    };
+                    match result {
+                        Ok(Some(value)) => {
+                            match hit_response(this.config, &miss, value, &request) {
+                                Ok(response) => {
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Ok(response));
+                                }
+                                Err(detail) => miss.detail = detail,
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(detail) => miss.detail = Some(detail),
+                    }
+                    let future = service.call(request);
+                    this.state.set(State::Inner {
+                        future,
+                        then: Some(Then::Miss(miss)),
+                    });
+                }
+                StateProj::Inner { future, then } => {
+                    let response = ready!(future.poll(cx))?;
+                    let response = match then.take() {
+                        Some(Then::Miss(miss)) => miss_response(this.config, response, miss),
+                        Some(Then::Forward(outcome)) => forwarded_response(response, outcome),
+                        None => forwarded_response(response, Outcome::Bypass("internal")),
+                    };
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(response));
+                }
+                // Polled after completion: like a fused future, stay pending.
+                StateProj::Done => return Poll::Pending,
+            }
+        }
+    }
+}

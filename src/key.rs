@@ -1,0 +1,432 @@
+//! Route-derived cache keys.
+//!
+//! A request maps to a *resource* (authority and path) and, within it, to a
+//! *variant* (canonical query and the configured vary-header values). GET and
+//! HEAD map to the same key. The resource stays readable in the key so that
+//! purges can name it, exactly or with a glob; the variant is a fixed-length
+//! hash of its material.
+//!
+//! Everything here comes from the request and is untrusted, so the mapping
+//! is built to be safe for any byte:
+//!
+//! - The resource is percent-encoded with a small safe alphabet. `%` itself is
+//!   encoded, so the encoding is injective (`/a*` and `/a%2A` stay distinct
+//!   resources), and the encoded text never holds a Redis glob character
+//!   (`*`, `?`, `[`, `]`, `\`) or a hash-tag brace (`{`, `}`). A purge built
+//!   from request text therefore matches only that literal resource.
+//! - A resource longer than [`MAX_RESOURCE_LEN`] keeps a readable head and
+//!   ends in `#` plus a hash of the whole (`#` is always encoded elsewhere,
+//!   so the form cannot be forged by a path).
+//! - The full key material (resource, query, vary values) is stored inside
+//!   the entry as its fingerprint and compared on every hit, so neither a
+//!   hash collision nor a value planted under the wrong key is ever served.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderName, Request};
+
+/// Longest encoded resource kept verbatim in a key.
+pub(crate) const MAX_RESOURCE_LEN: usize = 512;
+/// Readable head kept when a resource is hashed.
+const HASHED_HEAD_LEN: usize = 256;
+
+/// One cached resource: every variant of one authority and path.
+///
+/// Built by the layer from a request; a [`Store`](crate::Store) turns it into
+/// its own key layout (for Redis, `<prefix>{<resource>}:…`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResourceKey {
+    prefix: Arc<str>,
+    resource: String,
+}
+
+impl ResourceKey {
+    /// The key prefix configured on the layer (e.g. `tca:`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The encoded authority and path. Never contains `{`, `}`, `*`, `?`,
+    /// `[`, `]`, `\`, white space or control bytes.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+}
+
+/// One cached response variant of a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntryKey {
+    resource: ResourceKey,
+    variant: String,
+}
+
+impl EntryKey {
+    /// The resource this variant belongs to.
+    pub fn resource(&self) -> &ResourceKey {
+        &self.resource
+    }
+
+    /// The variant: 32 lowercase hex digits.
+    pub fn variant(&self) -> &str {
+        &self.variant
+    }
+}
+
+/// How the query string takes part in the key.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum QueryKey {
+    /// Every parameter, sorted by name (values of one name keep their order).
+    #[default]
+    All,
+    /// Only these parameter names (compared after percent-decoding).
+    Allow(Vec<String>),
+    /// Every parameter but these names.
+    Ignore(Vec<String>),
+}
+
+/// The key-derivation part of the layer's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyConfig {
+    pub(crate) prefix: Arc<str>,
+    pub(crate) include_authority: bool,
+    pub(crate) query: QueryKey,
+    pub(crate) vary_by: Vec<HeaderName>,
+}
+
+/// A request's key and the material it was derived from.
+#[derive(Debug, Clone)]
+pub(crate) struct DerivedKey {
+    pub(crate) key: EntryKey,
+    /// The full key material; stored in the entry and checked on hits.
+    pub(crate) fingerprint: Bytes,
+}
+
+impl KeyConfig {
+    /// Derives the resource key of an authority and path as they appear in a
+    /// request target.
+    pub(crate) fn resource_key(&self, authority: &str, path: &str) -> (ResourceKey, String) {
+        let mut full = String::with_capacity(authority.len() + path.len() + 8);
+        if self.include_authority {
+            encode_into(&mut full, authority.to_ascii_lowercase().as_bytes());
+        }
+        encode_into(&mut full, if path.is_empty() { b"/" } else { path.as_bytes() });
+        let resource = if full.len() > MAX_RESOURCE_LEN {
+            let mut short = String::with_capacity(HASHED_HEAD_LEN + 33);
+            // The encoded text is ASCII, so any byte index is a char boundary.
+            short.push_str(&full[..HASHED_HEAD_LEN]);
+            short.push('#');
+            push_hex(&mut short, xxhash_rust::xxh3::xxh3_128(full.as_bytes()));
+            short
+        } else {
+            full.clone()
+        };
+        (
+            ResourceKey {
+                prefix: self.prefix.clone(),
+                resource,
+            },
+            full,
+        )
+    }
+
+    /// Derives the entry key of a request.
+    pub(crate) fn derive<B>(&self, req: &Request<B>) -> DerivedKey {
+        let authority = request_authority(req);
+        let (resource, full) = self.resource_key(authority, req.uri().path());
+
+        // Material: the full resource, then the canonical query, then each
+        // vary header. Separators are bytes that can occur in none of them
+        // (the resource is encoded; URIs and header values exclude 0x00-0x02).
+        let mut material = Vec::with_capacity(full.len() + 64);
+        material.extend_from_slice(full.as_bytes());
+        material.push(0);
+        self.push_canonical_query(&mut material, req.uri().query().unwrap_or(""));
+        for name in &self.vary_by {
+            material.push(0);
+            material.extend_from_slice(name.as_str().as_bytes());
+            for value in req.headers().get_all(name) {
+                material.push(1);
+                material.extend_from_slice(value.as_bytes());
+            }
+            material.push(2);
+        }
+        let mut variant = String::with_capacity(32);
+        push_hex(&mut variant, xxhash_rust::xxh3::xxh3_128(&material));
+        DerivedKey {
+            key: EntryKey { resource, variant },
+            fingerprint: Bytes::from(material),
+        }
+    }
+
+    fn push_canonical_query(&self, out: &mut Vec<u8>, query: &str) {
+        let mut params: Vec<&str> = query
+            .split('&')
+            .filter(|param| !param.is_empty())
+            .filter(|param| {
+                let name = param_name(param);
+                match &self.query {
+                    QueryKey::All => true,
+                    QueryKey::Allow(names) => names.iter().any(|n| query_name_eq(name, n)),
+                    QueryKey::Ignore(names) => !names.iter().any(|n| query_name_eq(name, n)),
+                }
+            })
+            .collect();
+        // Stable: values of one name keep their order, which may matter.
+        params.sort_by(|a, b| param_name(a).cmp(param_name(b)));
+        for (i, param) in params.iter().enumerate() {
+            if i > 0 {
+                out.push(b'&');
+            }
+            out.extend_from_slice(param.as_bytes());
+        }
+    }
+}
+
+/// The authority of a request: from the target URI (HTTP/2, absolute form)
+/// or else the `Host` header. Empty when neither is there or readable.
+pub(crate) fn request_authority<B>(req: &Request<B>) -> &str {
+    if let Some(authority) = req.uri().authority() {
+        return authority.as_str();
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("")
+}
+
+fn param_name(param: &str) -> &str {
+    param.split('=').next().unwrap_or(param)
+}
+
+/// Compares a raw query parameter name with a configured one, decoding the
+/// raw name's percent escapes and `+`.
+fn query_name_eq(raw: &str, configured: &str) -> bool {
+    if !raw.contains(['%', '+']) {
+        return raw == configured;
+    }
+    percent_decode(raw.as_bytes()) == configured.as_bytes()
+}
+
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < input.len() => {
+                match (hex_val(input[i + 1]), hex_val(input[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi << 4 | lo);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn hex_val(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Bytes kept as they are in an encoded resource; every other byte becomes
+/// `%XX`. Excludes `%` (injectivity), glob characters and braces.
+fn is_safe(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
+/// Appends `bytes` to `out` in the resource encoding.
+pub(crate) fn encode_into(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &byte in bytes {
+        if is_safe(byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+    }
+}
+
+fn push_hex(out: &mut String, value: u128) {
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{value:032x}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> KeyConfig {
+        KeyConfig {
+            prefix: Arc::from("tca:"),
+            include_authority: true,
+            query: QueryKey::All,
+            vary_by: Vec::new(),
+        }
+    }
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).header("host", "Example.COM").body(()).unwrap()
+    }
+
+    #[test]
+    fn resource_is_lowercased_authority_and_path() {
+        let key = config().derive(&get("/users/1?b=2&a=1")).key;
+        assert_eq!(key.resource().resource(), "example.com/users/1");
+        assert_eq!(key.resource().prefix(), "tca:");
+        assert_eq!(key.variant().len(), 32);
+    }
+
+    #[test]
+    fn query_order_does_not_matter_but_repeated_values_keep_order() {
+        let c = config();
+        assert_eq!(
+            c.derive(&get("/s?b=2&a=1")).key,
+            c.derive(&get("/s?a=1&&b=2")).key
+        );
+        assert_ne!(
+            c.derive(&get("/s?a=1&a=2")).key,
+            c.derive(&get("/s?a=2&a=1")).key
+        );
+    }
+
+    #[test]
+    fn allowlist_and_ignore_list_filter_by_decoded_name() {
+        let mut c = config();
+        c.query = QueryKey::Allow(vec!["page".into()]);
+        assert_eq!(
+            c.derive(&get("/s?page=2&utm=x")).key,
+            c.derive(&get("/s?page=2")).key
+        );
+        assert_ne!(
+            c.derive(&get("/s?p%61ge=2")).key,
+            c.derive(&get("/s")).key,
+            "an encoded allowed name is still allowed"
+        );
+        c.query = QueryKey::Ignore(vec!["utm source".into()]);
+        assert_eq!(
+            c.derive(&get("/s?page=2&utm+source=x")).key,
+            c.derive(&get("/s?page=2")).key
+        );
+    }
+
+    #[test]
+    fn vary_headers_split_variants() {
+        let mut c = config();
+        c.vary_by = vec![header::ACCEPT_LANGUAGE];
+        let en = Request::get("/x")
+            .header("accept-language", "en")
+            .body(())
+            .unwrap();
+        let fr = Request::get("/x")
+            .header("accept-language", "fr")
+            .body(())
+            .unwrap();
+        let none = Request::get("/x").body(()).unwrap();
+        let empty = Request::get("/x")
+            .header("accept-language", "")
+            .body(())
+            .unwrap();
+        let keys = [&en, &fr, &none, &empty].map(|r| c.derive(r).key.variant);
+        for i in 0..keys.len() {
+            for j in i + 1..keys.len() {
+                assert_ne!(keys[i], keys[j]);
+            }
+        }
+    }
+
+    #[test]
+    fn authority_can_be_left_out() {
+        let mut c = config();
+        c.include_authority = false;
+        let key = c.derive(&get("/users/1")).key;
+        assert_eq!(key.resource().resource(), "/users/1");
+    }
+
+    #[test]
+    fn glob_characters_and_percent_are_encoded() {
+        let c = config();
+        let star = c.derive(&get("/users/*")).key;
+        let escaped = c.derive(&get("/users/%2A")).key;
+        assert_eq!(star.resource().resource(), "example.com/users/%2A");
+        assert_eq!(escaped.resource().resource(), "example.com/users/%252A");
+        let (brackets, _) = c.resource_key("h", "/a[b]\\{c}?");
+        assert_eq!(brackets.resource(), "h/a%5Bb%5D%5C%7Bc%7D%3F");
+    }
+
+    #[test]
+    fn long_resources_are_hashed_and_stay_distinct() {
+        let c = config();
+        let long_a = format!("/{}", "a".repeat(2000));
+        let long_b = format!("/{}b", "a".repeat(1999));
+        let a = c.derive(&get(&long_a)).key;
+        let b = c.derive(&get(&long_b)).key;
+        assert!(a.resource().resource().len() < MAX_RESOURCE_LEN);
+        assert!(a.resource().resource().contains('#'));
+        assert_ne!(a.resource(), b.resource());
+    }
+
+    proptest! {
+        #[test]
+        fn any_path_bytes_give_a_safe_resource(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
+            let mut out = String::new();
+            encode_into(&mut out, &bytes);
+            let safe = out.bytes().all(|b| b.is_ascii_graphic() && !b"{}*?[]\\#".contains(&b));
+            prop_assert!(safe, "unsafe byte in {}", out);
+            let (key, _) = config().resource_key("host", &out);
+            prop_assert!(key.resource().len() <= MAX_RESOURCE_LEN);
+            let clean = !key.resource().contains(['{', '}', '*', '?', '[', ']', '\\', ' ']);
+            prop_assert!(clean, "unsafe resource {}", key.resource());
+        }
+
+        #[test]
+        fn encoding_is_injective(a in proptest::collection::vec(any::<u8>(), 0..64), b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let (mut ea, mut eb) = (String::new(), String::new());
+            encode_into(&mut ea, &a);
+            encode_into(&mut eb, &b);
+            prop_assert_eq!(a == b, ea == eb);
+        }
+
+        #[test]
+        fn any_query_derives_a_key(query in "[ -~]{0,200}") {
+            let uri = format!("/p?{}", query.replace([' ', '#', '"', '<', '>', '\\', '^', '`', '{', '|', '}'], "x"));
+            if let Ok(req) = Request::get(uri.as_str()).body(()) {
+                let derived = config().derive(&req);
+                prop_assert_eq!(derived.key.variant().len(), 32);
+            }
+        }
+    }
+}

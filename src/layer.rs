@@ -1,0 +1,411 @@
+//! [`CacheAsideLayer`] and its [`Builder`]: all configuration, validated once.
+//!
+//! The layer is cheap to clone (one `Arc`); every service it makes shares
+//! the same configuration and store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, StatusCode};
+use tower_layer::Layer;
+
+use crate::key::{KeyConfig, QueryKey};
+use crate::policy::{PolicyConfig, DEFAULT_STATUSES};
+use crate::service::CacheAside;
+use crate::store::{IntoStore, Store};
+use crate::Error;
+
+const DEFAULT_PREFIX: &str = "tca:";
+const DEFAULT_TTL: Duration = Duration::from_secs(60);
+const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Caching rules for the requests whose path matches one route template.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cache_aside::Route;
+///
+/// let users = Route::new().ttl(Duration::from_secs(30)).negative_ttl(Duration::from_secs(2));
+/// let admin = Route::bypass();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    ttl: Option<Duration>,
+    negative_ttl: Option<Duration>,
+    bypass: bool,
+}
+
+impl Route {
+    /// A route that uses the layer's defaults until told otherwise.
+    pub fn new() -> Route {
+        Route::default()
+    }
+
+    /// A route that is never looked up nor stored.
+    pub fn bypass() -> Route {
+        Route {
+            bypass: true,
+            ..Route::default()
+        }
+    }
+
+    /// Time to live of this route's stored responses (404 and 410 excepted).
+    pub fn ttl(mut self, ttl: Duration) -> Route {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Time to live of this route's stored 404 and 410 responses.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Route {
+        self.negative_ttl = Some(ttl);
+        self
+    }
+
+    pub(crate) fn ttls(&self) -> (Option<Duration>, Option<Duration>) {
+        (self.ttl, self.negative_ttl)
+    }
+
+    pub(crate) fn is_bypass(&self) -> bool {
+        self.bypass
+    }
+}
+
+/// Everything a [`CacheAside`] service needs, shared by all its clones.
+pub(crate) struct Config {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: KeyConfig,
+    pub(crate) policy: PolicyConfig,
+    pub(crate) store_timeout: Duration,
+    routes: matchit::Router<Route>,
+}
+
+impl Config {
+    /// The rules for a request path: the matching route's, or the defaults.
+    pub(crate) fn route(&self, path: &str) -> Option<&Route> {
+        self.routes.at(path).ok().map(|m| m.value)
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("keys", &self.keys)
+            .field("policy", &self.policy)
+            .field("store_timeout", &self.store_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Layer`] that caches GET and HEAD responses of the service it wraps.
+///
+/// ```
+/// use tower_cache_aside::{CacheAsideLayer, MemoryStore};
+///
+/// // With Redis: CacheAsideLayer::new(fred_client)
+/// let layer = CacheAsideLayer::new(MemoryStore::new());
+/// ```
+///
+/// See the [crate docs](crate) for what is stored and [`Builder`] for every
+/// setting.
+#[derive(Debug, Clone)]
+pub struct CacheAsideLayer {
+    config: Arc<Config>,
+}
+
+impl CacheAsideLayer {
+    /// A layer with the default settings over `store`: a fred `Client` or
+    /// `Pool`, a [`RedisStore`](crate::RedisStore), a
+    /// [`MemoryStore`](crate::MemoryStore) or any [`Store`].
+    pub fn new(store: impl IntoStore) -> CacheAsideLayer {
+        Builder::new(store.into_store()).assemble(matchit::Router::new())
+    }
+
+    /// A builder to configure the layer over `store`.
+    pub fn builder(store: impl IntoStore) -> Builder {
+        Builder::new(store.into_store())
+    }
+}
+
+impl<S> Layer<S> for CacheAsideLayer {
+    type Service = CacheAside<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheAside::new(inner, self.config.clone())
+    }
+}
+
+/// Configures a [`CacheAsideLayer`]; [`Builder::build`] validates it.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::header::ACCEPT_LANGUAGE;
+/// use tower_cache_aside::{CacheAsideLayer, MemoryStore, Route};
+///
+/// let layer = CacheAsideLayer::builder(MemoryStore::new())
+///     .prefix("shop:")
+///     .ttl(Duration::from_secs(300))
+///     .route("/products/{id}", Route::new().ttl(Duration::from_secs(30)))
+///     .route("/admin/{*rest}", Route::bypass())
+///     .query_ignore(["utm_source", "utm_campaign"])
+///     .vary_by(ACCEPT_LANGUAGE)
+///     .build()?;
+/// # Ok::<(), tower_cache_aside::Error>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder {
+    store: Arc<dyn Store>,
+    prefix: String,
+    include_authority: bool,
+    query: QueryKey,
+    vary_by: Vec<HeaderName>,
+    ttl: Duration,
+    negative_ttl: Duration,
+    statuses: Vec<StatusCode>,
+    max_body_bytes: usize,
+    store_timeout: Duration,
+    routes: Vec<(String, Route)>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    fn new(store: Arc<dyn Store>) -> Builder {
+        Builder {
+            store,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            include_authority: true,
+            query: QueryKey::All,
+            vary_by: Vec::new(),
+            ttl: DEFAULT_TTL,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
+            statuses: DEFAULT_STATUSES
+                .iter()
+                .filter_map(|code| StatusCode::from_u16(*code).ok())
+                .collect(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
+            routes: Vec::new(),
+        }
+    }
+
+    /// Prefix of every store key (default `tca:`). Apps sharing one Redis
+    /// give each its own. May not contain `{`, `}`, glob characters
+    /// (`*?[]\`), white space or control characters.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Builder {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Default time to live of stored responses (default 60 s). A response's
+    /// own `s-maxage`, `max-age` or `Expires` can shorten it.
+    pub fn ttl(mut self, ttl: Duration) -> Builder {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Time to live of stored 404 and 410 responses (default 10 s).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Builder {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// Rules for the paths that match `template`, in axum's syntax
+    /// (`/users/{id}`, `/files/{*path}`). The most specific template wins.
+    pub fn route(mut self, template: impl Into<String>, route: Route) -> Builder {
+        self.routes.push((template.into(), route));
+        self
+    }
+
+    /// Never cache the paths that match `template`; short for
+    /// `route(template, Route::bypass())`.
+    pub fn exclude(self, template: impl Into<String>) -> Builder {
+        self.route(template, Route::bypass())
+    }
+
+    /// Only these query parameters are part of the key; the others are
+    /// ignored (responses must not depend on them).
+    pub fn query_allowlist<I, N>(mut self, names: I) -> Builder
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        self.query = QueryKey::Allow(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// These query parameters are left out of the key (tracking parameters,
+    /// for instance); all others are in it.
+    pub fn query_ignore<I, N>(mut self, names: I) -> Builder
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        self.query = QueryKey::Ignore(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Adds a request header to the key, so that its values get separate
+    /// entries, and lets responses carry `Vary: <header>`. Keying on
+    /// `Authorization` or `Cookie` opts those requests in to caching, one
+    /// entry per credential.
+    pub fn vary_by(mut self, header: HeaderName) -> Builder {
+        if !self.vary_by.contains(&header) {
+            self.vary_by.push(header);
+        }
+        self
+    }
+
+    /// The response statuses that may be stored (default 200, 203, 204,
+    /// 300, 301, 308, 404, 410).
+    pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Builder {
+        self.statuses = statuses.into_iter().collect();
+        self
+    }
+
+    /// Largest body stored (default 1 MiB). Larger bodies stream through
+    /// uncached, and no more than this is ever buffered per response.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Builder {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Whether the authority (`Host`) is part of the key (default yes).
+    /// Turn it off only when one app answers the same for every host name.
+    pub fn include_authority(mut self, include: bool) -> Builder {
+        self.include_authority = include;
+        self
+    }
+
+    /// Deadline of each store call (default 50 ms). A lookup that misses it
+    /// is a miss; a write that misses it is skipped.
+    pub fn store_timeout(mut self, timeout: Duration) -> Builder {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// Validates the configuration and builds the layer.
+    pub fn build(self) -> Result<CacheAsideLayer, Error> {
+        if let Some(bad) = self.prefix.chars().find(|c| {
+            matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\') || c.is_whitespace() || c.is_control()
+        }) {
+            return Err(Error::InvalidConfig(format!(
+                "prefix {:?} contains {bad:?}, which would break the key layout",
+                self.prefix
+            )));
+        }
+        if self.ttl.is_zero() || self.negative_ttl.is_zero() {
+            return Err(Error::InvalidConfig("a ttl of zero stores nothing".into()));
+        }
+        if self.store_timeout.is_zero() {
+            return Err(Error::InvalidConfig("store_timeout must be above zero".into()));
+        }
+        if u32::try_from(self.max_body_bytes).is_err() {
+            return Err(Error::InvalidConfig(
+                "max_body_bytes must fit in 32 bits".into(),
+            ));
+        }
+        let mut routes = matchit::Router::new();
+        for (template, route) in &self.routes {
+            if !template.starts_with('/') {
+                return Err(Error::InvalidRoute {
+                    template: template.clone(),
+                    reason: "a template starts with `/`".into(),
+                });
+            }
+            if matches!(route.ttl, Some(t) if t.is_zero())
+                || matches!(route.negative_ttl, Some(t) if t.is_zero())
+            {
+                return Err(Error::InvalidRoute {
+                    template: template.clone(),
+                    reason: "a ttl of zero stores nothing; use Route::bypass()".into(),
+                });
+            }
+            routes
+                .insert(template.clone(), route.clone())
+                .map_err(|e| Error::InvalidRoute {
+                    template: template.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(self.assemble(routes))
+    }
+
+    fn assemble(self, routes: matchit::Router<Route>) -> CacheAsideLayer {
+        CacheAsideLayer {
+            config: Arc::new(Config {
+                store: self.store,
+                keys: KeyConfig {
+                    prefix: Arc::from(self.prefix),
+                    include_authority: self.include_authority,
+                    query: self.query,
+                    vary_by: self.vary_by,
+                },
+                policy: PolicyConfig {
+                    ttl: self.ttl,
+                    negative_ttl: self.negative_ttl,
+                    statuses: self.statuses,
+                    max_body_bytes: self.max_body_bytes,
+                },
+                store_timeout: self.store_timeout,
+                routes,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    #[test]
+    fn bad_templates_fail_at_build() {
+        let err = CacheAsideLayer::builder(MemoryStore::new())
+            .route("/users/{id}", Route::new())
+            .route("/users/{name}", Route::new())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidRoute { ref template, .. } if template == "/users/{name}"), "{err}");
+        let err = CacheAsideLayer::builder(MemoryStore::new())
+            .exclude("users")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("`users`"), "{err}");
+    }
+
+    #[test]
+    fn bad_prefixes_fail_at_build() {
+        for prefix in ["a{b", "a}b", "a*", "a b", "x?"] {
+            let result = CacheAsideLayer::builder(MemoryStore::new())
+                .prefix(prefix)
+                .build();
+            assert!(matches!(result, Err(Error::InvalidConfig(_))), "{prefix}");
+        }
+    }
+
+    #[test]
+    fn the_most_specific_route_wins() {
+        let layer = CacheAsideLayer::builder(MemoryStore::new())
+            .route("/users/{id}", Route::new().ttl(Duration::from_secs(5)))
+            .exclude("/users/me")
+            .build()
+            .unwrap();
+        assert!(layer.config.route("/users/me").unwrap().is_bypass());
+        assert_eq!(
+            layer.config.route("/users/7").unwrap().ttls().0,
+            Some(Duration::from_secs(5))
+        );
+        assert!(layer.config.route("/teams").is_none());
+    }
+}

@@ -1,0 +1,338 @@
+//! [`CacheAside`]: classify each request, then look it up, bypass it, or
+//! forward it.
+//!
+//! The request path, one way only:
+//!
+//! 1. `call` classifies the request: not GET/HEAD → forward; excluded route,
+//!    credentials, `Range` or `Upgrade` → forward without lookup; otherwise
+//!    derive its key and start the lookup ([`crate::future`]).
+//! 2. A usable entry becomes the response ([`hit_response`]); the inner
+//!    service is not called.
+//! 3. Otherwise the inner service answers, and [`miss_response`] decides
+//!    whether its response may be stored; if so the body is recorded on its
+//!    way to the client ([`crate::body`]).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::body::{Recorder, ResponseBody};
+use crate::cache_status::{Outcome, CACHE_STATUS};
+use crate::entry::Entry;
+use crate::future::ResponseFuture;
+use crate::key::DerivedKey;
+use crate::layer::Config;
+
+/// Caches the GET and HEAD responses of the service it wraps.
+///
+/// Made by [`CacheAsideLayer`](crate::CacheAsideLayer); see the
+/// [crate docs](crate) for what it stores.
+#[derive(Clone)]
+pub struct CacheAside<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for CacheAside<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheAside")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S> CacheAside<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        CacheAside { inner, config }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheAside<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let config = self.config.clone();
+        let is_head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return ResponseFuture::forward(self.inner.call(req), Outcome::Method, config),
+        };
+        let route = config.route(req.uri().path());
+        if route.is_some_and(|r| r.is_bypass()) {
+            return ResponseFuture::forward(self.inner.call(req), Outcome::Bypass("route"), config);
+        }
+        if let Some(detail) = crate::policy::request_bypass(&req, &config.keys.vary_by) {
+            return ResponseFuture::forward(self.inner.call(req), Outcome::Bypass(detail), config);
+        }
+        // Store calls and their deadlines run on Tokio; without a runtime the
+        // layer steps aside rather than panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return ResponseFuture::forward(
+                self.inner.call(req),
+                Outcome::Bypass("no-runtime"),
+                config,
+            );
+        }
+        let key = config.keys.derive(&req);
+        let miss = MissContext {
+            key,
+            is_head,
+            route_ttls: route.map(|r| r.ttls()).unwrap_or_default(),
+            detail: None,
+        };
+        // The inner service is called only on a miss, after the lookup: take
+        // the clone that `poll_ready` made ready, leave a fresh one behind.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::lookup(ready, req, miss, config)
+    }
+}
+
+/// What a lookup that did not hit carries over to the inner response.
+#[derive(Debug)]
+pub(crate) struct MissContext {
+    pub(crate) key: DerivedKey,
+    pub(crate) is_head: bool,
+    pub(crate) route_ttls: (Option<Duration>, Option<Duration>),
+    /// Why the lookup found nothing usable, when it is worth saying.
+    pub(crate) detail: Option<&'static str>,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Turns a stored value into the response for `req`, or says why it cannot
+/// be used (`Err(detail)`, a miss).
+pub(crate) fn hit_response<B, ReqBody>(
+    config: &Config,
+    miss: &MissContext,
+    value: Bytes,
+    req: &Request<ReqBody>,
+) -> Result<Response<ResponseBody<B>>, Option<&'static str>> {
+    let entry = match Entry::decode(value) {
+        Ok(entry) => entry,
+        Err(error) => {
+            tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
+            remove_in_background(config, &miss.key);
+            return Err(Some("bad-entry"));
+        }
+    };
+    if entry.fingerprint != miss.key.fingerprint {
+        return Err(None);
+    }
+    let now = now_ms();
+    let expires_at = entry.stored_at_ms.saturating_add(entry.ttl_ms);
+    if now >= expires_at {
+        return Err(None);
+    }
+    let ttl_left = (expires_at - now) / 1000;
+    let age = now.saturating_sub(entry.stored_at_ms) / 1000;
+
+    let Entry {
+        status,
+        mut headers,
+        body,
+        trailers,
+        ..
+    } = entry;
+    let not_modified = status == StatusCode::OK && etag_matches(req.headers(), &headers);
+    let mut response = if not_modified {
+        headers = not_modified_headers(&headers);
+        let mut response = Response::new(ResponseBody::cached(Bytes::new(), None));
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            headers.remove(header::CONTENT_LENGTH);
+        } else {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let mut response = if miss.is_head {
+            Response::new(ResponseBody::cached(Bytes::new(), None))
+        } else {
+            Response::new(ResponseBody::cached(body, trailers))
+        };
+        *response.status_mut() = status;
+        response
+    };
+    headers.insert(header::AGE, HeaderValue::from(age));
+    Outcome::Hit { ttl: ttl_left }.append_to(&mut headers);
+    *response.headers_mut() = headers;
+    tracing::debug!(
+        target: "tower_cache_aside",
+        outcome = "hit",
+        resource = miss.key.key.resource().resource(),
+        age,
+        ttl = ttl_left,
+        "served from cache"
+    );
+    Ok(response)
+}
+
+/// Adds `Cache-Status` to the inner service's response and, when it may be
+/// stored, sets up its recording.
+pub(crate) fn miss_response<B>(
+    config: &Arc<Config>,
+    response: Response<B>,
+    miss: MissContext,
+) -> Response<ResponseBody<B>> {
+    let (mut parts, body) = response.into_parts();
+    let verdict = if miss.is_head {
+        Err(None)
+    } else {
+        config
+            .policy
+            .storable(
+                parts.status,
+                &parts.headers,
+                &config.keys.vary_by,
+                miss.route_ttls.0,
+                miss.route_ttls.1,
+            )
+            .map_err(Some)
+    };
+    let (recorder, outcome) = match verdict {
+        Ok(ttl) => {
+            let mut headers = parts.headers.clone();
+            strip_unstorable(&mut headers);
+            let recorder = Recorder::new(config.clone(), miss.key, parts.status, headers, ttl);
+            (
+                Some(recorder),
+                Outcome::Miss {
+                    stored: true,
+                    detail: miss.detail,
+                },
+            )
+        }
+        Err(reason) => (
+            None,
+            Outcome::Miss {
+                stored: false,
+                detail: miss.detail.or(reason),
+            },
+        ),
+    };
+    outcome.append_to(&mut parts.headers);
+    tracing::debug!(target: "tower_cache_aside", outcome = outcome.label(), status = parts.status.as_u16(), "forwarded");
+    Response::from_parts(parts, ResponseBody::inner(body, recorder))
+}
+
+/// Adds `Cache-Status` to a response the layer only forwarded.
+pub(crate) fn forwarded_response<B>(
+    response: Response<B>,
+    outcome: Outcome,
+) -> Response<ResponseBody<B>> {
+    let (mut parts, body) = response.into_parts();
+    outcome.append_to(&mut parts.headers);
+    tracing::trace!(target: "tower_cache_aside", outcome = outcome.label(), "forwarded");
+    Response::from_parts(parts, ResponseBody::inner(body, None))
+}
+
+fn remove_in_background(config: &Config, key: &DerivedKey) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (store, key, timeout) = (config.store.clone(), key.key.clone(), config.store_timeout);
+    runtime.spawn(async move {
+        let _ = tokio::time::timeout(timeout, store.remove(&key)).await;
+    });
+}
+
+/// Removes what must not be replayed from a stored response: hop-by-hop
+/// fields, those the `Connection` field names, and the fields the layer
+/// computes on each hit.
+fn strip_unstorable(headers: &mut HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::AGE,
+        CACHE_STATUS,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+}
+
+/// Whether the request's `If-None-Match` matches the stored `ETag` (weak
+/// comparison, RFC 9110 section 13.1.2).
+fn etag_matches(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let etag = opaque(etag);
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|candidate| candidate.trim() == "*" || opaque(candidate) == etag)
+}
+
+/// The fields a 304 carries (RFC 9110 section 15.4.5).
+fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::LAST_MODIFIED,
+    ] {
+        for value in stored.get_all(&name) {
+            let _ = kept.try_append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
