@@ -70,9 +70,29 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    /// The inner service's body, passed through.
+    pub(crate) fn passthrough(inner: B) -> Self {
+        ResponseBody {
+            kind: Kind::Inner {
+                inner,
+                recorder: None,
+            },
+        }
+    }
+
     /// The inner service's body, recorded for storage when `recorder` is
     /// given.
-    pub(crate) fn inner(inner: B, recorder: Option<Recorder>) -> Self {
+    pub(crate) fn recorded(inner: B, mut recorder: Option<Recorder>) -> Self
+    where
+        B: Body,
+    {
+        // A body that is empty from the start may never be polled (hyper
+        // checks `is_end_stream` first), so it is complete already.
+        if inner.is_end_stream() {
+            if let Some(rec) = recorder.take() {
+                rec.finish();
+            }
+        }
         ResponseBody {
             kind: Kind::Inner { inner, recorder },
         }

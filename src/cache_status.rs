@@ -54,7 +54,8 @@ impl Outcome {
                 HeaderValue::try_from(value).ok()
             }
             Outcome::Bypass(detail) => {
-                HeaderValue::try_from(format!("tower-cache-aside; fwd=bypass; detail={detail}")).ok()
+                HeaderValue::try_from(format!("tower-cache-aside; fwd=bypass; detail={detail}"))
+                    .ok()
             }
             Outcome::Method => Some(HeaderValue::from_static("tower-cache-aside; fwd=method")),
         };
@@ -96,13 +97,22 @@ mod tests {
 
     #[test]
     fn renders_each_outcome() {
-        assert_eq!(render(Outcome::Hit { ttl: 41 }), "tower-cache-aside; hit; ttl=41");
         assert_eq!(
-            render(Outcome::Miss { stored: true, detail: None }),
+            render(Outcome::Hit { ttl: 41 }),
+            "tower-cache-aside; hit; ttl=41"
+        );
+        assert_eq!(
+            render(Outcome::Miss {
+                stored: true,
+                detail: None
+            }),
             "tower-cache-aside; fwd=miss; stored"
         );
         assert_eq!(
-            render(Outcome::Miss { stored: false, detail: Some("set-cookie") }),
+            render(Outcome::Miss {
+                stored: false,
+                detail: Some("set-cookie")
+            }),
             "tower-cache-aside; fwd=miss; detail=set-cookie"
         );
         assert_eq!(

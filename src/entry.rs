@@ -163,8 +163,8 @@ impl Entry {
             return Err(DecodeError::Version(version));
         }
         let _flags = value.get_u8();
-        let status = StatusCode::from_u16(value.get_u16())
-            .map_err(|_| DecodeError::Invalid("status"))?;
+        let status =
+            StatusCode::from_u16(value.get_u16()).map_err(|_| DecodeError::Invalid("status"))?;
         let stored_at_ms = value.get_u64();
         let ttl_ms = value.get_u64();
         let fingerprint = take_len32(&mut value)?;
@@ -232,8 +232,8 @@ fn take_map(value: &mut Bytes) -> Result<HeaderMap, DecodeError> {
         let name =
             HeaderName::from_bytes(&name).map_err(|_| DecodeError::Invalid("header name"))?;
         let raw = take_len32(value)?;
-        let value =
-            HeaderValue::from_maybe_shared(raw).map_err(|_| DecodeError::Invalid("header value"))?;
+        let value = HeaderValue::from_maybe_shared(raw)
+            .map_err(|_| DecodeError::Invalid("header value"))?;
         map.try_append(name, value)
             .map_err(|_| DecodeError::Invalid("header count"))?;
     }

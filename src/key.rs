@@ -111,7 +111,14 @@ impl KeyConfig {
         if self.include_authority {
             encode_into(&mut full, authority.to_ascii_lowercase().as_bytes());
         }
-        encode_into(&mut full, if path.is_empty() { b"/" } else { path.as_bytes() });
+        encode_into(
+            &mut full,
+            if path.is_empty() {
+                b"/"
+            } else {
+                path.as_bytes()
+            },
+        );
         let resource = if full.len() > MAX_RESOURCE_LEN {
             let mut short = String::with_capacity(HASHED_HEAD_LEN + 33);
             // The encoded text is ASCII, so any byte index is a char boundary.
@@ -215,15 +222,13 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     while i < input.len() {
         match input[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < input.len() => {
-                match (hex_val(input[i + 1]), hex_val(input[i + 2])) {
-                    (Some(hi), Some(lo)) => {
-                        out.push(hi << 4 | lo);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < input.len() => match (hex_val(input[i + 1]), hex_val(input[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             byte => out.push(byte),
         }
         i += 1;
@@ -299,7 +304,10 @@ mod tests {
     }
 
     fn get(uri: &str) -> Request<()> {
-        Request::get(uri).header("host", "Example.COM").body(()).unwrap()
+        Request::get(uri)
+            .header("host", "Example.COM")
+            .body(())
+            .unwrap()
     }
 
     #[test]

@@ -297,7 +297,9 @@ impl Builder {
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<CacheAsideLayer, Error> {
         if let Some(bad) = self.prefix.chars().find(|c| {
-            matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\') || c.is_whitespace() || c.is_control()
+            matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\')
+                || c.is_whitespace()
+                || c.is_control()
         }) {
             return Err(Error::InvalidConfig(format!(
                 "prefix {:?} contains {bad:?}, which would break the key layout",
@@ -308,7 +310,9 @@ impl Builder {
             return Err(Error::InvalidConfig("a ttl of zero stores nothing".into()));
         }
         if self.store_timeout.is_zero() {
-            return Err(Error::InvalidConfig("store_timeout must be above zero".into()));
+            return Err(Error::InvalidConfig(
+                "store_timeout must be above zero".into(),
+            ));
         }
         if u32::try_from(self.max_body_bytes).is_err() {
             return Err(Error::InvalidConfig(
@@ -376,7 +380,10 @@ mod tests {
             .route("/users/{name}", Route::new())
             .build()
             .unwrap_err();
-        assert!(matches!(err, Error::InvalidRoute { ref template, .. } if template == "/users/{name}"), "{err}");
+        assert!(
+            matches!(err, Error::InvalidRoute { ref template, .. } if template == "/users/{name}"),
+            "{err}"
+        );
         let err = CacheAsideLayer::builder(MemoryStore::new())
             .exclude("users")
             .build()

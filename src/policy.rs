@@ -115,7 +115,10 @@ fn vary_is_keyed(headers: &HeaderMap, vary_by: &[HeaderName]) -> Result<(), &'st
             if name == "*" {
                 return Err("vary");
             }
-            if !vary_by.iter().any(|k| k.as_str().eq_ignore_ascii_case(name)) {
+            if !vary_by
+                .iter()
+                .any(|k| k.as_str().eq_ignore_ascii_case(name))
+            {
                 return Err("vary");
             }
         }
@@ -248,7 +251,10 @@ mod tests {
         map
     }
 
-    fn storable(status: u16, pairs: &[(&'static str, &'static str)]) -> Result<Duration, &'static str> {
+    fn storable(
+        status: u16,
+        pairs: &[(&'static str, &'static str)],
+    ) -> Result<Duration, &'static str> {
         cfg().storable(
             StatusCode::from_u16(status).unwrap(),
             &headers(pairs),
@@ -279,13 +285,22 @@ mod tests {
     #[test]
     fn private_responses_are_not_stored() {
         assert_eq!(storable(200, &[("set-cookie", "a=b")]), Err("set-cookie"));
-        assert_eq!(storable(200, &[("cache-control", "no-store")]), Err("no-store"));
-        assert_eq!(storable(200, &[("cache-control", "Private")]), Err("private"));
+        assert_eq!(
+            storable(200, &[("cache-control", "no-store")]),
+            Err("no-store")
+        );
+        assert_eq!(
+            storable(200, &[("cache-control", "Private")]),
+            Err("private")
+        );
         assert_eq!(
             storable(200, &[("cache-control", "private=\"x-user\"")]),
             Err("private")
         );
-        assert_eq!(storable(200, &[("cache-control", "no-cache")]), Err("no-cache"));
+        assert_eq!(
+            storable(200, &[("cache-control", "no-cache")]),
+            Err("no-cache")
+        );
         assert_eq!(storable(200, &[("vary", "*")]), Err("vary"));
         assert_eq!(storable(200, &[("vary", "Accept-Encoding")]), Err("vary"));
         assert_eq!(
@@ -308,8 +323,14 @@ mod tests {
             storable(200, &[("cache-control", "s-maxage=3600")]),
             Ok(Duration::from_secs(60))
         );
-        assert_eq!(storable(200, &[("cache-control", "max-age=0")]), Err("expired"));
-        assert_eq!(storable(200, &[("cache-control", "max-age=abc")]), Err("expired"));
+        assert_eq!(
+            storable(200, &[("cache-control", "max-age=0")]),
+            Err("expired")
+        );
+        assert_eq!(
+            storable(200, &[("cache-control", "max-age=abc")]),
+            Err("expired")
+        );
     }
 
     #[test]
@@ -329,7 +350,10 @@ mod tests {
 
     #[test]
     fn declared_oversize_bodies_are_not_stored() {
-        assert_eq!(storable(200, &[("content-length", "1025")]), Err("too-large"));
+        assert_eq!(
+            storable(200, &[("content-length", "1025")]),
+            Err("too-large")
+        );
         assert!(storable(200, &[("content-length", "1024")]).is_ok());
     }
 
@@ -345,12 +369,18 @@ mod tests {
 
     #[test]
     fn credentials_bypass_unless_keyed() {
-        let req = Request::get("/").header("authorization", "Bearer x").body(()).unwrap();
+        let req = Request::get("/")
+            .header("authorization", "Bearer x")
+            .body(())
+            .unwrap();
         assert_eq!(request_bypass(&req, &[]), Some("authorization"));
         assert_eq!(request_bypass(&req, &[header::AUTHORIZATION]), None);
         let req = Request::get("/").header("cookie", "s=1").body(()).unwrap();
         assert_eq!(request_bypass(&req, &[]), Some("cookie"));
-        let req = Request::get("/").header("range", "bytes=0-1").body(()).unwrap();
+        let req = Request::get("/")
+            .header("range", "bytes=0-1")
+            .body(())
+            .unwrap();
         assert_eq!(request_bypass(&req, &[]), Some("range"));
     }
 }

@@ -206,7 +206,7 @@ pub(crate) fn hit_response<B, ReqBody>(
 
 /// Adds `Cache-Status` to the inner service's response and, when it may be
 /// stored, sets up its recording.
-pub(crate) fn miss_response<B>(
+pub(crate) fn miss_response<B: Body>(
     config: &Arc<Config>,
     response: Response<B>,
     miss: MissContext,
@@ -249,7 +249,7 @@ pub(crate) fn miss_response<B>(
     };
     outcome.append_to(&mut parts.headers);
     tracing::debug!(target: "tower_cache_aside", outcome = outcome.label(), status = parts.status.as_u16(), "forwarded");
-    Response::from_parts(parts, ResponseBody::inner(body, recorder))
+    Response::from_parts(parts, ResponseBody::recorded(body, recorder))
 }
 
 /// Adds `Cache-Status` to a response the layer only forwarded.
@@ -260,7 +260,7 @@ pub(crate) fn forwarded_response<B>(
     let (mut parts, body) = response.into_parts();
     outcome.append_to(&mut parts.headers);
     tracing::trace!(target: "tower_cache_aside", outcome = outcome.label(), "forwarded");
-    Response::from_parts(parts, ResponseBody::inner(body, None))
+    Response::from_parts(parts, ResponseBody::passthrough(body))
 }
 
 fn remove_in_background(config: &Config, key: &DerivedKey) {

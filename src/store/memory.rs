@@ -89,10 +89,8 @@ impl MemoryStore {
         let cache = Cache::builder()
             .max_capacity(bytes)
             .weigher(|key: &(ResourceKey, String), value: &Value| {
-                let size = key.0.prefix().len()
-                    + key.0.resource().len()
-                    + key.1.len()
-                    + value.bytes.len();
+                let size =
+                    key.0.prefix().len() + key.0.resource().len() + key.1.len() + value.bytes.len();
                 u32::try_from(size).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)

@@ -120,7 +120,9 @@ impl std::fmt::Debug for RedisStore {
             Connection::Client(_) => "client",
             Connection::Pool(_) => "pool",
         };
-        f.debug_struct("RedisStore").field("connection", &kind).finish()
+        f.debug_struct("RedisStore")
+            .field("connection", &kind)
+            .finish()
     }
 }
 
@@ -211,9 +213,7 @@ impl Store for RedisStore {
 
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.client()
-                .unlink::<i64, _>(Self::entry_key(key))
-                .await?;
+            self.client().unlink::<i64, _>(Self::entry_key(key)).await?;
             Ok(())
         })
     }
