@@ -1,10 +1,16 @@
 //! Route-derived cache keys.
 //!
-//! A request maps to a *resource* (authority and path) and, within it, to a
-//! *variant* (canonical query and the configured vary-header values). GET and
-//! HEAD map to the same key. The resource stays readable in the key so that
-//! purges can name it, exactly or with a glob; the variant is a fixed-length
-//! hash of its material.
+//! A request maps to a *resource* (its path) and, within it, to a *variant*
+//! (authority, canonical query and the configured vary-header values). GET
+//! and HEAD map to the same key. The resource stays readable in the key so
+//! that purges can name it, exactly or with a glob; the variant is a
+//! fixed-length hash of its material.
+//!
+//! The authority is part of the variant, not of the resource: purges (by
+//! rule, by `Location`, from a job) name paths, and a job rarely knows which
+//! host names served them. So one purge of a path removes its entries for
+//! every host, by the resource's index, with no scan; the hosts' entries
+//! still never mix.
 //!
 //! Everything here comes from the request and is untrusted, so the mapping
 //! is built to be safe for any byte:
@@ -17,7 +23,7 @@
 //! - A resource longer than [`MAX_RESOURCE_LEN`] keeps a readable head and
 //!   ends in `#` plus a hash of the whole (`#` is always encoded elsewhere,
 //!   so the form cannot be forged by a path).
-//! - The full key material (resource, query, vary values) is stored inside
+//! - The full key material (path, authority, query, vary values) is stored inside
 //!   the entry as its fingerprint and compared on every hit, so neither a
 //!   hash collision nor a value planted under the wrong key is ever served.
 
@@ -32,7 +38,7 @@ pub(crate) const MAX_RESOURCE_LEN: usize = 512;
 /// Readable head kept when a resource is hashed.
 const HASHED_HEAD_LEN: usize = 256;
 
-/// One cached resource: every variant of one authority and path.
+/// One cached resource: every variant (host, query, vary values) of one path.
 ///
 /// Built by the layer from a request; a [`Store`](crate::Store) turns it into
 /// its own key layout (for Redis, `<prefix>{<resource>}:…`).
@@ -48,7 +54,7 @@ impl ResourceKey {
         &self.prefix
     }
 
-    /// The encoded authority and path. Never contains `{`, `}`, `*`, `?`,
+    /// The encoded path. Never contains `{`, `}`, `*`, `?`,
     /// `[`, `]`, `\`, white space or control bytes.
     pub fn resource(&self) -> &str {
         &self.resource
@@ -104,13 +110,11 @@ pub(crate) struct DerivedKey {
 }
 
 impl KeyConfig {
-    /// Derives the resource key of an authority and path as they appear in a
-    /// request target.
-    pub(crate) fn resource_key(&self, authority: &str, path: &str) -> (ResourceKey, String) {
-        let mut full = String::with_capacity(authority.len() + path.len() + 8);
-        if self.include_authority {
-            encode_into(&mut full, authority.to_ascii_lowercase().as_bytes());
-        }
+    /// Derives the resource key of a path as it appears in a request
+    /// target (still percent-encoded). Returns the key and the full encoded
+    /// path (which the key holds hashed when it is long).
+    pub(crate) fn resource_key(&self, path: &str) -> (ResourceKey, String) {
+        let mut full = String::with_capacity(path.len() + 8);
         encode_into(
             &mut full,
             if path.is_empty() {
@@ -140,14 +144,22 @@ impl KeyConfig {
 
     /// Derives the entry key of a request.
     pub(crate) fn derive<B>(&self, req: &Request<B>) -> DerivedKey {
-        let authority = request_authority(req);
-        let (resource, full) = self.resource_key(authority, req.uri().path());
+        let (resource, full) = self.resource_key(req.uri().path());
 
-        // Material: the full resource, then the canonical query, then each
-        // vary header. Separators are bytes that can occur in none of them
-        // (the resource is encoded; URIs and header values exclude 0x00-0x02).
-        let mut material = Vec::with_capacity(full.len() + 64);
+        // Material: the full path, the authority, the canonical query, then
+        // each vary header. Separators are bytes that can occur in none of
+        // them (the path is encoded; URIs and header values exclude
+        // 0x00-0x02), so distinct requests never share material.
+        let mut material = Vec::with_capacity(full.len() + 96);
         material.extend_from_slice(full.as_bytes());
+        material.push(0);
+        if self.include_authority {
+            material.extend(
+                request_authority(req)
+                    .bytes()
+                    .map(|b| b.to_ascii_lowercase()),
+            );
+        }
         material.push(0);
         self.push_canonical_query(&mut material, req.uri().query().unwrap_or(""));
         for name in &self.vary_by {
@@ -311,9 +323,21 @@ mod tests {
     }
 
     #[test]
-    fn resource_is_lowercased_authority_and_path() {
+    fn resource_is_the_path_and_hosts_are_variants() {
         let key = config().derive(&get("/users/1?b=2&a=1")).key;
-        assert_eq!(key.resource().resource(), "example.com/users/1");
+        assert_eq!(key.resource().resource(), "/users/1");
+        let other_host = Request::get("/users/1?b=2&a=1")
+            .header("host", "example.org")
+            .body(())
+            .unwrap();
+        let other = config().derive(&other_host).key;
+        assert_eq!(other.resource(), key.resource());
+        assert_ne!(other.variant(), key.variant());
+        let same_host_other_case = Request::get("/users/1?a=1&b=2")
+            .header("host", "EXAMPLE.com")
+            .body(())
+            .unwrap();
+        assert_eq!(config().derive(&same_host_other_case).key, key);
         assert_eq!(key.resource().prefix(), "tca:");
         assert_eq!(key.variant().len(), 32);
     }
@@ -380,8 +404,23 @@ mod tests {
     fn authority_can_be_left_out() {
         let mut c = config();
         c.include_authority = false;
-        let key = c.derive(&get("/users/1")).key;
-        assert_eq!(key.resource().resource(), "/users/1");
+        let other_host = Request::get("/users/1")
+            .header("host", "example.org")
+            .body(())
+            .unwrap();
+        assert_eq!(c.derive(&get("/users/1")).key, c.derive(&other_host).key);
+    }
+
+    #[test]
+    fn a_host_cannot_pose_as_part_of_the_path() {
+        let c = config();
+        let forged = Request::get("/1")
+            .header("host", "example.com/users")
+            .body(())
+            .unwrap();
+        let real = get("/users/1");
+        assert_ne!(c.derive(&forged).fingerprint, c.derive(&real).fingerprint);
+        assert_ne!(c.derive(&forged).key, c.derive(&real).key);
     }
 
     #[test]
@@ -389,10 +428,10 @@ mod tests {
         let c = config();
         let star = c.derive(&get("/users/*")).key;
         let escaped = c.derive(&get("/users/%2A")).key;
-        assert_eq!(star.resource().resource(), "example.com/users/%2A");
-        assert_eq!(escaped.resource().resource(), "example.com/users/%252A");
-        let (brackets, _) = c.resource_key("h", "/a[b]\\{c}?");
-        assert_eq!(brackets.resource(), "h/a%5Bb%5D%5C%7Bc%7D%3F");
+        assert_eq!(star.resource().resource(), "/users/%2A");
+        assert_eq!(escaped.resource().resource(), "/users/%252A");
+        let (brackets, _) = c.resource_key("/a[b]\\{c}?");
+        assert_eq!(brackets.resource(), "/a%5Bb%5D%5C%7Bc%7D%3F");
     }
 
     #[test]
@@ -414,7 +453,7 @@ mod tests {
             encode_into(&mut out, &bytes);
             let safe = out.bytes().all(|b| b.is_ascii_graphic() && !b"{}*?[]\\#".contains(&b));
             prop_assert!(safe, "unsafe byte in {}", out);
-            let (key, _) = config().resource_key("host", &out);
+            let (key, _) = config().resource_key(&out);
             prop_assert!(key.resource().len() <= MAX_RESOURCE_LEN);
             let clean = !key.resource().contains(['{', '}', '*', '?', '[', ']', '\\', ' ']);
             prop_assert!(clean, "unsafe resource {}", key.resource());
