@@ -9,7 +9,9 @@
 //! | missed, response stored | `tower-cache-aside; fwd=miss; stored` |
 //! | missed, not stored | `tower-cache-aside; fwd=miss; detail=set-cookie` |
 //! | not looked up | `tower-cache-aside; fwd=bypass; detail=authorization` |
-//! | not a GET or HEAD | `tower-cache-aside; fwd=method` |
+//! | a successful write, and the entries it purged | `tower-cache-aside; fwd=method; purged=3` |
+//! | a successful write whose purge failed | `tower-cache-aside; fwd=method; purged=0; detail=purge-failed` |
+//! | any other method, or a failed write | `tower-cache-aside; fwd=method` |
 //!
 //! The layer appends its member to a `Cache-Status` the inner service may
 //! already have set (caches closer to the origin come first).
@@ -33,6 +35,9 @@ pub(crate) enum Outcome {
     Bypass(&'static str),
     /// Forwarded because of its method.
     Method,
+    /// A successful unsafe request: entries purged, and whether any purge
+    /// failed.
+    Purged { removed: u64, failed: bool },
 }
 
 impl Outcome {
@@ -58,6 +63,13 @@ impl Outcome {
                     .ok()
             }
             Outcome::Method => Some(HeaderValue::from_static("tower-cache-aside; fwd=method")),
+            Outcome::Purged { removed, failed } => {
+                let detail = if failed { "; detail=purge-failed" } else { "" };
+                HeaderValue::try_from(format!(
+                    "tower-cache-aside; fwd=method; purged={removed}{detail}"
+                ))
+                .ok()
+            }
         };
         if let Some(value) = value {
             // Appending fails only past the header map's capacity (32768
@@ -74,6 +86,8 @@ impl Outcome {
             Outcome::Miss { stored: false, .. } => "miss",
             Outcome::Bypass(_) => "bypass",
             Outcome::Method => "method",
+            Outcome::Purged { failed: false, .. } => "purged",
+            Outcome::Purged { failed: true, .. } => "purge-failed",
         }
     }
 }
@@ -120,5 +134,19 @@ mod tests {
             "tower-cache-aside; fwd=bypass; detail=cookie"
         );
         assert_eq!(render(Outcome::Method), "tower-cache-aside; fwd=method");
+        assert_eq!(
+            render(Outcome::Purged {
+                removed: 3,
+                failed: false
+            }),
+            "tower-cache-aside; fwd=method; purged=3"
+        );
+        assert_eq!(
+            render(Outcome::Purged {
+                removed: 0,
+                failed: true
+            }),
+            "tower-cache-aside; fwd=method; purged=0; detail=purge-failed"
+        );
     }
 }

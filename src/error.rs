@@ -30,6 +30,9 @@ pub enum Error {
     /// A store call did not finish within its deadline.
     #[error("store call timed out after {0:?}")]
     Timeout(Duration),
+    /// One or more purges failed; they are retried in the background.
+    #[error("purge failed; retrying in the background")]
+    PurgeFailed,
     /// Any other store failure (for custom [`Store`](crate::Store) implementations).
     #[error("store: {0}")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -18,12 +18,15 @@ use tower_service::Service;
 use crate::body::ResponseBody;
 use crate::cache_status::Outcome;
 use crate::layer::Config;
-use crate::service::{forwarded_response, hit_response, miss_response, MissContext};
+use crate::purge::{self, Purge, PurgeReport};
+use crate::service::{forwarded_response, hit_response, miss_response, MissContext, WriteContext};
 
 /// A store lookup under its deadline. It owns what it needs and gives the
 /// miss context back, so nothing is cloned for it.
 type Lookup = Pin<Box<dyn Future<Output = (MissContext, LookupResult)> + Send>>;
 type LookupResult = Result<Option<Bytes>, &'static str>;
+/// The purges of a successful write, run concurrently under their deadline.
+type Purging = Pin<Box<dyn Future<Output = PurgeReport> + Send>>;
 
 pin_project! {
     /// Response future of [`CacheAside`](crate::CacheAside).
@@ -52,6 +55,10 @@ pin_project! {
             future: S::Future,
             then: Option<Then>,
         },
+        Purge {
+            purging: Purging,
+            response: Option<S::Response>,
+        },
         Done,
     }
 }
@@ -60,6 +67,7 @@ pin_project! {
 enum Then {
     Forward(Outcome),
     Miss(MissContext),
+    Write(WriteContext),
 }
 
 impl<S, ReqBody> std::fmt::Debug for ResponseFuture<S, ReqBody>
@@ -81,6 +89,29 @@ where
             state: State::Inner {
                 future,
                 then: Some(Then::Forward(outcome)),
+            },
+            config,
+        }
+    }
+
+    /// Waits for the inner service, then for the purges of a successful
+    /// write, before the response is returned (read your writes).
+    pub(crate) fn write(future: S::Future, write: WriteContext, config: Arc<Config>) -> Self {
+        ResponseFuture {
+            state: State::Inner {
+                future,
+                then: Some(Then::Write(write)),
+            },
+            config,
+        }
+    }
+
+    /// Waits for the inner service of a miss that skipped the lookup.
+    pub(crate) fn miss(future: S::Future, miss: MissContext, config: Arc<Config>) -> Self {
+        ResponseFuture {
+            state: State::Inner {
+                future,
+                then: Some(Then::Miss(miss)),
             },
             config,
         }
@@ -160,10 +191,49 @@ where
                     let response = match then.take() {
                         Some(Then::Miss(miss)) => miss_response(this.config, response, miss),
                         Some(Then::Forward(outcome)) => forwarded_response(response, outcome),
+                        Some(Then::Write(write)) if purge::purges_on(response.status()) => {
+                            let mut purges = write.purges;
+                            for path in purge::location_paths(
+                                response.headers(),
+                                &write.authority,
+                                &write.path,
+                            ) {
+                                let resource =
+                                    Purge::Resource(this.config.keys.resource_key(&path).0);
+                                if !purges.contains(&resource) {
+                                    purges.push(resource);
+                                }
+                            }
+                            let config = this.config.clone();
+                            let purging: Purging = Box::pin(async move {
+                                purge::run(&config, purges, config.purge_timeout).await
+                            });
+                            this.state.set(State::Purge {
+                                purging,
+                                response: Some(response),
+                            });
+                            continue;
+                        }
+                        Some(Then::Write(_)) => forwarded_response(response, Outcome::Method),
                         None => forwarded_response(response, Outcome::Bypass("internal")),
                     };
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(response));
+                }
+                StateProj::Purge { purging, response } => {
+                    let report = ready!(purging.as_mut().poll(cx));
+                    let Some(response) = response.take() else {
+                        this.state.set(State::Done);
+                        continue;
+                    };
+                    let failed = !report.failed.is_empty();
+                    purge::retry_later(this.config, report.failed);
+                    let outcome = Outcome::Purged {
+                        removed: report.removed,
+                        failed,
+                    };
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(forwarded_response(response, outcome)));
                 }
                 // Polled after completion: like a fused future, stay pending.
                 StateProj::Done => return Poll::Pending,

@@ -61,6 +61,58 @@ impl ResourceKey {
     }
 }
 
+/// A set of resources named by a glob over encoded paths, for purges.
+///
+/// `*` is the only wildcard and matches any run of characters, `/`
+/// included. Every other character is literal: the path encoding leaves no
+/// other glob character in a resource, and text taken from a request is
+/// encoded the same way, so it can never widen the pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResourcePattern {
+    prefix: Arc<str>,
+    pattern: String,
+}
+
+impl ResourcePattern {
+    /// The key prefix configured on the layer.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The pattern over encoded paths; `*` is its only special character.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether an encoded path matches the pattern.
+    pub fn matches(&self, resource: &str) -> bool {
+        glob_match(self.pattern.as_bytes(), resource.as_bytes())
+    }
+}
+
+/// Matches `text` against `pattern`, where `*` matches any run of bytes.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // Classic greedy match with one backtrack point: O(len(pattern) * len(text)).
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
+
 /// One cached response variant of a resource.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EntryKey {
@@ -140,6 +192,25 @@ impl KeyConfig {
             },
             full,
         )
+    }
+
+    /// A pattern from pieces: literal text is encoded like a path, `None`
+    /// stands for a `*` wildcard.
+    pub(crate) fn resource_pattern<'a>(
+        &self,
+        pieces: impl IntoIterator<Item = Option<&'a str>>,
+    ) -> ResourcePattern {
+        let mut pattern = String::new();
+        for piece in pieces {
+            match piece {
+                Some(text) => encode_into(&mut pattern, text.as_bytes()),
+                None => pattern.push('*'),
+            }
+        }
+        ResourcePattern {
+            prefix: self.prefix.clone(),
+            pattern,
+        }
     }
 
     /// Derives the entry key of a request.
@@ -446,7 +517,31 @@ mod tests {
         assert_ne!(a.resource(), b.resource());
     }
 
+    #[test]
+    fn patterns_encode_literals_and_keep_wildcards() {
+        let c = config();
+        let p = c.resource_pattern([Some("/teams/"), None, Some("/members")]);
+        assert_eq!(p.pattern(), "/teams/*/members");
+        assert!(p.matches("/teams/7/members"));
+        assert!(p.matches("/teams/a/b/members"));
+        assert!(!p.matches("/teams/7/members/x"));
+        let literal = c.resource_pattern([Some("/users/*")]);
+        assert_eq!(literal.pattern(), "/users/%2A");
+        assert!(literal.matches("/users/%2A"));
+        assert!(!literal.matches("/users/1"));
+    }
+
     proptest! {
+        #[test]
+        fn a_pattern_without_wildcards_matches_only_itself(a in "/[a-z/%*]{0,12}", b in "/[a-z/%*]{0,12}") {
+            let c = config();
+            let p = c.resource_pattern([Some(a.as_str())]);
+            let (ka, _) = c.resource_key(&a);
+            let (kb, _) = c.resource_key(&b);
+            prop_assert!(p.matches(ka.resource()));
+            prop_assert_eq!(p.matches(kb.resource()), ka == kb);
+        }
+
         #[test]
         fn any_path_bytes_give_a_safe_resource(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
             let mut out = String::new();

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, StatusCode};
+use http::{HeaderName, Method, StatusCode};
 use tower_layer::Layer;
 
 use crate::key::{KeyConfig, QueryKey};
 use crate::policy::{PolicyConfig, DEFAULT_STATUSES};
+use crate::purge::{Pending, Purge, PurgeRules, Purger};
 use crate::service::CacheAside;
 use crate::store::{IntoStore, Store};
 use crate::Error;
@@ -20,6 +21,7 @@ const DEFAULT_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+const DEFAULT_PURGE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Caching rules for the requests whose path matches one route template.
 ///
@@ -78,10 +80,25 @@ pub(crate) struct Config {
     pub(crate) keys: KeyConfig,
     pub(crate) policy: PolicyConfig,
     pub(crate) store_timeout: Duration,
+    pub(crate) purge_timeout: Duration,
+    pub(crate) pending: Pending,
     routes: matchit::Router<Route>,
+    purge_rules: PurgeRules,
 }
 
 impl Config {
+    /// What a successful unsafe `method` request to `path` purges: the path
+    /// itself and the matching rules' targets, without duplicates.
+    pub(crate) fn purges_for(&self, method: &Method, path: &str) -> Vec<Purge> {
+        let mut purges = vec![Purge::Resource(self.keys.resource_key(path).0)];
+        for purge in self.purge_rules.targets(&self.keys, method, path) {
+            if !purges.contains(&purge) {
+                purges.push(purge);
+            }
+        }
+        purges
+    }
+
     /// The rules for a request path: the matching route's, or the defaults.
     pub(crate) fn route(&self, path: &str) -> Option<&Route> {
         self.routes.at(path).ok().map(|m| m.value)
@@ -94,6 +111,8 @@ impl std::fmt::Debug for Config {
             .field("keys", &self.keys)
             .field("policy", &self.policy)
             .field("store_timeout", &self.store_timeout)
+            .field("purge_timeout", &self.purge_timeout)
+            .field("purge_rules", &self.purge_rules)
             .finish_non_exhaustive()
     }
 }
@@ -119,12 +138,17 @@ impl CacheAsideLayer {
     /// `Pool`, a [`RedisStore`](crate::RedisStore), a
     /// [`MemoryStore`](crate::MemoryStore) or any [`Store`].
     pub fn new(store: impl IntoStore) -> CacheAsideLayer {
-        Builder::new(store.into_store()).assemble(matchit::Router::new())
+        Builder::new(store.into_store()).assemble(matchit::Router::new(), PurgeRules::default())
     }
 
     /// A builder to configure the layer over `store`.
     pub fn builder(store: impl IntoStore) -> Builder {
         Builder::new(store.into_store())
+    }
+
+    /// A handle to purge this layer's cached responses out of band.
+    pub fn purger(&self) -> Purger {
+        Purger::new(self.config.clone())
     }
 }
 
@@ -166,7 +190,9 @@ pub struct Builder {
     statuses: Vec<StatusCode>,
     max_body_bytes: usize,
     store_timeout: Duration,
+    purge_timeout: Duration,
     routes: Vec<(String, Route)>,
+    purge_rules: Vec<(Method, String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -195,7 +221,9 @@ impl Builder {
                 .collect(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            purge_timeout: DEFAULT_PURGE_TIMEOUT,
             routes: Vec::new(),
+            purge_rules: Vec::new(),
         }
     }
 
@@ -294,6 +322,51 @@ impl Builder {
         self
     }
 
+    /// Deadline of the purges a mutating request waits for, and of
+    /// [`Purger`] calls (default 1 s). A purge that misses it is retried in
+    /// the background (see [`Purger`]).
+    pub fn purge_timeout(mut self, timeout: Duration) -> Builder {
+        self.purge_timeout = timeout;
+        self
+    }
+
+    /// When a `method` request whose path matches `template` succeeds (2xx
+    /// or 3xx), purge `targets` too, besides the request's own path.
+    ///
+    /// Templates use axum's syntax; targets may use the template's
+    /// parameters (`{id}`) and `*` wildcards (any run of characters):
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tower_cache_aside::{CacheAsideLayer, MemoryStore};
+    ///
+    /// let layer = CacheAsideLayer::builder(MemoryStore::new())
+    ///     .purge_on(Method::PUT, "/users/{id}", ["/users/{id}", "/users", "/teams/*/members"])
+    ///     .purge_on(Method::POST, "/users", ["/users"])
+    ///     .build()?;
+    /// # Ok::<(), tower_cache_aside::Error>(())
+    /// ```
+    ///
+    /// A target that names a parameter the template does not capture, or a
+    /// second rule for the same method and template, fails [`build`](Self::build).
+    pub fn purge_on<I, T>(
+        mut self,
+        method: Method,
+        template: impl Into<String>,
+        targets: I,
+    ) -> Builder
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.purge_rules.push((
+            method,
+            template.into(),
+            targets.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<CacheAsideLayer, Error> {
         if let Some(bad) = self.prefix.chars().find(|c| {
@@ -342,10 +415,14 @@ impl Builder {
                     reason: e.to_string(),
                 })?;
         }
-        Ok(self.assemble(routes))
+        let mut purge_rules = PurgeRules::default();
+        for (method, template, targets) in &self.purge_rules {
+            purge_rules.add(method.clone(), template, targets)?;
+        }
+        Ok(self.assemble(routes, purge_rules))
     }
 
-    fn assemble(self, routes: matchit::Router<Route>) -> CacheAsideLayer {
+    fn assemble(self, routes: matchit::Router<Route>, purge_rules: PurgeRules) -> CacheAsideLayer {
         CacheAsideLayer {
             config: Arc::new(Config {
                 store: self.store,
@@ -362,7 +439,10 @@ impl Builder {
                     max_body_bytes: self.max_body_bytes,
                 },
                 store_timeout: self.store_timeout,
+                purge_timeout: self.purge_timeout,
+                pending: Pending::default(),
                 routes,
+                purge_rules,
             }),
         }
     }

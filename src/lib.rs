@@ -75,13 +75,15 @@ mod future;
 mod key;
 mod layer;
 mod policy;
+mod purge;
 mod service;
 mod store;
 
 pub use self::body::ResponseBody;
 pub use self::error::Error;
 pub use self::future::ResponseFuture;
-pub use self::key::{EntryKey, ResourceKey};
+pub use self::key::{EntryKey, ResourceKey, ResourcePattern};
 pub use self::layer::{Builder, CacheAsideLayer, Route};
+pub use self::purge::Purger;
 pub use self::service::CacheAside;
 pub use self::store::{IntoStore, MemoryStore, RedisStore, Store, StoreFuture};

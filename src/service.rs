@@ -86,7 +86,17 @@ where
         let is_head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
-            _ => return ResponseFuture::forward(self.inner.call(req), Outcome::Method, config),
+            ref method if crate::purge::is_safe(method) => {
+                return ResponseFuture::forward(self.inner.call(req), Outcome::Method, config)
+            }
+            ref method => {
+                let write = WriteContext {
+                    purges: config.purges_for(method, req.uri().path()),
+                    authority: crate::key::request_authority(&req).to_owned(),
+                    path: req.uri().path().to_owned(),
+                };
+                return ResponseFuture::write(self.inner.call(req), write, config);
+            }
         };
         let route = config.route(req.uri().path());
         if route.is_some_and(|r| r.is_bypass()) {
@@ -105,18 +115,33 @@ where
             );
         }
         let key = config.keys.derive(&req);
-        let miss = MissContext {
+        let mut miss = MissContext {
             key,
             is_head,
             route_ttls: route.map(|r| r.ttls()).unwrap_or_default(),
             detail: None,
         };
+        // A purge of this path failed and awaits its retry: the store may
+        // still hold what the write made stale, so do not read it.
+        if config.pending.covers(miss.key.key.resource()) {
+            miss.detail = Some("purge-pending");
+            return ResponseFuture::miss(self.inner.call(req), miss, config);
+        }
         // The inner service is called only on a miss, after the lookup: take
         // the clone that `poll_ready` made ready, leave a fresh one behind.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::lookup(ready, req, miss, config)
     }
+}
+
+/// What a request with an unsafe method carries over to its response.
+#[derive(Debug)]
+pub(crate) struct WriteContext {
+    /// The request path and the matching rules' targets.
+    pub(crate) purges: Vec<crate::purge::Purge>,
+    pub(crate) authority: String,
+    pub(crate) path: String,
 }
 
 /// What a lookup that did not hit carries over to the inner response.

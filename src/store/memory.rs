@@ -16,7 +16,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::{Store, StoreFuture};
-use crate::key::{EntryKey, ResourceKey};
+use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 
 /// Default byte budget of a [`MemoryStore`]: 64 MiB.
 const DEFAULT_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
@@ -123,16 +123,28 @@ impl Store for MemoryStore {
     /// Scans the in-process map: O(entries), which for a bounded local map
     /// is cheap next to a network round trip.
     fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64> {
-        let doomed: Vec<Arc<(ResourceKey, String)>> = self
+        let removed = self.remove_where(|key| key == resource);
+        Box::pin(async move { Ok(removed) })
+    }
+
+    fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64> {
+        let removed = self.remove_where(|key| {
+            key.prefix() == pattern.prefix() && pattern.matches(key.resource())
+        });
+        Box::pin(async move { Ok(removed) })
+    }
+}
+
+impl MemoryStore {
+    fn remove_where(&self, doomed: impl Fn(&ResourceKey) -> bool) -> u64 {
+        let keys: Vec<Arc<(ResourceKey, String)>> = self
             .cache
             .iter()
-            .filter(|(key, _)| key.0 == *resource)
+            .filter(|(key, _)| doomed(&key.0))
             .map(|(key, _)| key)
             .collect();
-        let removed = doomed
-            .iter()
+        keys.iter()
             .filter(|key| self.cache.remove(key.as_ref()).is_some())
-            .count();
-        Box::pin(async move { Ok(removed as u64) })
+            .count() as u64
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::key::{EntryKey, ResourceKey};
+use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 use crate::Error;
 
 mod memory;
@@ -47,7 +47,12 @@ pub trait Store: Send + Sync + 'static {
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()>;
 
     /// Removes every variant of a resource; returns how many entries went.
+    /// Costs O(the resource's variants).
     fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64>;
+
+    /// Removes every variant of every resource the pattern matches; returns
+    /// how many entries went. May scan the keyspace (in bounded batches).
+    fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64>;
 }
 
 /// Anything the layer can cache in: a [`Store`], an `Arc<dyn Store>`, or a

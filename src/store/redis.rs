@@ -21,11 +21,25 @@ use bytes::Bytes;
 use fred::clients::{Client, Pool};
 use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
 use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::scan::Scanner;
 use fred::types::Builder;
+use futures_util::StreamExt;
 
 use super::{Store, StoreFuture};
-use crate::key::{EntryKey, ResourceKey};
+use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 use crate::Error;
+
+/// Reads an entry, but only while its resource's index still names it: the
+/// index is the authority on what may be served. If an index is lost
+/// (evicted under `maxmemory`, say) while entries survive, those entries
+/// can no longer escape a purge, because they are no longer served.
+/// KEYS: entry, index. Returns the value or nil.
+const GET_SCRIPT: &str = r#"
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+if not redis.call('ZSCORE', KEYS[2], KEYS[1]) then return false end
+return value
+"#;
 
 /// Writes an entry and records it in its resource's index.
 /// KEYS: entry, index. ARGV: value, ttl in ms.
@@ -110,9 +124,14 @@ enum Connection {
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
+    get: Script,
     put: Script,
     purge: Script,
 }
+
+/// Keys asked for per `SCAN` call in a pattern purge; each page's indexes
+/// are purged before the next page is read, so memory stays bounded.
+const SCAN_COUNT: u32 = 1000;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +161,7 @@ impl RedisStore {
     fn with(connection: Connection) -> RedisStore {
         RedisStore {
             connection,
+            get: Script::new(GET_SCRIPT),
             put: Script::new(PUT_SCRIPT),
             purge: Script::new(PURGE_SCRIPT),
         }
@@ -191,10 +211,13 @@ impl RedisStore {
 impl Store for RedisStore {
     fn get<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            Ok(self
-                .client()
-                .get::<Option<Bytes>, _>(Self::entry_key(key))
-                .await?)
+            self.get
+                .run(
+                    self.client(),
+                    vec![Self::entry_key(key), Self::index_key(key.resource())],
+                    vec![],
+                )
+                .await
         })
     }
 
@@ -225,6 +248,34 @@ impl Store for RedisStore {
                 .run(self.client(), vec![Self::index_key(resource)], vec![])
                 .await?;
             Ok(u64::try_from(removed).unwrap_or(0))
+        })
+    }
+
+    /// `SCAN MATCH <prefix>{<pattern>}:idx` on every primary (never `KEYS`),
+    /// then the purge script on each index found, page by page.
+    fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let client = self.client();
+            let glob = format!("{}{{{}}}:idx", pattern.prefix(), pattern.pattern());
+            let mut pages = if client.is_clustered() {
+                client.scan_cluster(glob, Some(SCAN_COUNT), None).boxed()
+            } else {
+                client.scan(glob, Some(SCAN_COUNT), None).boxed()
+            };
+            let mut removed = 0u64;
+            while let Some(page) = pages.next().await {
+                let mut page = page?;
+                let indexes = page.take_results().unwrap_or_default();
+                let purges = indexes.into_iter().filter_map(|index| {
+                    let index = index.into_string()?;
+                    Some(async move { self.purge.run::<i64>(client, vec![index], vec![]).await })
+                });
+                for result in futures_util::future::join_all(purges).await {
+                    removed += u64::try_from(result?).unwrap_or(0);
+                }
+                page.next();
+            }
+            Ok(removed)
         })
     }
 }
