@@ -251,29 +251,23 @@ pub(crate) fn miss_response<B: Body>(
             )
             .map_err(Some)
     };
-    let (recorder, outcome) = match verdict {
-        Ok(ttl) => {
-            let mut headers = parts.headers.clone();
-            strip_unstorable(&mut headers);
-            let recorder = Recorder::new(config.clone(), miss.key, parts.status, headers, ttl);
-            (
-                Some(recorder),
-                Outcome::Miss {
-                    stored: true,
-                    detail: miss.detail,
-                },
-            )
-        }
-        Err(reason) => (
-            None,
-            Outcome::Miss {
-                stored: false,
-                detail: miss.detail.or(reason),
-            },
-        ),
+    let outcome = Outcome::Miss {
+        stored: verdict.is_ok(),
+        detail: miss.detail.or(verdict.err().flatten()),
     };
+    tracing::debug!(
+        target: "tower_cache_aside",
+        outcome = outcome.label(),
+        resource = miss.key.key.resource().resource(),
+        status = parts.status.as_u16(),
+        "forwarded"
+    );
+    let recorder = verdict.ok().map(|ttl| {
+        let mut headers = parts.headers.clone();
+        strip_unstorable(&mut headers);
+        Recorder::new(config.clone(), miss.key, parts.status, headers, ttl)
+    });
     outcome.append_to(&mut parts.headers);
-    tracing::debug!(target: "tower_cache_aside", outcome = outcome.label(), status = parts.status.as_u16(), "forwarded");
     Response::from_parts(parts, ResponseBody::recorded(body, recorder))
 }
 
