@@ -17,6 +17,7 @@ use tower_service::Service;
 
 use crate::body::ResponseBody;
 use crate::cache_status::Outcome;
+use crate::entry::Entry;
 use crate::layer::Config;
 use crate::purge::{self, Purge, PurgeReport};
 use crate::service::{forwarded_response, hit_response, miss_response, MissContext, WriteContext};
@@ -24,7 +25,7 @@ use crate::service::{forwarded_response, hit_response, miss_response, MissContex
 /// A store lookup under its deadline. It owns what it needs and gives the
 /// miss context back, so nothing is cloned for it.
 type Lookup = Pin<Box<dyn Future<Output = (MissContext, LookupResult)> + Send>>;
-type LookupResult = Result<Option<Bytes>, &'static str>;
+type LookupResult = Result<Option<Entry>, &'static str>;
 /// The purges of a successful write, run concurrently under their deadline.
 type Purging = Pin<Box<dyn Future<Output = PurgeReport> + Send>>;
 
@@ -128,7 +129,17 @@ where
         let timeout = config.store_timeout;
         let lookup: Lookup = Box::pin(async move {
             let result = match tokio::time::timeout(timeout, store.get(&miss.key.key)).await {
-                Ok(Ok(value)) => Ok(value),
+                Ok(Ok(None)) => Ok(None),
+                Ok(Ok(Some(value))) => match Entry::decode(value) {
+                    Ok(entry) => Ok(Some(entry)),
+                    Err(error) => {
+                        // Removed before the inner call starts, so the
+                        // removal cannot race the write of the fresh answer.
+                        tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
+                        let _ = tokio::time::timeout(timeout, store.remove(&miss.key.key)).await;
+                        Err("bad-entry")
+                    }
+                },
                 Ok(Err(error)) => {
                     tracing::warn!(target: "tower_cache_aside", %error, "store lookup failed");
                     Err("store-error")
@@ -168,15 +179,13 @@ where
                         continue;
                     };
                     match result {
-                        Ok(Some(value)) => {
-                            match hit_response(this.config, &miss, value, &request) {
-                                Ok(response) => {
-                                    this.state.set(State::Done);
-                                    return Poll::Ready(Ok(response));
-                                }
-                                Err(detail) => miss.detail = detail,
+                        Ok(Some(entry)) => match hit_response(&miss, entry, &request) {
+                            Ok(response) => {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Ok(response));
                             }
-                        }
+                            Err(detail) => miss.detail = detail,
+                        },
                         Ok(None) => {}
                         Err(detail) => miss.detail = Some(detail),
                     }

@@ -161,22 +161,13 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Turns a stored value into the response for `req`, or says why it cannot
+/// Turns a stored entry into the response for `req`, or says why it cannot
 /// be used (`Err(detail)`, a miss).
 pub(crate) fn hit_response<B, ReqBody>(
-    config: &Config,
     miss: &MissContext,
-    value: Bytes,
+    entry: Entry,
     req: &Request<ReqBody>,
 ) -> Result<Response<ResponseBody<B>>, Option<&'static str>> {
-    let entry = match Entry::decode(value) {
-        Ok(entry) => entry,
-        Err(error) => {
-            tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
-            remove_in_background(config, &miss.key);
-            return Err(Some("bad-entry"));
-        }
-    };
     if entry.fingerprint != miss.key.fingerprint {
         return Err(None);
     }
@@ -280,16 +271,6 @@ pub(crate) fn forwarded_response<B>(
     outcome.append_to(&mut parts.headers);
     tracing::trace!(target: "tower_cache_aside", outcome = outcome.label(), "forwarded");
     Response::from_parts(parts, ResponseBody::passthrough(body))
-}
-
-fn remove_in_background(config: &Config, key: &DerivedKey) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let (store, key, timeout) = (config.store.clone(), key.key.clone(), config.store_timeout);
-    runtime.spawn(async move {
-        let _ = tokio::time::timeout(timeout, store.remove(&key)).await;
-    });
 }
 
 /// Removes what must not be replayed from a stored response: hop-by-hop
