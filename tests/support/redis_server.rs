@@ -1,0 +1,165 @@
+//! A `redis-server` child process on a free loopback port, for the tests
+//! and the benchmarks (which include this file by path).
+//!
+//! The server is awaited by its "Ready to accept connections" log line, not
+//! by sleeping, and killed by its pid on drop. It never uses port 6379 and
+//! never touches a server it did not start.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// How long a starting `redis-server` may take to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `redis-server` child process on a loopback port of its own.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free loopback port (another port on a clash).
+    pub fn launch() -> RedisServer {
+        let mut errors = Vec::new();
+        for _ in 0..10 {
+            let port = free_port();
+            match spawn_redis(port) {
+                Ok(child) => {
+                    return RedisServer {
+                        port,
+                        child: Mutex::new(Some(child)),
+                    }
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        panic!("could not start redis-server: {errors:#?}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Kills the server (by its pid) and reaps it.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.lock().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn start(&self) {
+        let mut slot = self.lock();
+        assert!(slot.is_none(), "redis-server on {} is running", self.port);
+        let mut errors = Vec::new();
+        for _ in 0..5 {
+            match spawn_redis(self.port) {
+                Ok(child) => {
+                    *slot = Some(child);
+                    return;
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        panic!(
+            "could not restart redis-server on port {}: {errors:#?}",
+            self.port
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The server shared by the tests of this binary that are running now: the
+/// last one to finish stops it, so the child never outlives the tests (a
+/// `static` would never be dropped). With one process per test (nextest) it
+/// is one server per test.
+pub fn shared_redis() -> Arc<RedisServer> {
+    static SHARED: Mutex<Weak<RedisServer>> = Mutex::new(Weak::new());
+    let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(server) = slot.upgrade() {
+        return server;
+    }
+    let server = Arc::new(RedisServer::launch());
+    *slot = Arc::downgrade(&server);
+    server
+}
+
+/// A loopback port that was free a moment ago (never 6379).
+pub fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+fn spawn_redis(port: u16) -> Result<Child, String> {
+    assert_ne!(port, 6379, "the tests never use the default Redis port");
+    let dir = std::env::temp_dir();
+    let mut child = Command::new("redis-server")
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run redis-server (is it on PATH?): {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), Vec<String>>>();
+    // Reads the log until the server is ready, then drains it until the
+    // process ends so that the pipe never fills up.
+    std::thread::spawn(move || {
+        let mut ready_tx = Some(ready_tx);
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &ready_tx {
+                if line.contains("Ready to accept connections") {
+                    let _ = tx.send(Ok(()));
+                    ready_tx = None;
+                } else {
+                    seen.push(line);
+                }
+            }
+        }
+        if let Some(tx) = ready_tx {
+            let _ = tx.send(Err(seen));
+        }
+    });
+    let failure = match ready_rx.recv_timeout(READY_TIMEOUT) {
+        Ok(Ok(())) => return Ok(child),
+        Ok(Err(log)) => format!("redis-server on port {port} exited:\n{}", log.join("\n")),
+        Err(_) => format!("redis-server on port {port} not ready after {READY_TIMEOUT:?}"),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(failure)
+}
