@@ -279,29 +279,32 @@ pub(crate) struct PurgeReport {
     pub(crate) failed: Vec<Purge>,
 }
 
+/// Runs one purge under `timeout`; a timeout is an [`Error::Timeout`].
+async fn run_one(config: &Config, purge: &Purge, timeout: Duration) -> Result<u64, Error> {
+    let call = match purge {
+        Purge::Resource(r) => config.store.purge_resource(r),
+        Purge::Pattern(p) => config.store.purge_pattern(p),
+    };
+    let result = tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(Error::Timeout(timeout)));
+    if let Err(error) = &result {
+        tracing::warn!(target: "tower_cache_aside", %error, ?purge, "purge failed");
+    }
+    result
+}
+
 /// Runs purges concurrently, each under `timeout`.
 pub(crate) async fn run(config: &Config, purges: Vec<Purge>, timeout: Duration) -> PurgeReport {
     let calls = purges.into_iter().map(|purge| async move {
-        let result = match &purge {
-            Purge::Resource(r) => {
-                tokio::time::timeout(timeout, config.store.purge_resource(r)).await
-            }
-            Purge::Pattern(p) => tokio::time::timeout(timeout, config.store.purge_pattern(p)).await,
-        };
+        let result = run_one(config, &purge, timeout).await;
         (purge, result)
     });
     let mut report = PurgeReport::default();
     for (purge, result) in futures_util::future::join_all(calls).await {
         match result {
-            Ok(Ok(removed)) => report.removed += removed,
-            Ok(Err(error)) => {
-                tracing::warn!(target: "tower_cache_aside", %error, ?purge, "purge failed");
-                report.failed.push(purge);
-            }
-            Err(_) => {
-                tracing::warn!(target: "tower_cache_aside", ?timeout, ?purge, "purge timed out");
-                report.failed.push(purge);
-            }
+            Ok(removed) => report.removed += removed,
+            Err(_) => report.failed.push(purge),
         }
     }
     report
@@ -462,26 +465,11 @@ impl Purger {
     }
 
     async fn one(&self, purge: Purge) -> Result<u64, Error> {
-        let timeout = self.config.purge_timeout;
-        let result = match &purge {
-            Purge::Resource(r) => {
-                tokio::time::timeout(timeout, self.config.store.purge_resource(r)).await
-            }
-            Purge::Pattern(p) => {
-                tokio::time::timeout(timeout, self.config.store.purge_pattern(p)).await
-            }
-        };
-        match result {
-            Ok(Ok(removed)) => Ok(removed),
-            Ok(Err(error)) => {
-                retry_later(&self.config, vec![purge]);
-                Err(error)
-            }
-            Err(_) => {
-                retry_later(&self.config, vec![purge]);
-                Err(Error::Timeout(timeout))
-            }
+        let result = run_one(&self.config, &purge, self.config.purge_timeout).await;
+        if result.is_err() {
+            retry_later(&self.config, vec![purge]);
         }
+        result
     }
 }
 
