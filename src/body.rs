@@ -22,6 +22,7 @@ use pin_project_lite::pin_project;
 use crate::entry::EntryParts;
 use crate::key::DerivedKey;
 use crate::layer::Config;
+use crate::lease::LeaseGuard;
 
 pin_project! {
     /// The body of a response that went through [`CacheAside`](crate::CacheAside).
@@ -170,6 +171,8 @@ where
 pub(crate) struct Recorder {
     config: Arc<Config>,
     key: DerivedKey,
+    /// Released if the recorder is dropped before the body ends.
+    lease: LeaseGuard,
     status: StatusCode,
     headers: HeaderMap,
     ttl: Duration,
@@ -182,6 +185,7 @@ impl Recorder {
     pub(crate) fn new(
         config: Arc<Config>,
         key: DerivedKey,
+        lease: LeaseGuard,
         status: StatusCode,
         headers: HeaderMap,
         ttl: Duration,
@@ -189,6 +193,7 @@ impl Recorder {
         Recorder {
             config,
             key,
+            lease,
             status,
             headers,
             ttl,
@@ -237,18 +242,36 @@ impl Recorder {
         let Ok(value) = parts.encode() else {
             return;
         };
+        let Some(token) = self.lease.take_token() else {
+            return;
+        };
         let (config, key, ttl) = (self.config, self.key.key, self.ttl);
         runtime.spawn(async move {
             let timeout = config.store_timeout;
-            match tokio::time::timeout(timeout, config.store.put(&key, value, ttl)).await {
-                Ok(Ok(())) => {
+            let write = async {
+                if config.fencing {
+                    config.store.fill(&key, value, ttl, &token).await
+                } else {
+                    // Test-only: an unfenced write, to show what fencing prevents.
+                    config.store.put(&key, value, ttl).await?;
+                    config.store.release(&key, &token).await?;
+                    Ok(true)
+                }
+            };
+            match tokio::time::timeout(timeout, write).await {
+                Ok(Ok(true)) => {
                     tracing::trace!(target: "tower_cache_aside", resource = key.resource().resource(), "stored");
+                }
+                Ok(Ok(false)) => {
+                    tracing::debug!(target: "tower_cache_aside", resource = key.resource().resource(), "lease lost (purged or expired): the fill is dropped");
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(target: "tower_cache_aside", %error, "store write failed");
+                    let _ = tokio::time::timeout(timeout, config.store.release(&key, &token)).await;
                 }
                 Err(_) => {
                     tracing::warn!(target: "tower_cache_aside", ?timeout, "store write timed out");
+                    let _ = tokio::time::timeout(timeout, config.store.release(&key, &token)).await;
                 }
             }
         });

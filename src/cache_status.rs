@@ -6,6 +6,7 @@
 //! | outcome | value |
 //! | --- | --- |
 //! | served from the store | `tower-cache-aside; hit; ttl=41` |
+//! | served from the store after waiting on another request's fill | `tower-cache-aside; hit; ttl=41; collapsed` |
 //! | missed, response stored | `tower-cache-aside; fwd=miss; stored` |
 //! | missed, not stored | `tower-cache-aside; fwd=miss; detail=set-cookie` |
 //! | not looked up | `tower-cache-aside; fwd=bypass; detail=authorization` |
@@ -24,8 +25,9 @@ pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-statu
 /// What the layer did with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Served from the store; seconds of freshness left.
-    Hit { ttl: u64 },
+    /// Served from the store; seconds of freshness left, and whether the
+    /// request waited for another request's fill.
+    Hit { ttl: u64, collapsed: bool },
     /// Forwarded after a lookup found nothing usable.
     Miss {
         stored: bool,
@@ -44,8 +46,9 @@ impl Outcome {
     /// Appends this outcome's `Cache-Status` member to `headers`.
     pub(crate) fn append_to(self, headers: &mut HeaderMap) {
         let value = match self {
-            Outcome::Hit { ttl } => {
-                HeaderValue::try_from(format!("tower-cache-aside; hit; ttl={ttl}")).ok()
+            Outcome::Hit { ttl, collapsed } => {
+                let collapsed = if collapsed { "; collapsed" } else { "" };
+                HeaderValue::try_from(format!("tower-cache-aside; hit; ttl={ttl}{collapsed}")).ok()
             }
             Outcome::Miss { stored, detail } => {
                 let mut value = String::from("tower-cache-aside; fwd=miss");
@@ -112,8 +115,18 @@ mod tests {
     #[test]
     fn renders_each_outcome() {
         assert_eq!(
-            render(Outcome::Hit { ttl: 41 }),
+            render(Outcome::Hit {
+                ttl: 41,
+                collapsed: false
+            }),
             "tower-cache-aside; hit; ttl=41"
+        );
+        assert_eq!(
+            render(Outcome::Hit {
+                ttl: 5,
+                collapsed: true
+            }),
+            "tower-cache-aside; hit; ttl=5; collapsed"
         );
         assert_eq!(
             render(Outcome::Miss {

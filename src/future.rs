@@ -19,6 +19,7 @@ use crate::body::ResponseBody;
 use crate::cache_status::Outcome;
 use crate::entry::Entry;
 use crate::layer::Config;
+use crate::lease;
 use crate::purge::{self, Purge, PurgeReport};
 use crate::service::{forwarded_response, hit_response, miss_response, MissContext, WriteContext};
 
@@ -125,29 +126,13 @@ where
         miss: MissContext,
         config: Arc<Config>,
     ) -> Self {
-        let store = config.store.clone();
-        let timeout = config.store_timeout;
+        let shared = config.clone();
         let lookup: Lookup = Box::pin(async move {
-            let result = match tokio::time::timeout(timeout, store.get(&miss.key.key)).await {
-                Ok(Ok(None)) => Ok(None),
-                Ok(Ok(Some(value))) => match Entry::decode(value) {
-                    Ok(entry) => Ok(Some(entry)),
-                    Err(error) => {
-                        // Removed before the inner call starts, so the
-                        // removal cannot race the write of the fresh answer.
-                        tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
-                        let _ = tokio::time::timeout(timeout, store.remove(&miss.key.key)).await;
-                        Err("bad-entry")
-                    }
-                },
-                Ok(Err(error)) => {
-                    tracing::warn!(target: "tower_cache_aside", %error, "store lookup failed");
-                    Err("store-error")
-                }
-                Err(_) => {
-                    tracing::warn!(target: "tower_cache_aside", ?timeout, "store lookup timed out");
-                    Err("store-timeout")
-                }
+            let mut miss = miss;
+            let result = if miss.is_head {
+                lease::get(&shared, &mut miss).await
+            } else {
+                lease::find(&shared, &mut miss).await
             };
             (miss, result)
         });
@@ -179,13 +164,11 @@ where
                         continue;
                     };
                     match result {
-                        Ok(Some(entry)) => match hit_response(&miss, entry, &request) {
-                            Ok(response) => {
-                                this.state.set(State::Done);
-                                return Poll::Ready(Ok(response));
-                            }
-                            Err(detail) => miss.detail = detail,
-                        },
+                        Ok(Some(entry)) => {
+                            let response = hit_response(&miss, entry, &request);
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
                         Ok(None) => {}
                         Err(detail) => miss.detail = Some(detail),
                     }

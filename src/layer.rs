@@ -81,6 +81,10 @@ pub(crate) struct Config {
     pub(crate) policy: PolicyConfig,
     pub(crate) store_timeout: Duration,
     pub(crate) purge_timeout: Duration,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) fill_wait: Duration,
+    /// Test-only switch: fills written without checking their lease.
+    pub(crate) fencing: bool,
     pub(crate) pending: Pending,
     routes: matchit::Router<Route>,
     purge_rules: PurgeRules,
@@ -191,6 +195,9 @@ pub struct Builder {
     max_body_bytes: usize,
     store_timeout: Duration,
     purge_timeout: Duration,
+    lease_ttl: Duration,
+    fill_wait: Duration,
+    fencing: bool,
     routes: Vec<(String, Route)>,
     purge_rules: Vec<(Method, String, Vec<String>)>,
 }
@@ -222,6 +229,9 @@ impl Builder {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             store_timeout: DEFAULT_STORE_TIMEOUT,
             purge_timeout: DEFAULT_PURGE_TIMEOUT,
+            lease_ttl: crate::lease::DEFAULT_LEASE_TTL,
+            fill_wait: crate::lease::DEFAULT_FILL_WAIT,
+            fencing: true,
             routes: Vec::new(),
             purge_rules: Vec::new(),
         }
@@ -327,6 +337,32 @@ impl Builder {
     /// the background (see [`Purger`]).
     pub fn purge_timeout(mut self, timeout: Duration) -> Builder {
         self.purge_timeout = timeout;
+        self
+    }
+
+    /// How long a fill lease holds if its holder never releases it (a
+    /// crashed process), default 10 s. Only the holder of an entry's lease
+    /// calls the origin for it and stores it.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Builder {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// How long a request that misses while another holds the fill lease
+    /// waits for that fill (default 3 s); past it, the request calls the
+    /// origin itself and stores nothing.
+    pub fn fill_wait(mut self, wait: Duration) -> Builder {
+        self.fill_wait = wait;
+        self
+    }
+
+    /// Test-only: write fills without checking that their lease still
+    /// holds. This breaks the guarantee that no fill begun before a purge
+    /// survives it; it exists so that tests can show the race fencing
+    /// closes.
+    #[doc(hidden)]
+    pub fn unfenced_fills_for_tests(mut self) -> Builder {
+        self.fencing = false;
         self
     }
 
@@ -440,6 +476,9 @@ impl Builder {
                 },
                 store_timeout: self.store_timeout,
                 purge_timeout: self.purge_timeout,
+                lease_ttl: self.lease_ttl,
+                fill_wait: self.fill_wait,
+                fencing: self.fencing,
                 pending: Pending::default(),
                 routes,
                 purge_rules,

@@ -74,6 +74,7 @@ mod error;
 mod future;
 mod key;
 mod layer;
+mod lease;
 mod policy;
 mod purge;
 mod service;
@@ -86,4 +87,7 @@ pub use self::key::{EntryKey, ResourceKey, ResourcePattern};
 pub use self::layer::{Builder, CacheAsideLayer, Route};
 pub use self::purge::Purger;
 pub use self::service::CacheAside;
-pub use self::store::{IntoStore, MemoryStore, RedisStore, Store, StoreFuture};
+pub use self::store::{
+    FillEnd, FillWait, IntoStore, LeaseRequest, LeaseToken, Lookup, MemoryStore, RedisStore, Store,
+    StoreFuture,
+};

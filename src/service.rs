@@ -27,6 +27,7 @@ use crate::entry::Entry;
 use crate::future::ResponseFuture;
 use crate::key::DerivedKey;
 use crate::layer::Config;
+use crate::lease::LeaseGuard;
 
 /// Caches the GET and HEAD responses of the service it wraps.
 ///
@@ -120,6 +121,8 @@ where
             is_head,
             route_ttls: route.map(|r| r.ttls()).unwrap_or_default(),
             detail: None,
+            lease: None,
+            collapsed: false,
         };
         // A purge of this path failed and awaits its retry: the store may
         // still hold what the write made stale, so do not read it.
@@ -152,6 +155,11 @@ pub(crate) struct MissContext {
     pub(crate) route_ttls: (Option<Duration>, Option<Duration>),
     /// Why the lookup found nothing usable, when it is worth saying.
     pub(crate) detail: Option<&'static str>,
+    /// The fill lease, when this request holds it: only then is its
+    /// response stored.
+    pub(crate) lease: Option<LeaseGuard>,
+    /// Whether the request waited on another request's fill.
+    pub(crate) collapsed: bool,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -161,22 +169,16 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Turns a stored entry into the response for `req`, or says why it cannot
-/// be used (`Err(detail)`, a miss).
+/// Turns a usable stored entry (see [`crate::lease`]) into the response
+/// for `req`.
 pub(crate) fn hit_response<B, ReqBody>(
     miss: &MissContext,
     entry: Entry,
     req: &Request<ReqBody>,
-) -> Result<Response<ResponseBody<B>>, Option<&'static str>> {
-    if entry.fingerprint != miss.key.fingerprint {
-        return Err(None);
-    }
+) -> Response<ResponseBody<B>> {
     let now = now_ms();
     let expires_at = entry.stored_at_ms.saturating_add(entry.ttl_ms);
-    if now >= expires_at {
-        return Err(None);
-    }
-    let ttl_left = (expires_at - now) / 1000;
+    let ttl_left = expires_at.saturating_sub(now) / 1000;
     let age = now.saturating_sub(entry.stored_at_ms) / 1000;
 
     let Entry {
@@ -207,7 +209,11 @@ pub(crate) fn hit_response<B, ReqBody>(
         response
     };
     headers.insert(header::AGE, HeaderValue::from(age));
-    Outcome::Hit { ttl: ttl_left }.append_to(&mut headers);
+    Outcome::Hit {
+        ttl: ttl_left,
+        collapsed: miss.collapsed,
+    }
+    .append_to(&mut headers);
     *response.headers_mut() = headers;
     tracing::debug!(
         target: "tower_cache_aside",
@@ -217,7 +223,7 @@ pub(crate) fn hit_response<B, ReqBody>(
         ttl = ttl_left,
         "served from cache"
     );
-    Ok(response)
+    response
 }
 
 /// Adds `Cache-Status` to the inner service's response and, when it may be
@@ -228,7 +234,7 @@ pub(crate) fn miss_response<B: Body>(
     miss: MissContext,
 ) -> Response<ResponseBody<B>> {
     let (mut parts, body) = response.into_parts();
-    let verdict = if miss.is_head {
+    let verdict = if miss.is_head || miss.lease.is_none() {
         Err(None)
     } else {
         config
@@ -253,11 +259,23 @@ pub(crate) fn miss_response<B: Body>(
         status = parts.status.as_u16(),
         "forwarded"
     );
-    let recorder = verdict.ok().map(|ttl| {
-        let mut headers = parts.headers.clone();
-        strip_unstorable(&mut headers);
-        Recorder::new(config.clone(), miss.key, parts.status, headers, ttl)
-    });
+    // Not storable: dropping the lease guard releases the lease, and
+    // the requests waiting on it go to the origin themselves.
+    let recorder = match (verdict, miss.lease) {
+        (Ok(ttl), Some(lease)) => {
+            let mut headers = parts.headers.clone();
+            strip_unstorable(&mut headers);
+            Some(Recorder::new(
+                config.clone(),
+                miss.key,
+                lease,
+                parts.status,
+                headers,
+                ttl,
+            ))
+        }
+        _ => None,
+    };
     outcome.append_to(&mut parts.headers);
     Response::from_parts(parts, ResponseBody::recorded(body, recorder))
 }

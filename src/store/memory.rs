@@ -8,14 +8,16 @@
 //!
 //! [moka]: https://docs.rs/moka
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{Store, StoreFuture};
+use super::waiters::Waiters;
+use super::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 
 /// Default byte budget of a [`MemoryStore`]: 64 MiB.
@@ -61,6 +63,51 @@ impl Expiry<(ResourceKey, String), Value> for PerEntryTtl {
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<(ResourceKey, String), Value>,
+    leases: Arc<Leases>,
+}
+
+/// Fill leases, and the callers waiting on them.
+#[derive(Debug, Default)]
+struct Leases {
+    held: Mutex<HashMap<(ResourceKey, String), (LeaseToken, Instant)>>,
+    waiters: Waiters,
+}
+
+fn lease_name(key: &(ResourceKey, String)) -> String {
+    format!("{}{}\0{}", key.0.prefix(), key.0.resource(), key.1)
+}
+
+impl Leases {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(ResourceKey, String), (LeaseToken, Instant)>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Drops the lease of `key` if `token` holds it (any lease when `None`)
+    /// and wakes its waiters; whether it was held.
+    fn drop_lease(
+        &self,
+        key: &(ResourceKey, String),
+        token: Option<&LeaseToken>,
+        end: FillEnd,
+    ) -> bool {
+        let mut held = self.lock();
+        let holds = match held.get(key) {
+            Some((t, expires)) => {
+                *expires > Instant::now() && token.map_or(true, |token| t == token)
+            }
+            None => false,
+        };
+        if holds || token.is_none() {
+            held.remove(key);
+        }
+        drop(held);
+        self.waiters.wake(&lease_name(key), end);
+        holds
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -95,7 +142,10 @@ impl MemoryStore {
             })
             .expire_after(PerEntryTtl)
             .build();
-        MemoryStore { cache }
+        MemoryStore {
+            cache,
+            leases: Arc::default(),
+        }
     }
 
     fn cache_key(key: &EntryKey) -> (ResourceKey, String) {
@@ -112,6 +162,57 @@ impl Store for MemoryStore {
     fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
         self.cache
             .insert(Self::cache_key(key), Value { bytes: value, ttl });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
+        let key = Self::cache_key(key);
+        let found = if let Some(value) = self.cache.get(&key) {
+            Lookup::Hit(value.bytes)
+        } else {
+            let now = Instant::now();
+            let mut held = self.leases.lock();
+            match held.get(&key) {
+                Some((_, expires)) if *expires > now => {
+                    let wait = self.leases.waiters.register(&lease_name(&key));
+                    Lookup::Busy(wait)
+                }
+                _ => {
+                    held.insert(key, (lease.token.clone(), now + lease.ttl));
+                    Lookup::Lease
+                }
+            }
+        };
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn fill<'a>(
+        &'a self,
+        key: &'a EntryKey,
+        value: Bytes,
+        ttl: Duration,
+        token: &'a LeaseToken,
+    ) -> StoreFuture<'a, bool> {
+        let key = Self::cache_key(key);
+        // Written under the lease lock, so that a purge cannot fall between
+        // the check and the write.
+        let mut held = self.leases.lock();
+        let holds =
+            matches!(held.get(&key), Some((t, expires)) if t == token && *expires > Instant::now());
+        if holds {
+            held.remove(&key);
+            self.cache.insert(key.clone(), Value { bytes: value, ttl });
+        }
+        drop(held);
+        self.leases.waiters.wake(&lease_name(&key), FillEnd::Filled);
+        Box::pin(async move { Ok(holds) })
+    }
+
+    fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()> {
+        let key = Self::cache_key(key);
+        if self.leases.drop_lease(&key, Some(token), FillEnd::Released) {
+            tracing::trace!(target: "tower_cache_aside", "lease released");
+        }
         Box::pin(async { Ok(()) })
     }
 
@@ -137,6 +238,23 @@ impl Store for MemoryStore {
 
 impl MemoryStore {
     fn remove_where(&self, doomed: impl Fn(&ResourceKey) -> bool) -> u64 {
+        // Leases first, under their lock: a fill that began before this
+        // purge can no longer write.
+        let mut held = self.leases.lock();
+        let dropped: Vec<(ResourceKey, String)> =
+            held.keys().filter(|key| doomed(&key.0)).cloned().collect();
+        for key in &dropped {
+            held.remove(key);
+        }
+        let removed = self.remove_entries_where(&doomed);
+        drop(held);
+        for key in &dropped {
+            self.leases.waiters.wake(&lease_name(key), FillEnd::Filled);
+        }
+        removed
+    }
+
+    fn remove_entries_where(&self, doomed: &impl Fn(&ResourceKey) -> bool) -> u64 {
         let keys: Vec<Arc<(ResourceKey, String)>> = self
             .cache
             .iter()

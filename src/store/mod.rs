@@ -25,12 +25,80 @@ use crate::Error;
 
 mod memory;
 mod redis;
+mod waiters;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
 /// The future a [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// A fill lease's token: random, so that only its holder can fill or
+/// release it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseToken(String);
+
+impl LeaseToken {
+    /// A new random token (128 bits).
+    pub fn new() -> LeaseToken {
+        LeaseToken(format!("{:032x}", fastrand::u128(..)))
+    }
+
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for LeaseToken {
+    fn default() -> Self {
+        LeaseToken::new()
+    }
+}
+
+/// Asks a [`Store::lookup`] for the fill lease of a missing entry.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// The token the lease is taken with.
+    pub token: LeaseToken,
+    /// How long the lease holds if never released (a crashed holder).
+    pub ttl: Duration,
+}
+
+/// How a fill that another caller holds ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillEnd {
+    /// The holder wrote the entry: look it up again.
+    Filled,
+    /// The holder let the lease go without writing (the response was not
+    /// cacheable, or the holder failed or went away).
+    Released,
+}
+
+/// Resolves when a fill held elsewhere ends. It may never resolve (a
+/// holder that crashed, a lost notification): callers bound the wait.
+pub type FillWait = Pin<Box<dyn Future<Output = FillEnd> + Send>>;
+
+/// What a [`Store::lookup`] found.
+pub enum Lookup {
+    /// The entry.
+    Hit(Bytes),
+    /// No entry; the caller now holds its fill lease and must
+    /// [`fill`](Store::fill) or [`release`](Store::release) it.
+    Lease,
+    /// No entry, and another caller holds the fill lease.
+    Busy(FillWait),
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Hit(value) => f.debug_tuple("Hit").field(&value.len()).finish(),
+            Lookup::Lease => f.write_str("Lease"),
+            Lookup::Busy(_) => f.write_str("Busy"),
+        }
+    }
+}
 
 /// A key-value store for cached entries.
 ///
@@ -43,15 +111,36 @@ pub trait Store: Send + Sync + 'static {
     /// Writes one entry, replacing any previous value, expiring after `ttl`.
     fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()>;
 
+    /// Reads one entry; when there is none, takes its fill lease with
+    /// `lease`, or reports that someone else holds it. Leases are per entry
+    /// key, and every purge of a resource also drops its leases: so a fill
+    /// that began before a purge can never be written after it.
+    fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup>;
+
+    /// Writes an entry only if `token` still holds its lease, then drops
+    /// the lease and wakes the callers waiting on it. `Ok(false)` when the
+    /// lease was lost (purged, expired): nothing was written.
+    fn fill<'a>(
+        &'a self,
+        key: &'a EntryKey,
+        value: Bytes,
+        ttl: Duration,
+        token: &'a LeaseToken,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Drops a lease that `token` holds without writing, and wakes the
+    /// callers waiting on it.
+    fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()>;
+
     /// Removes one entry (for instance one that did not decode).
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()>;
 
-    /// Removes every variant of a resource; returns how many entries went.
-    /// Costs O(the resource's variants).
+    /// Removes every variant of a resource, and their leases; returns how
+    /// many entries went. Costs O(the resource's variants).
     fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64>;
 
-    /// Removes every variant of every resource the pattern matches; returns
-    /// how many entries went. May scan the keyspace (in bounded batches).
+    /// Removes every variant (and lease) of every resource the pattern
+    /// matches; returns how many entries went. May scan the keyspace (in bounded batches).
     fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64>;
 }
 

@@ -6,8 +6,9 @@
 //! can change them together:
 //!
 //! ```text
-//! <prefix>{<resource>}:v:<variant>   the entry, PX = its ttl
-//! <prefix>{<resource>}:idx           sorted set: entry keys scored by expiry (ms)
+//! <prefix>{<resource>}:v:<variant>      the entry, PX = its ttl
+//! <prefix>{<resource>}:lease:<variant>  its fill lease, value = a random token
+//! <prefix>{<resource>}:idx              sorted set: entry and lease keys scored by expiry (ms)
 //! ```
 //!
 //! The index lets a purge of one resource cost O(its variants) instead of a
@@ -15,35 +16,81 @@
 //! members that have expired, so the index of a busy resource does not grow
 //! without bound.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::clients::{Client, Pool};
-use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
+use fred::clients::{Client, Pool, SubscriberClient};
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface, LuaInterface, PubsubInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scan::Scanner;
 use fred::types::Builder;
+use fred::types::Value;
 use futures_util::StreamExt;
 
-use super::{Store, StoreFuture};
+use super::waiters::Waiters;
+use super::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 use crate::Error;
 
 /// Reads an entry, but only while its resource's index still names it: the
-/// index is the authority on what may be served. If an index is lost
+/// index is the authority on what may be served. A value of another type at
+/// the entry's key (not ours) is deleted and read as absent. If an index is lost
 /// (evicted under `maxmemory`, say) while entries survive, those entries
 /// can no longer escape a purge, because they are no longer served.
 /// KEYS: entry, index. Returns the value or nil.
 const GET_SCRIPT: &str = r#"
-local value = redis.call('GET', KEYS[1])
+local value = redis.pcall('GET', KEYS[1])
+if type(value) == 'table' and value.err then
+  redis.call('DEL', KEYS[1])
+  return false
+end
 if not value then return false end
 if not redis.call('ZSCORE', KEYS[2], KEYS[1]) then return false end
 return value
 "#;
 
-/// Writes an entry and records it in its resource's index.
-/// KEYS: entry, index. ARGV: value, ttl in ms.
-const PUT_SCRIPT: &str = r#"
+/// A read as `GET_SCRIPT`, and on a miss the fill lease (`SET NX PX`), in
+/// one round trip. The lease is indexed like an entry, so a purge of the
+/// resource drops it too.
+/// KEYS: entry, index, lease. ARGV: token, lease ttl in ms.
+/// Returns {1, value} (hit), {2} (lease taken) or {3} (lease held elsewhere).
+const LOOKUP_SCRIPT: &str = r#"
+local value = redis.pcall('GET', KEYS[1])
+if type(value) == 'table' and value.err then
+  redis.call('DEL', KEYS[1])
+  value = false
+end
+if value and redis.call('ZSCORE', KEYS[2], KEYS[1]) then
+  return {1, value}
+end
+local ttl = tonumber(ARGV[2])
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ttl) then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[2], now + ttl, KEYS[3])
+  if redis.call('PTTL', KEYS[2]) < ttl then
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+  return {2}
+end
+return {3}
+"#;
+
+/// Writes an entry and records it in its resource's index. With a token,
+/// only while that token holds the entry's lease (else nothing is written
+/// and 0 returned); the lease is then dropped and the fill announced.
+/// KEYS: entry, index, lease. ARGV: value, ttl in ms, token ('' = unfenced),
+/// channel.
+const STORE_SCRIPT: &str = r#"
+if ARGV[3] ~= '' then
+  if redis.call('GET', KEYS[3]) ~= ARGV[3] then
+    redis.call('PUBLISH', ARGV[4], 'f:' .. KEYS[3])
+    return 0
+  end
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[2], KEYS[3])
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -53,20 +100,50 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('PTTL', KEYS[2]) < ttl then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
+if ARGV[3] ~= '' then
+  redis.call('PUBLISH', ARGV[4], 'f:' .. KEYS[3])
+end
 return 1
 "#;
 
-/// Removes every entry a resource's index names, then the index.
-/// KEYS: index. Returns how many entries existed.
+/// Drops a lease if the token still holds it, and announces it.
+/// KEYS: lease, index. ARGV: token, channel.
+const RELEASE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], KEYS[1])
+  redis.call('PUBLISH', ARGV[2], 'r:' .. KEYS[1])
+  return 1
+end
+return 0
+"#;
+
+/// Removes every entry and lease a resource's index names, then the index.
+/// KEYS: index. Returns how many entries (not leases) existed.
 const PURGE_SCRIPT: &str = r#"
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local removed = 0
 for i = 1, #members, 500 do
-  removed = removed + redis.call('UNLINK', unpack(members, i, math.min(i + 499, #members)))
+  local last = math.min(i + 499, #members)
+  local entries = {}
+  for j = i, last do
+    if string.sub(members[j], -35, -33) == ':v:' then
+      entries[#entries + 1] = members[j]
+    else
+      redis.call('UNLINK', members[j])
+    end
+  end
+  if #entries > 0 then
+    removed = removed + redis.call('UNLINK', unpack(entries))
+  end
 end
 redis.call('UNLINK', KEYS[1])
 return removed
 "#;
+
+/// The channel every instance announces fills on (`f:<lease key>`: look
+/// again; `r:<lease key>`: released without a write).
+const FILLS_CHANNEL: &str = "tower-cache-aside:fills";
 
 /// A Lua script sent by hash, and in full when the server does not know it
 /// yet (after a restart or on a new Cluster node).
@@ -124,9 +201,86 @@ enum Connection {
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
+    scripts: Arc<Scripts>,
+    notifier: Arc<Notifier>,
+}
+
+#[derive(Debug)]
+struct Scripts {
     get: Script,
-    put: Script,
+    lookup: Script,
+    store: Script,
+    release: Script,
     purge: Script,
+}
+
+/// Listens to the fills channel on a connection of its own (started on the
+/// first lookup that has to wait) and wakes the local waiters.
+#[derive(Debug, Default)]
+struct Notifier {
+    waiters: Waiters,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Notifier {
+    /// Starts the subscriber once; it subscribes again after every
+    /// reconnection. Until it is up, waits end at their bound.
+    fn start(self: &Arc<Self>, client: &Client) {
+        use std::sync::atomic::Ordering;
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.started.store(false, Ordering::Release);
+            return;
+        };
+        let subscriber = SubscriberClient::new(
+            client.client_config(),
+            Some(client.perf_config()),
+            Some(client.connection_config().clone()),
+            Some(
+                client
+                    .client_reconnect_policy()
+                    .unwrap_or_else(|| ReconnectPolicy::new_exponential(0, 100, 5_000, 2)),
+            ),
+        );
+        let notifier = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut messages = subscriber.message_rx();
+            let _connection = subscriber.connect();
+            let _resubscribe = subscriber.manage_subscriptions();
+            let mut delay = Duration::from_millis(100);
+            while let Err(error) = subscriber.subscribe(FILLS_CHANNEL).await {
+                tracing::warn!(target: "tower_cache_aside", %error, "cannot subscribe to fill announcements yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                if notifier.strong_count() == 0 {
+                    return;
+                }
+            }
+            loop {
+                let message = messages.recv().await;
+                let Some(notifier) = notifier.upgrade() else {
+                    let _ = subscriber.quit().await;
+                    return;
+                };
+                match message {
+                    Ok(message) => {
+                        let Some(text) = message.value.as_str() else { continue };
+                        if let Some(lease) = text.strip_prefix("f:") {
+                            notifier.waiters.wake(lease, FillEnd::Filled);
+                        } else if let Some(lease) = text.strip_prefix("r:") {
+                            notifier.waiters.wake(lease, FillEnd::Released);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        notifier.waiters.wake_all();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
 }
 
 /// Keys asked for per `SCAN` call in a pattern purge; each page's indexes
@@ -161,9 +315,14 @@ impl RedisStore {
     fn with(connection: Connection) -> RedisStore {
         RedisStore {
             connection,
-            get: Script::new(GET_SCRIPT),
-            put: Script::new(PUT_SCRIPT),
-            purge: Script::new(PURGE_SCRIPT),
+            scripts: Arc::new(Scripts {
+                get: Script::new(GET_SCRIPT),
+                lookup: Script::new(LOOKUP_SCRIPT),
+                store: Script::new(STORE_SCRIPT),
+                release: Script::new(RELEASE_SCRIPT),
+                purge: Script::new(PURGE_SCRIPT),
+            }),
+            notifier: Arc::default(),
         }
     }
 
@@ -206,12 +365,52 @@ impl RedisStore {
     fn index_key(resource: &ResourceKey) -> String {
         format!("{}{{{}}}:idx", resource.prefix(), resource.resource())
     }
+
+    fn lease_key(key: &EntryKey) -> String {
+        let resource = key.resource();
+        format!(
+            "{}{{{}}}:lease:{}",
+            resource.prefix(),
+            resource.resource(),
+            key.variant()
+        )
+    }
+
+    async fn store(
+        &self,
+        key: &EntryKey,
+        value: Bytes,
+        ttl: Duration,
+        token: Option<&LeaseToken>,
+    ) -> Result<bool, Error> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let stored: i64 = self
+            .scripts
+            .store
+            .run(
+                self.client(),
+                vec![
+                    Self::entry_key(key),
+                    Self::index_key(key.resource()),
+                    Self::lease_key(key),
+                ],
+                vec![
+                    value.into(),
+                    ttl_ms.into(),
+                    token.map_or("", LeaseToken::as_str).into(),
+                    FILLS_CHANNEL.into(),
+                ],
+            )
+            .await?;
+        Ok(stored == 1)
+    }
 }
 
 impl Store for RedisStore {
     fn get<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            self.get
+            self.scripts
+                .get
                 .run(
                     self.client(),
                     vec![Self::entry_key(key), Self::index_key(key.resource())],
@@ -223,14 +422,75 @@ impl Store for RedisStore {
 
     fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-            self.put
-                .run::<()>(
-                    self.client(),
-                    vec![Self::entry_key(key), Self::index_key(key.resource())],
-                    vec![value.into(), ttl_ms.into()],
+            self.store(key, value, ttl, None).await?;
+            Ok(())
+        })
+    }
+
+    fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
+        Box::pin(async move {
+            let client = self.client();
+            let lease_ttl = i64::try_from(lease.ttl.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1);
+            let reply: Vec<Value> = self
+                .scripts
+                .lookup
+                .run(
+                    client,
+                    vec![
+                        Self::entry_key(key),
+                        Self::index_key(key.resource()),
+                        Self::lease_key(key),
+                    ],
+                    vec![lease.token.as_str().into(), lease_ttl.into()],
                 )
-                .await
+                .await?;
+            let mut reply = reply.into_iter();
+            match reply.next().and_then(|v| v.as_i64()) {
+                Some(1) => match reply.next().and_then(|v| v.into_bytes()) {
+                    Some(value) => Ok(Lookup::Hit(value)),
+                    None => Err(Error::Store("lookup script returned no value".into())),
+                },
+                Some(2) => Ok(Lookup::Lease),
+                Some(3) => {
+                    // Register, then check that the lease is still held: a
+                    // fill that ended in between is not waited for.
+                    self.notifier.start(client);
+                    let lease_key = Self::lease_key(key);
+                    let wait = self.notifier.waiters.register(&lease_key);
+                    let held: i64 = client.exists(lease_key).await?;
+                    if held == 0 {
+                        return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
+                    }
+                    Ok(Lookup::Busy(wait))
+                }
+                _ => Err(Error::Store("unexpected lookup script reply".into())),
+            }
+        })
+    }
+
+    fn fill<'a>(
+        &'a self,
+        key: &'a EntryKey,
+        value: Bytes,
+        ttl: Duration,
+        token: &'a LeaseToken,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.store(key, value, ttl, Some(token)))
+    }
+
+    fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.scripts
+                .release
+                .run::<i64>(
+                    self.client(),
+                    vec![Self::lease_key(key), Self::index_key(key.resource())],
+                    vec![token.as_str().into(), FILLS_CHANNEL.into()],
+                )
+                .await?;
+            Ok(())
         })
     }
 
@@ -244,6 +504,7 @@ impl Store for RedisStore {
     fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let removed: i64 = self
+                .scripts
                 .purge
                 .run(self.client(), vec![Self::index_key(resource)], vec![])
                 .await?;
@@ -268,7 +529,12 @@ impl Store for RedisStore {
                 let indexes = page.take_results().unwrap_or_default();
                 let purges = indexes.into_iter().filter_map(|index| {
                     let index = index.into_string()?;
-                    Some(async move { self.purge.run::<i64>(client, vec![index], vec![]).await })
+                    Some(async move {
+                        self.scripts
+                            .purge
+                            .run::<i64>(client, vec![index], vec![])
+                            .await
+                    })
                 });
                 for result in futures_util::future::join_all(purges).await {
                     removed += u64::try_from(result?).unwrap_or(0);

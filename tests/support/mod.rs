@@ -31,8 +31,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{Service, ServiceExt};
 use tower_cache_aside::{
-    Builder, CacheAsideLayer, EntryKey, MemoryStore, RedisStore, ResourceKey, ResourcePattern,
-    Store, StoreFuture,
+    Builder, CacheAsideLayer, EntryKey, LeaseRequest, LeaseToken, Lookup, MemoryStore, RedisStore,
+    ResourceKey, ResourcePattern, Store, StoreFuture,
 };
 
 /// The name every `Cache-Status` member of the layer starts with.
@@ -133,6 +133,8 @@ pub struct Stats {
     pub puts_abandoned: usize,
     pub removes_done: usize,
     pub purges: usize,
+    /// Leases released without a write.
+    pub releases: usize,
 }
 
 impl Stats {
@@ -264,6 +266,53 @@ impl Store for CountingStore {
             let result = self.inner.put(key, value, ttl).await;
             guard.ok = Some(result.is_ok());
             drop(guard);
+            result
+        })
+    }
+
+    fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
+        Box::pin(async move {
+            let result = self.inner.lookup(key, lease).await;
+            self.update(|s| {
+                s.gets += 1;
+                if matches!(result, Ok(Lookup::Hit(_))) {
+                    s.found += 1;
+                }
+            });
+            result
+        })
+    }
+
+    /// Counted as a put: `puts_ok` when it wrote, `puts_failed` when its
+    /// lease was lost or the store failed.
+    fn fill<'a>(
+        &'a self,
+        key: &'a EntryKey,
+        value: Bytes,
+        ttl: Duration,
+        token: &'a LeaseToken,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(key.clone());
+            self.update(|s| s.puts_started += 1);
+            let mut guard = PutGuard {
+                store: self,
+                ok: None,
+            };
+            let result = self.inner.fill(key, value, ttl, token).await;
+            guard.ok = Some(matches!(result, Ok(true)));
+            drop(guard);
+            result
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let result = self.inner.release(key, token).await;
+            self.update(|s| s.releases += 1);
             result
         })
     }

@@ -1,0 +1,209 @@
+//! Fill leases: one origin call per cold key, and no stale fill after a
+//! purge (DESIGN.md 4.1 and 4.3).
+//!
+//! A GET that misses takes the entry's fill lease in the same round trip as
+//! its lookup ([`Store::lookup`](crate::Store::lookup)). Only the lease
+//! holder calls the origin and stores; it stores through
+//! [`Store::fill`](crate::Store::fill), which writes only while its token
+//! still holds the lease. Every purge drops the leases of what it purges, so
+//! a fill whose origin call began before a write can never store its old
+//! answer after the write's purge (the leases of memcache at Facebook,
+//! NSDI 2013).
+//!
+//! Everyone else who misses while the lease is held (in this process or
+//! another) waits, at most [`Builder::fill_wait`](crate::Builder::fill_wait),
+//! to be told the fill has ended, then looks again: the entry is there (a
+//! hit), or the lease is free and they take it. If the holder let the lease
+//! go without storing (an uncacheable response), or the wait runs out, they
+//! call the origin themselves and store nothing.
+//!
+//! A [`LeaseGuard`] owns a held lease. Whatever happens to the request
+//! (the response is not cacheable, the inner service fails, the client goes
+//! away, the future is dropped), the guard releases the lease when it is
+//! dropped, so waiters are woken at once rather than at the lease's TTL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::entry::Entry;
+use crate::layer::Config;
+use crate::service::MissContext;
+use crate::store::{FillEnd, LeaseRequest, LeaseToken, Lookup};
+
+/// A held fill lease; released on drop unless it was used to fill.
+#[derive(Debug)]
+pub(crate) struct LeaseGuard {
+    config: Arc<Config>,
+    key: crate::EntryKey,
+    token: Option<LeaseToken>,
+}
+
+impl LeaseGuard {
+    fn new(config: Arc<Config>, key: crate::EntryKey, token: LeaseToken) -> LeaseGuard {
+        LeaseGuard {
+            config,
+            key,
+            token: Some(token),
+        }
+    }
+
+    /// Hands the token over for a fill: the guard no longer releases it.
+    pub(crate) fn take_token(mut self) -> Option<LeaseToken> {
+        self.token.take()
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let config = self.config.clone();
+        let key = self.key.clone();
+        runtime.spawn(async move {
+            let timeout = config.store_timeout;
+            match tokio::time::timeout(timeout, config.store.release(&key, &token)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(target: "tower_cache_aside", %error, "lease release failed; it expires at its ttl");
+                }
+                Err(_) => {
+                    tracing::warn!(target: "tower_cache_aside", ?timeout, "lease release timed out; it expires at its ttl");
+                }
+            }
+        });
+    }
+}
+
+/// Looks `miss.key` up for a GET: a usable entry, or the lease (then
+/// `miss.lease` is set), or, after waiting on another holder, a reason to
+/// call the origin without storing (`Err(detail)` or `Ok(None)` with
+/// `miss.detail` set).
+pub(crate) async fn find(
+    config: &Arc<Config>,
+    miss: &mut MissContext,
+) -> Result<Option<Entry>, &'static str> {
+    let timeout = config.store_timeout;
+    let deadline = Instant::now() + config.fill_wait;
+    let request = LeaseRequest {
+        token: LeaseToken::new(),
+        ttl: config.lease_ttl,
+    };
+    // An unusable entry is removed and looked up once more, which takes
+    // the lease so that the fresh answer gets stored.
+    let mut removed_one = false;
+    loop {
+        let found =
+            match tokio::time::timeout(timeout, config.store.lookup(&miss.key.key, &request)).await
+            {
+                Ok(Ok(found)) => found,
+                Ok(Err(error)) => {
+                    tracing::warn!(target: "tower_cache_aside", %error, "store lookup failed");
+                    return Err("store-error");
+                }
+                Err(_) => {
+                    tracing::warn!(target: "tower_cache_aside", ?timeout, "store lookup timed out");
+                    return Err("store-timeout");
+                }
+            };
+        match found {
+            Lookup::Hit(value) => match usable(miss, value) {
+                Ok(entry) => return Ok(Some(entry)),
+                Err(detail) => {
+                    remove(config, miss).await;
+                    miss.detail = detail;
+                    if removed_one {
+                        return Ok(None);
+                    }
+                    removed_one = true;
+                }
+            },
+            Lookup::Lease => {
+                miss.lease = Some(LeaseGuard::new(
+                    config.clone(),
+                    miss.key.key.clone(),
+                    request.token,
+                ));
+                return Ok(None);
+            }
+            Lookup::Busy(wait) => {
+                miss.collapsed = true;
+                match tokio::time::timeout_at(deadline, wait).await {
+                    // The holder stored, or its lease went: look again.
+                    Ok(FillEnd::Filled) => continue,
+                    Ok(FillEnd::Released) => {
+                        miss.detail = Some("fill-released");
+                        return Ok(None);
+                    }
+                    Err(_) => {
+                        miss.detail = Some("fill-wait");
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Looks `miss.key` up without a lease (HEAD): a usable entry or nothing.
+pub(crate) async fn get(
+    config: &Arc<Config>,
+    miss: &mut MissContext,
+) -> Result<Option<Entry>, &'static str> {
+    let timeout = config.store_timeout;
+    match tokio::time::timeout(timeout, config.store.get(&miss.key.key)).await {
+        Ok(Ok(None)) => Ok(None),
+        Ok(Ok(Some(value))) => match usable(miss, value) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(detail) => {
+                remove(config, miss).await;
+                miss.detail = detail;
+                Ok(None)
+            }
+        },
+        Ok(Err(error)) => {
+            tracing::warn!(target: "tower_cache_aside", %error, "store lookup failed");
+            Err("store-error")
+        }
+        Err(_) => {
+            tracing::warn!(target: "tower_cache_aside", ?timeout, "store lookup timed out");
+            Err("store-timeout")
+        }
+    }
+}
+
+/// Decodes a stored value and checks that it may answer this request: its
+/// fingerprint is the request's key material, and it is fresh. `Err` holds
+/// the `Cache-Status` detail to report, if any.
+fn usable(miss: &MissContext, value: bytes::Bytes) -> Result<Entry, Option<&'static str>> {
+    let entry = Entry::decode(value).map_err(|error| {
+        tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
+        Some("bad-entry")
+    })?;
+    if entry.fingerprint != miss.key.fingerprint {
+        // A hash collision, or a value planted under this key.
+        return Err(None);
+    }
+    let expires_at = entry.stored_at_ms.saturating_add(entry.ttl_ms);
+    if crate::service::now_ms() >= expires_at {
+        return Err(None);
+    }
+    Ok(entry)
+}
+
+/// Removes the entry at `miss.key`, under the store deadline. Done before
+/// the inner call starts, so it cannot race the write of the fresh answer.
+async fn remove(config: &Arc<Config>, miss: &MissContext) {
+    let timeout = config.store_timeout;
+    let _ = tokio::time::timeout(timeout, config.store.remove(&miss.key.key)).await;
+}
+
+/// Defaults: a lease outlives any sane origin call; waiting is bounded well
+/// below a client's patience.
+pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(3);
