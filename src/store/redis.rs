@@ -216,15 +216,36 @@ struct Scripts {
 
 /// Listens to the fills channel on a connection of its own (started on the
 /// first lookup that has to wait) and wakes the local waiters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Notifier {
     waiters: Waiters,
     started: std::sync::atomic::AtomicBool,
+    /// Whether the subscription is in place (announcements are heard).
+    subscribed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            waiters: Waiters::default(),
+            started: std::sync::atomic::AtomicBool::new(false),
+            subscribed: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl Notifier {
+    /// Starts the subscriber if need be and waits (at most `timeout`) until
+    /// it listens, so that no announcement made after this returns is
+    /// missed. Past the timeout, waits end at their bound.
+    async fn listen(self: &Arc<Self>, client: &Client, timeout: Duration) {
+        self.start(client);
+        let mut subscribed = self.subscribed.subscribe();
+        let _ = tokio::time::timeout(timeout, subscribed.wait_for(|s| *s)).await;
+    }
+
     /// Starts the subscriber once; it subscribes again after every
-    /// reconnection. Until it is up, waits end at their bound.
+    /// reconnection.
     fn start(self: &Arc<Self>, client: &Client) {
         use std::sync::atomic::Ordering;
         if self.started.swap(true, Ordering::AcqRel) {
@@ -257,6 +278,9 @@ impl Notifier {
                 if notifier.strong_count() == 0 {
                     return;
                 }
+            }
+            if let Some(notifier) = notifier.upgrade() {
+                notifier.subscribed.send_replace(true);
             }
             loop {
                 let message = messages.recv().await;
@@ -456,7 +480,7 @@ impl Store for RedisStore {
                 Some(3) => {
                     // Register, then check that the lease is still held: a
                     // fill that ended in between is not waited for.
-                    self.notifier.start(client);
+                    self.notifier.listen(client, lease.ttl).await;
                     let lease_key = Self::lease_key(key);
                     let wait = self.notifier.waiters.register(&lease_key);
                     let held: i64 = client.exists(lease_key).await?;
