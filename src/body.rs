@@ -245,15 +245,17 @@ impl Recorder {
         let Some(token) = self.lease.take_token() else {
             return;
         };
-        let (config, key, ttl) = (self.config, self.key.key, self.ttl);
+        // Kept past its freshness for as long as it may be served stale.
+        let keep = self.ttl + self.config.grace();
+        let (config, key) = (self.config, self.key.key);
         runtime.spawn(async move {
             let timeout = config.store_timeout;
             let write = async {
                 if config.fencing {
-                    config.store.fill(&key, value, ttl, &token).await
+                    config.store.fill(&key, value, keep, &token).await
                 } else {
                     // Test-only: an unfenced write, to show what fencing prevents.
-                    config.store.put(&key, value, ttl).await?;
+                    config.store.put(&key, value, keep).await?;
                     config.store.release(&key, &token).await?;
                     Ok(true)
                 }

@@ -7,6 +7,8 @@
 //! | --- | --- |
 //! | served from the store | `tower-cache-aside; hit; ttl=41` |
 //! | served from the store after waiting on another request's fill | `tower-cache-aside; hit; ttl=41; collapsed` |
+//! | served stale while one request refreshes it | `tower-cache-aside; hit; fwd=stale; ttl=-3` |
+//! | served stale because the origin failed | `tower-cache-aside; hit; fwd=stale; ttl=-40; detail=stale-if-error` |
 //! | missed, response stored | `tower-cache-aside; fwd=miss; stored` |
 //! | missed, not stored | `tower-cache-aside; fwd=miss; detail=set-cookie` |
 //! | not looked up | `tower-cache-aside; fwd=bypass; detail=authorization` |
@@ -25,9 +27,15 @@ pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-statu
 /// What the layer did with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Served from the store; seconds of freshness left, and whether the
-    /// request waited for another request's fill.
-    Hit { ttl: u64, collapsed: bool },
+    /// Served from the store; seconds of freshness left (negative when
+    /// stale), whether the request waited for another request's fill,
+    /// whether the entry was stale, and why it was served stale.
+    Hit {
+        ttl: i64,
+        collapsed: bool,
+        stale: bool,
+        detail: Option<&'static str>,
+    },
     /// Forwarded after a lookup found nothing usable.
     Miss {
         stored: bool,
@@ -46,9 +54,25 @@ impl Outcome {
     /// Appends this outcome's `Cache-Status` member to `headers`.
     pub(crate) fn append_to(self, headers: &mut HeaderMap) {
         let value = match self {
-            Outcome::Hit { ttl, collapsed } => {
-                let collapsed = if collapsed { "; collapsed" } else { "" };
-                HeaderValue::try_from(format!("tower-cache-aside; hit; ttl={ttl}{collapsed}")).ok()
+            Outcome::Hit {
+                ttl,
+                collapsed,
+                stale,
+                detail,
+            } => {
+                let mut value = String::from("tower-cache-aside; hit");
+                if stale {
+                    value.push_str("; fwd=stale");
+                }
+                value.push_str(&format!("; ttl={ttl}"));
+                if collapsed {
+                    value.push_str("; collapsed");
+                }
+                if let Some(detail) = detail {
+                    value.push_str("; detail=");
+                    value.push_str(detail);
+                }
+                HeaderValue::try_from(value).ok()
             }
             Outcome::Miss { stored, detail } => {
                 let mut value = String::from("tower-cache-aside; fwd=miss");
@@ -117,16 +141,29 @@ mod tests {
         assert_eq!(
             render(Outcome::Hit {
                 ttl: 41,
-                collapsed: false
+                collapsed: false,
+                stale: false,
+                detail: None,
             }),
             "tower-cache-aside; hit; ttl=41"
         );
         assert_eq!(
             render(Outcome::Hit {
                 ttl: 5,
-                collapsed: true
+                collapsed: true,
+                stale: false,
+                detail: None,
             }),
             "tower-cache-aside; hit; ttl=5; collapsed"
+        );
+        assert_eq!(
+            render(Outcome::Hit {
+                ttl: -3,
+                collapsed: false,
+                stale: true,
+                detail: Some("stale-if-error"),
+            }),
+            "tower-cache-aside; hit; fwd=stale; ttl=-3; detail=stale-if-error"
         );
         assert_eq!(
             render(Outcome::Miss {

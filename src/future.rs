@@ -17,16 +17,19 @@ use tower_service::Service;
 
 use crate::body::ResponseBody;
 use crate::cache_status::Outcome;
-use crate::entry::Entry;
 use crate::layer::Config;
 use crate::lease;
+use crate::lease::Found;
 use crate::purge::{self, Purge, PurgeReport};
-use crate::service::{forwarded_response, hit_response, miss_response, MissContext, WriteContext};
+use crate::service::{
+    forwarded_response, hit_response, miss_response, refresh_in_background, MissContext,
+    WriteContext,
+};
 
 /// A store lookup under its deadline. It owns what it needs and gives the
 /// miss context back, so nothing is cloned for it.
 type Lookup = Pin<Box<dyn Future<Output = (MissContext, LookupResult)> + Send>>;
-type LookupResult = Result<Option<Entry>, &'static str>;
+type LookupResult = Result<Found, &'static str>;
 /// The purges of a successful write, run concurrently under their deadline.
 type Purging = Pin<Box<dyn Future<Output = PurgeReport> + Send>>;
 
@@ -148,8 +151,10 @@ where
 
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Body<Data = Bytes>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
@@ -164,12 +169,22 @@ where
                         continue;
                     };
                     match result {
-                        Ok(Some(entry)) => {
-                            let response = hit_response(&miss, entry, &request);
+                        Ok(Found::Fresh(entry)) => {
+                            let response =
+                                hit_response(&miss, entry, Some(request.headers()), None);
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
-                        Ok(None) => {}
+                        Ok(Found::Stale(entry)) => {
+                            let response =
+                                hit_response(&miss, entry, Some(request.headers()), Some(None));
+                            if miss.lease.is_some() {
+                                refresh_in_background(this.config.clone(), service, request, miss);
+                            }
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Ok(Found::Nothing) => {}
                         Err(detail) => miss.detail = Some(detail),
                     }
                     let future = service.call(request);
@@ -179,7 +194,24 @@ where
                     });
                 }
                 StateProj::Inner { future, then } => {
-                    let response = ready!(future.poll(cx))?;
+                    let result = ready!(future.poll(cx));
+                    // stale-if-error: the origin failed, and a stale entry
+                    // within its window answers instead.
+                    if let Some(Then::Miss(miss)) = then.as_mut() {
+                        let failed = match &result {
+                            Ok(response) => response.status().is_server_error(),
+                            Err(_) => true,
+                        };
+                        if let (true, Some(stale)) = (failed, miss.stale.take()) {
+                            let response =
+                                hit_response(miss, *stale, None, Some(Some("stale-if-error")));
+                            // Dropping the miss context releases any lease.
+                            *then = None;
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                    }
+                    let response = result?;
                     let response = match then.take() {
                         Some(Then::Miss(miss)) => miss_response(this.config, response, miss),
                         Some(Then::Forward(outcome)) => forwarded_response(response, outcome),

@@ -83,6 +83,9 @@ pub(crate) struct Config {
     pub(crate) purge_timeout: Duration,
     pub(crate) lease_ttl: Duration,
     pub(crate) fill_wait: Duration,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+    pub(crate) ttl_jitter: f64,
     /// Test-only switch: fills written without checking their lease.
     pub(crate) fencing: bool,
     pub(crate) pending: Pending,
@@ -91,6 +94,21 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// How long an entry is kept past its freshness, for serving it stale.
+    pub(crate) fn grace(&self) -> Duration {
+        self.stale_while_revalidate.max(self.stale_if_error)
+    }
+
+    /// `ttl` shortened by a random fraction of at most `ttl_jitter`, so
+    /// that entries written together do not expire together.
+    pub(crate) fn jittered(&self, ttl: Duration) -> Duration {
+        if self.ttl_jitter <= 0.0 {
+            return ttl;
+        }
+        ttl.mul_f64(1.0 - self.ttl_jitter * fastrand::f64())
+            .max(Duration::from_millis(1))
+    }
+
     /// What a successful unsafe `method` request to `path` purges: the path
     /// itself and the matching rules' targets, without duplicates.
     pub(crate) fn purges_for(&self, method: &Method, path: &str) -> Vec<Purge> {
@@ -197,6 +215,9 @@ pub struct Builder {
     purge_timeout: Duration,
     lease_ttl: Duration,
     fill_wait: Duration,
+    stale_while_revalidate: Duration,
+    stale_if_error: Duration,
+    ttl_jitter: f64,
     fencing: bool,
     routes: Vec<(String, Route)>,
     purge_rules: Vec<(Method, String, Vec<String>)>,
@@ -231,6 +252,9 @@ impl Builder {
             purge_timeout: DEFAULT_PURGE_TIMEOUT,
             lease_ttl: crate::lease::DEFAULT_LEASE_TTL,
             fill_wait: crate::lease::DEFAULT_FILL_WAIT,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            ttl_jitter: 0.0,
             fencing: true,
             routes: Vec::new(),
             purge_rules: Vec::new(),
@@ -356,6 +380,31 @@ impl Builder {
         self
     }
 
+    /// Serve an entry up to `window` past its freshness (`Cache-Status:
+    /// …; hit; fwd=stale`) while one background request, holding the fill
+    /// lease, refreshes it. Default: off. Purged entries are gone, never
+    /// served stale.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Builder {
+        self.stale_while_revalidate = window;
+        self
+    }
+
+    /// When the origin answers 5xx or fails, serve an entry up to `window`
+    /// past its freshness instead (`Cache-Status: …; hit; fwd=stale;
+    /// detail=stale-if-error`). Default: off.
+    pub fn stale_if_error(mut self, window: Duration) -> Builder {
+        self.stale_if_error = window;
+        self
+    }
+
+    /// Shortens each stored TTL by a random fraction of at most `fraction`
+    /// (0 to 1; default 0), so that entries written together do not expire
+    /// together.
+    pub fn ttl_jitter(mut self, fraction: f64) -> Builder {
+        self.ttl_jitter = fraction;
+        self
+    }
+
     /// Test-only: write fills without checking that their lease still
     /// holds. This breaks the guarantee that no fill begun before a purge
     /// survives it; it exists so that tests can show the race fencing
@@ -423,6 +472,12 @@ impl Builder {
                 "store_timeout must be above zero".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&self.ttl_jitter) {
+            return Err(Error::InvalidConfig(format!(
+                "ttl_jitter is a fraction from 0 to 1, not {}",
+                self.ttl_jitter
+            )));
+        }
         if u32::try_from(self.max_body_bytes).is_err() {
             return Err(Error::InvalidConfig(
                 "max_body_bytes must fit in 32 bits".into(),
@@ -478,6 +533,9 @@ impl Builder {
                 purge_timeout: self.purge_timeout,
                 lease_ttl: self.lease_ttl,
                 fill_wait: self.fill_wait,
+                stale_while_revalidate: self.stale_while_revalidate,
+                stale_if_error: self.stale_if_error,
+                ttl_jitter: self.ttl_jitter,
                 fencing: self.fencing,
                 pending: Pending::default(),
                 routes,

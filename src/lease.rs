@@ -80,14 +80,27 @@ impl Drop for LeaseGuard {
     }
 }
 
-/// Looks `miss.key` up for a GET: a usable entry, or the lease (then
+/// What a GET's lookup found.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// A fresh entry.
+    Fresh(Entry),
+    /// An entry within its stale-while-revalidate window: serve it; when
+    /// `miss.lease` is set, this request refreshes it in the background.
+    Stale(Entry),
+    /// Nothing to serve: call the origin (storing only with `miss.lease`;
+    /// falling back on `miss.stale` if the origin fails).
+    Nothing,
+}
+
+/// Looks `miss.key` up for a GET: an entry to serve, or the lease (then
 /// `miss.lease` is set), or, after waiting on another holder, a reason to
-/// call the origin without storing (`Err(detail)` or `Ok(None)` with
+/// call the origin without storing (`Err(detail)`, or `Nothing` with
 /// `miss.detail` set).
 pub(crate) async fn find(
     config: &Arc<Config>,
     miss: &mut MissContext,
-) -> Result<Option<Entry>, &'static str> {
+) -> Result<Found, &'static str> {
     let timeout = config.store_timeout;
     let deadline = Instant::now() + config.fill_wait;
     let request = LeaseRequest {
@@ -112,13 +125,37 @@ pub(crate) async fn find(
                 }
             };
         match found {
-            Lookup::Hit(value) => match usable(miss, value) {
-                Ok(entry) => return Ok(Some(entry)),
+            Lookup::Hit(value) => match usable(config, miss, value) {
+                Ok((entry, Freshness::Fresh)) => return Ok(Found::Fresh(entry)),
+                Ok((entry, freshness)) => {
+                    // Stale: whoever takes the lease refreshes it.
+                    match tokio::time::timeout(timeout, config.store.lease(&miss.key.key, &request))
+                        .await
+                    {
+                        Ok(Ok(true)) => {
+                            miss.lease = Some(LeaseGuard::new(
+                                config.clone(),
+                                miss.key.key.clone(),
+                                request.token,
+                            ));
+                        }
+                        Ok(Ok(false)) => {}
+                        Ok(Err(error)) => {
+                            tracing::warn!(target: "tower_cache_aside", %error, "refresh lease failed");
+                        }
+                        Err(_) => {}
+                    }
+                    if freshness == Freshness::StaleWhileRevalidate {
+                        return Ok(Found::Stale(entry));
+                    }
+                    miss.stale = Some(Box::new(entry));
+                    return Ok(Found::Nothing);
+                }
                 Err(detail) => {
                     remove(config, miss).await;
                     miss.detail = detail;
                     if removed_one {
-                        return Ok(None);
+                        return Ok(Found::Nothing);
                     }
                     removed_one = true;
                 }
@@ -129,7 +166,7 @@ pub(crate) async fn find(
                     miss.key.key.clone(),
                     request.token,
                 ));
-                return Ok(None);
+                return Ok(Found::Nothing);
             }
             Lookup::Busy(wait) => {
                 miss.collapsed = true;
@@ -138,11 +175,11 @@ pub(crate) async fn find(
                     Ok(FillEnd::Filled) => continue,
                     Ok(FillEnd::Released) => {
                         miss.detail = Some("fill-released");
-                        return Ok(None);
+                        return Ok(Found::Nothing);
                     }
                     Err(_) => {
                         miss.detail = Some("fill-wait");
-                        return Ok(None);
+                        return Ok(Found::Nothing);
                     }
                 }
             }
@@ -150,20 +187,23 @@ pub(crate) async fn find(
     }
 }
 
-/// Looks `miss.key` up without a lease (HEAD): a usable entry or nothing.
+/// Looks `miss.key` up without a lease (HEAD): an entry to serve (fresh,
+/// or stale within stale-while-revalidate) or nothing.
 pub(crate) async fn get(
     config: &Arc<Config>,
     miss: &mut MissContext,
-) -> Result<Option<Entry>, &'static str> {
+) -> Result<Found, &'static str> {
     let timeout = config.store_timeout;
     match tokio::time::timeout(timeout, config.store.get(&miss.key.key)).await {
-        Ok(Ok(None)) => Ok(None),
-        Ok(Ok(Some(value))) => match usable(miss, value) {
-            Ok(entry) => Ok(Some(entry)),
+        Ok(Ok(None)) => Ok(Found::Nothing),
+        Ok(Ok(Some(value))) => match usable(config, miss, value) {
+            Ok((entry, Freshness::Fresh)) => Ok(Found::Fresh(entry)),
+            Ok((entry, Freshness::StaleWhileRevalidate)) => Ok(Found::Stale(entry)),
+            Ok((_, Freshness::StaleIfError)) => Ok(Found::Nothing),
             Err(detail) => {
                 remove(config, miss).await;
                 miss.detail = detail;
-                Ok(None)
+                Ok(Found::Nothing)
             }
         },
         Ok(Err(error)) => {
@@ -177,10 +217,23 @@ pub(crate) async fn get(
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    Fresh,
+    /// Past its freshness, within the stale-while-revalidate window.
+    StaleWhileRevalidate,
+    /// Past that, within the stale-if-error window.
+    StaleIfError,
+}
+
 /// Decodes a stored value and checks that it may answer this request: its
-/// fingerprint is the request's key material, and it is fresh. `Err` holds
-/// the `Cache-Status` detail to report, if any.
-fn usable(miss: &MissContext, value: bytes::Bytes) -> Result<Entry, Option<&'static str>> {
+/// fingerprint is the request's key material, and it is fresh or within a
+/// stale window. `Err` holds the `Cache-Status` detail to report, if any.
+fn usable(
+    config: &Config,
+    miss: &MissContext,
+    value: bytes::Bytes,
+) -> Result<(Entry, Freshness), Option<&'static str>> {
     let entry = Entry::decode(value).map_err(|error| {
         tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
         Some("bad-entry")
@@ -190,10 +243,18 @@ fn usable(miss: &MissContext, value: bytes::Bytes) -> Result<Entry, Option<&'sta
         return Err(None);
     }
     let expires_at = entry.stored_at_ms.saturating_add(entry.ttl_ms);
-    if crate::service::now_ms() >= expires_at {
-        return Err(None);
+    let now = crate::service::now_ms();
+    if now < expires_at {
+        return Ok((entry, Freshness::Fresh));
     }
-    Ok(entry)
+    let past = Duration::from_millis(now - expires_at);
+    if past < config.stale_while_revalidate {
+        Ok((entry, Freshness::StaleWhileRevalidate))
+    } else if past < config.stale_if_error {
+        Ok((entry, Freshness::StaleIfError))
+    } else {
+        Err(None)
+    }
 }
 
 /// Removes the entry at `miss.key`, under the store deadline. Done before

@@ -71,8 +71,10 @@ impl<S> CacheAside<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheAside<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    ResBody: Body<Data = Bytes>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -123,6 +125,7 @@ where
             detail: None,
             lease: None,
             collapsed: false,
+            stale: None,
         };
         // A purge of this path failed and awaits its retry: the store may
         // still hold what the write made stale, so do not read it.
@@ -160,6 +163,8 @@ pub(crate) struct MissContext {
     pub(crate) lease: Option<LeaseGuard>,
     /// Whether the request waited on another request's fill.
     pub(crate) collapsed: bool,
+    /// A stale entry to answer with if the origin fails (stale-if-error).
+    pub(crate) stale: Option<Box<Entry>>,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -171,14 +176,23 @@ pub(crate) fn now_ms() -> u64 {
 
 /// Turns a usable stored entry (see [`crate::lease`]) into the response
 /// for `req`.
-pub(crate) fn hit_response<B, ReqBody>(
+///
+/// `conditional` are the request headers when a 304 may answer (not for a
+/// stale-if-error answer); `stale` says why a stale entry is served.
+pub(crate) fn hit_response<B>(
     miss: &MissContext,
     entry: Entry,
-    req: &Request<ReqBody>,
+    conditional: Option<&HeaderMap>,
+    stale: Option<Option<&'static str>>,
 ) -> Response<ResponseBody<B>> {
     let now = now_ms();
     let expires_at = entry.stored_at_ms.saturating_add(entry.ttl_ms);
-    let ttl_left = expires_at.saturating_sub(now) / 1000;
+    let ttl_left = if now < expires_at {
+        i64::try_from((expires_at - now) / 1000).unwrap_or(i64::MAX)
+    } else {
+        // Stale: how long ago it expired, rounded up, as a negative ttl.
+        -i64::try_from((now - expires_at).div_ceil(1000)).unwrap_or(i64::MAX)
+    };
     let age = now.saturating_sub(entry.stored_at_ms) / 1000;
 
     let Entry {
@@ -188,7 +202,8 @@ pub(crate) fn hit_response<B, ReqBody>(
         trailers,
         ..
     } = entry;
-    let not_modified = status == StatusCode::OK && etag_matches(req.headers(), &headers);
+    let not_modified = status == StatusCode::OK
+        && conditional.is_some_and(|request| etag_matches(request, &headers));
     let mut response = if not_modified {
         headers = not_modified_headers(&headers);
         let mut response = Response::new(ResponseBody::cached(Bytes::new(), None));
@@ -212,6 +227,8 @@ pub(crate) fn hit_response<B, ReqBody>(
     Outcome::Hit {
         ttl: ttl_left,
         collapsed: miss.collapsed,
+        stale: stale.is_some(),
+        detail: stale.flatten(),
     }
     .append_to(&mut headers);
     *response.headers_mut() = headers;
@@ -246,6 +263,7 @@ pub(crate) fn miss_response<B: Body>(
                 miss.route_ttls.0,
                 miss.route_ttls.1,
             )
+            .map(|ttl| config.jittered(ttl))
             .map_err(Some)
     };
     let outcome = Outcome::Miss {
@@ -278,6 +296,42 @@ pub(crate) fn miss_response<B: Body>(
     };
     outcome.append_to(&mut parts.headers);
     Response::from_parts(parts, ResponseBody::recorded(body, recorder))
+}
+
+/// Refreshes a stale entry in the background: the request that found it
+/// holds the lease (`miss.lease`) and is answered from the stale entry; this
+/// task calls the origin with it and stores the answer as a miss would. An
+/// origin failure or 5xx keeps the stale entry (the lease is released).
+pub(crate) fn refresh_in_background<S, ReqBody, ResBody>(
+    config: Arc<Config>,
+    mut service: S,
+    request: Request<ReqBody>,
+    miss: MissContext,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let Ok(response) = service.call(request).await else {
+            return;
+        };
+        if response.status().is_server_error() {
+            return;
+        }
+        let body = miss_response(&config, response, miss).into_body();
+        let mut body = std::pin::pin!(body);
+        // Drive the body to its end: the recorder stores it there.
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            if frame.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Adds `Cache-Status` to a response the layer only forwarded.

@@ -370,6 +370,9 @@ impl Store for HangingStore {
     fn lookup<'a>(&'a self, _: &'a EntryKey, _: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
         Box::pin(std::future::pending())
     }
+    fn lease<'a>(&'a self, _: &'a EntryKey, _: &'a LeaseRequest) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::pending())
+    }
     fn fill<'a>(
         &'a self,
         _: &'a EntryKey,
@@ -405,6 +408,9 @@ impl Store for FailingStore {
         Box::pin(async { Err(down()) })
     }
     fn lookup<'a>(&'a self, _: &'a EntryKey, _: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
+        Box::pin(async { Err(down()) })
+    }
+    fn lease<'a>(&'a self, _: &'a EntryKey, _: &'a LeaseRequest) -> StoreFuture<'a, bool> {
         Box::pin(async { Err(down()) })
     }
     fn fill<'a>(

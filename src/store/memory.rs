@@ -186,6 +186,20 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(found) })
     }
 
+    fn lease<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, bool> {
+        let key = Self::cache_key(key);
+        let now = Instant::now();
+        let mut held = self.leases.lock();
+        let taken = match held.get(&key) {
+            Some((_, expires)) if *expires > now => false,
+            _ => {
+                held.insert(key, (lease.token.clone(), now + lease.ttl));
+                true
+            }
+        };
+        Box::pin(async move { Ok(taken) })
+    }
+
     fn fill<'a>(
         &'a self,
         key: &'a EntryKey,

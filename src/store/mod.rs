@@ -117,6 +117,10 @@ pub trait Store: Send + Sync + 'static {
     /// that began before a purge can never be written after it.
     fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup>;
 
+    /// Takes the fill lease of an entry whether or not the entry exists (to
+    /// refresh a stale one); `Ok(false)` when someone else holds it.
+    fn lease<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, bool>;
+
     /// Writes an entry only if `token` still holds its lease, then drops
     /// the lease and wakes the callers waiting on it. `Ok(false)` when the
     /// lease was lost (purged, expired): nothing was written.

@@ -77,6 +77,23 @@ end
 return {3}
 "#;
 
+/// Takes an entry's fill lease whether or not the entry exists (to refresh
+/// a stale one), and indexes it. KEYS: index, lease. ARGV: token, lease ttl
+/// in ms. Returns 1 when taken.
+const LEASE_SCRIPT: &str = r#"
+local ttl = tonumber(ARGV[2])
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ttl) then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + ttl, KEYS[2])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+"#;
+
 /// Writes an entry and records it in its resource's index. With a token,
 /// only while that token holds the entry's lease (else nothing is written
 /// and 0 returned); the lease is then dropped and the fill announced.
@@ -209,6 +226,7 @@ pub struct RedisStore {
 struct Scripts {
     get: Script,
     lookup: Script,
+    lease: Script,
     store: Script,
     release: Script,
     purge: Script,
@@ -342,6 +360,7 @@ impl RedisStore {
             scripts: Arc::new(Scripts {
                 get: Script::new(GET_SCRIPT),
                 lookup: Script::new(LOOKUP_SCRIPT),
+                lease: Script::new(LEASE_SCRIPT),
                 store: Script::new(STORE_SCRIPT),
                 release: Script::new(RELEASE_SCRIPT),
                 purge: Script::new(PURGE_SCRIPT),
@@ -491,6 +510,24 @@ impl Store for RedisStore {
                 }
                 _ => Err(Error::Store("unexpected lookup script reply".into())),
             }
+        })
+    }
+
+    fn lease<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let lease_ttl = i64::try_from(lease.ttl.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1);
+            let taken: i64 = self
+                .scripts
+                .lease
+                .run(
+                    self.client(),
+                    vec![Self::index_key(key.resource()), Self::lease_key(key)],
+                    vec![lease.token.as_str().into(), lease_ttl.into()],
+                )
+                .await?;
+            Ok(taken == 1)
         })
     }
 

@@ -283,6 +283,10 @@ impl Store for CountingStore {
         })
     }
 
+    fn lease<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, bool> {
+        self.inner.lease(key, lease)
+    }
+
     /// Counted as a put: `puts_ok` when it wrote, `puts_failed` when its
     /// lease was lost or the store failed.
     fn fill<'a>(
