@@ -635,13 +635,22 @@ impl Reply {
     }
 
     /// The remaining TTL of a hit; `None` for anything else.
+    /// The remaining TTL of a fresh hit (collapsed or not); `None` for
+    /// anything else, stale hits included.
     pub fn hit_ttl(&self) -> Option<u64> {
         let status = self.cache_status();
-        let ttl = status.strip_prefix("tower-cache-aside; hit; ttl=")?;
+        let rest = status.strip_prefix("tower-cache-aside; hit; ttl=")?;
+        let ttl = rest.split(';').next().unwrap_or(rest);
         Some(
             ttl.parse()
                 .unwrap_or_else(|_| panic!("bad ttl in {status:?}")),
         )
+    }
+
+    /// Whether this is a stale hit (`hit; fwd=stale`).
+    pub fn is_stale_hit(&self) -> bool {
+        self.cache_status()
+            .starts_with("tower-cache-aside; hit; fwd=stale; ttl=-")
     }
 
     pub fn is_hit(&self) -> bool {
