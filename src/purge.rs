@@ -39,6 +39,11 @@ use crate::Error;
 const MAX_PENDING: usize = 4096;
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Deadline of a purge retried in the background. A pattern purge scans
+/// the keyspace (about 1 µs a key), which can outlast `purge_timeout` in a
+/// large one; in the background nobody waits on it, so it gets room to
+/// finish.
+const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One thing to purge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,7 +385,8 @@ pub(crate) fn retry_later(config: &Arc<Config>, failed: Vec<Purge>) {
             tokio::time::sleep(delay).await;
             let Some(config) = weak.upgrade() else { return };
             let purges = config.pending.take();
-            let report = run(&config, purges, config.purge_timeout).await;
+            let timeout = config.purge_timeout.max(RETRY_TIMEOUT);
+            let report = run(&config, purges, timeout).await;
             if report.failed.is_empty() {
                 tracing::info!(target: "tower_cache_aside", removed = report.removed, "failed purges retried");
                 config.pending.retrying.store(false, Ordering::Release);
