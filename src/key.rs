@@ -84,14 +84,38 @@ impl ResourcePattern {
         &self.pattern
     }
 
-    /// Whether an encoded path matches the pattern.
+    /// Whether the pattern may match a resource: exactly for a resource
+    /// kept verbatim; for a long resource kept as `<head>#<hash>`, whenever
+    /// some path starting with its head would match (an over-approximation:
+    /// purging too much is safe, too little is not).
     pub fn matches(&self, resource: &str) -> bool {
-        glob_match(self.pattern.as_bytes(), resource.as_bytes())
+        match resource.split_once('#') {
+            Some((head, _hash)) => glob_match_prefix(self.pattern.as_bytes(), head.as_bytes()),
+            None => glob_match(self.pattern.as_bytes(), resource.as_bytes()),
+        }
+    }
+
+    /// The literal start of the pattern (up to its first `*`), cut to the
+    /// head a long resource keeps: every resource the pattern
+    /// [`matches`](Self::matches) starts with it. A store that scans for
+    /// candidates matches on `<this>*` and filters with `matches`.
+    pub fn literal_prefix(&self) -> &str {
+        let literal = self.pattern.split('*').next().unwrap_or("");
+        &literal[..literal.len().min(HASHED_HEAD_LEN)]
     }
 }
 
 /// Matches `text` against `pattern`, where `*` matches any run of bytes.
 fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    glob_walk(pattern, text, false)
+}
+
+/// Whether some text starting with `head` matches `pattern`.
+fn glob_match_prefix(pattern: &[u8], head: &[u8]) -> bool {
+    glob_walk(pattern, head, true)
+}
+
+fn glob_walk(pattern: &[u8], text: &[u8], prefix_only: bool) -> bool {
     // Classic greedy match with one backtrack point: O(len(pattern) * len(text)).
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -110,7 +134,9 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
             return false;
         }
     }
-    pattern[p..].iter().all(|&b| b == b'*')
+    // All of the text is consumed: as a prefix, the rest of the pattern can
+    // always be met by what follows.
+    prefix_only || pattern[p..].iter().all(|&b| b == b'*')
 }
 
 /// One cached response variant of a resource.
@@ -529,6 +555,22 @@ mod tests {
         assert_eq!(literal.pattern(), "/users/%2A");
         assert!(literal.matches("/users/%2A"));
         assert!(!literal.matches("/users/1"));
+    }
+
+    #[test]
+    fn patterns_reach_long_hashed_paths() {
+        let c = config();
+        let long = format!("/teams/{}/members", "x".repeat(600));
+        let (key, _) = c.resource_key(&long);
+        assert!(key.resource().contains('#'));
+        let members = c.resource_pattern([Some("/teams/"), None, Some("/members")]);
+        assert!(members.matches(key.resource()));
+        assert!(key.resource().starts_with(members.literal_prefix()));
+        let other = c.resource_pattern([Some("/users/"), None]);
+        assert!(!other.matches(key.resource()));
+        let long_literal = c.resource_pattern([Some(long.as_str()), None]);
+        assert_eq!(long_literal.literal_prefix().len(), HASHED_HEAD_LEN);
+        assert!(long_literal.matches(key.resource()));
     }
 
     proptest! {

@@ -24,7 +24,7 @@
 //! succeeds or the entry's TTL ends, whichever is first: a failed purge never
 //! extends how long stale data can live beyond the TTL.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,11 @@ use crate::Error;
 const MAX_PENDING: usize = 4096;
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Deadline of a purge retried in the background. A pattern purge scans
+/// the keyspace (about 1 µs a key), which can outlast `purge_timeout` in a
+/// large one; in the background nobody waits on it, so it gets room to
+/// finish.
+const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One thing to purge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,9 +272,31 @@ pub(crate) fn location_paths(
             let dir = request_path.rfind('/').map_or("/", |i| &request_path[..=i]);
             format!("{dir}{value}")
         };
-        paths.push(path);
+        paths.push(remove_dot_segments(&path));
     }
     paths
+}
+
+/// Removes `.` and `..` segments from an absolute path (RFC 3986 section
+/// 5.2.4), as clients do before they send it.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let trailing_dot = matches!(segments.last(), Some(&".") | Some(&".."));
+    for segment in segments {
+        match segment {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            segment => out.push(segment),
+        }
+    }
+    let mut result = format!("/{}", out.join("/"));
+    if trailing_dot && !result.ends_with('/') {
+        result.push('/');
+    }
+    result
 }
 
 /// What a set of purges did.
@@ -313,7 +340,10 @@ pub(crate) async fn run(config: &Config, purges: Vec<Purge>, timeout: Duration) 
 /// Purges that failed, kept until the store takes them.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
-    purges: Mutex<Vec<Purge>>,
+    /// Each purge with the count of the failure that put it there: a retry
+    /// removes a purge only if it did not fail again meanwhile.
+    purges: Mutex<Vec<(Purge, u64)>>,
+    failures: AtomicU64,
     /// Length of `purges`, readable without the lock on the hot path.
     len: AtomicUsize,
     retrying: AtomicBool,
@@ -328,7 +358,7 @@ impl Pending {
         }
         self.purges
             .lock()
-            .map(|purges| purges.iter().any(|p| p.covers(resource)))
+            .map(|purges| purges.iter().any(|(p, _)| p.covers(resource)))
             // A poisoned lock: be safe, do not serve from the cache.
             .unwrap_or(true)
     }
@@ -338,8 +368,10 @@ impl Pending {
             return;
         };
         for purge in failed {
-            if !purges.contains(&purge) {
-                purges.push(purge);
+            let failure = self.failures.fetch_add(1, Ordering::Relaxed);
+            match purges.iter_mut().find(|(p, _)| *p == purge) {
+                Some(pending) => pending.1 = failure,
+                None => purges.push((purge, failure)),
             }
         }
         if purges.len() > MAX_PENDING {
@@ -350,12 +382,23 @@ impl Pending {
         self.len.store(purges.len(), Ordering::Release);
     }
 
-    fn take(&self) -> Vec<Purge> {
+    /// A copy of the pending purges; they stay pending (and keep fencing)
+    /// until [`Pending::done`] removes those that succeeded.
+    fn snapshot(&self) -> Vec<(Purge, u64)> {
+        self.purges
+            .lock()
+            .map(|purges| purges.clone())
+            .unwrap_or_default()
+    }
+
+    /// Removes purges that have now succeeded, unless they failed again
+    /// since the snapshot was taken.
+    fn done(&self, succeeded: &[(Purge, u64)]) {
         let Ok(mut purges) = self.purges.lock() else {
-            return Vec::new();
+            return;
         };
-        self.len.store(0, Ordering::Release);
-        std::mem::take(&mut *purges)
+        purges.retain(|pending| !succeeded.contains(pending));
+        self.len.store(purges.len(), Ordering::Release);
     }
 }
 
@@ -364,14 +407,16 @@ pub(crate) fn retry_later(config: &Arc<Config>, failed: Vec<Purge>) {
     if failed.is_empty() {
         return;
     }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // Nothing could retry it: fencing the paths would fence them for
+        // good, so the entries are left to their TTL.
+        tracing::error!(target: "tower_cache_aside", "a purge failed outside a Tokio runtime; its entries expire by TTL only");
+        return;
+    };
     config.pending.push(failed);
     if config.pending.retrying.swap(true, Ordering::AcqRel) {
         return;
     }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        config.pending.retrying.store(false, Ordering::Release);
-        return;
-    };
     // The task holds a weak reference: it ends with the layer.
     let weak = Arc::downgrade(config);
     runtime.spawn(async move {
@@ -379,12 +424,20 @@ pub(crate) fn retry_later(config: &Arc<Config>, failed: Vec<Purge>) {
         loop {
             tokio::time::sleep(delay).await;
             let Some(config) = weak.upgrade() else { return };
-            let purges = config.pending.take();
-            let report = run(&config, purges, config.purge_timeout).await;
+            // The purges stay pending (fencing their paths) while they run.
+            let snapshot = config.pending.snapshot();
+            let purges = snapshot.iter().map(|(p, _)| p.clone()).collect();
+            let timeout = config.purge_timeout.max(RETRY_TIMEOUT);
+            let report = run(&config, purges, timeout).await;
+            let succeeded: Vec<(Purge, u64)> = snapshot
+                .into_iter()
+                .filter(|(p, _)| !report.failed.contains(p))
+                .collect();
+            config.pending.done(&succeeded);
             if report.failed.is_empty() {
                 tracing::info!(target: "tower_cache_aside", removed = report.removed, "failed purges retried");
                 config.pending.retrying.store(false, Ordering::Release);
-                // A purge may have failed after `take`: look once more.
+                // A purge may have failed meanwhile: look once more.
                 if config.pending.len.load(Ordering::Acquire) == 0
                     || config.pending.retrying.swap(true, Ordering::AcqRel)
                 {
@@ -392,7 +445,6 @@ pub(crate) fn retry_later(config: &Arc<Config>, failed: Vec<Purge>) {
                 }
                 delay = RETRY_MIN;
             } else {
-                config.pending.push(report.failed);
                 delay = (delay * 2).min(RETRY_MAX);
             }
         }
@@ -577,6 +629,18 @@ mod tests {
             location_paths(&headers, "example.com", "/users/"),
             ["/users/4"]
         );
+    }
+
+    #[test]
+    fn dot_segments_are_removed() {
+        assert_eq!(remove_dot_segments("/users/./5"), "/users/5");
+        assert_eq!(
+            remove_dot_segments("/users/new/../teams/1"),
+            "/users/teams/1"
+        );
+        assert_eq!(remove_dot_segments("/a/../../x"), "/x");
+        assert_eq!(remove_dot_segments("/a/b/.."), "/a/");
+        assert_eq!(remove_dot_segments("/a//b"), "/a//b");
     }
 
     #[test]

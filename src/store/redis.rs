@@ -573,12 +573,19 @@ impl Store for RedisStore {
         })
     }
 
-    /// `SCAN MATCH <prefix>{<pattern>}:idx` on every primary (never `KEYS`),
-    /// then the purge script on each index found, page by page.
+    /// `SCAN MATCH <prefix>{<literal prefix>*}:idx` on every primary (never
+    /// `KEYS`), then the purge script on each index the pattern matches,
+    /// page by page.
     fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let client = self.client();
-            let glob = format!("{}{{{}}}:idx", pattern.prefix(), pattern.pattern());
+            // Candidates: every index under the pattern's literal start;
+            // `matches` then decides (it also reaches long, hashed paths).
+            let glob = format!("{}{{{}*}}:idx", pattern.prefix(), pattern.literal_prefix());
+            let resource_of = |index: &str| -> Option<String> {
+                let inner = index.strip_prefix(pattern.prefix())?.strip_prefix('{')?;
+                Some(inner.strip_suffix("}:idx")?.to_owned())
+            };
             let mut pages = if client.is_clustered() {
                 client.scan_cluster(glob, Some(SCAN_COUNT), None).boxed()
             } else {
@@ -590,6 +597,9 @@ impl Store for RedisStore {
                 let indexes = page.take_results().unwrap_or_default();
                 let purges = indexes.into_iter().filter_map(|index| {
                     let index = index.into_string()?;
+                    if !pattern.matches(&resource_of(&index)?) {
+                        return None;
+                    }
                     Some(async move {
                         self.scripts
                             .purge

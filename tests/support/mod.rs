@@ -132,9 +132,16 @@ pub struct Stats {
     /// Puts dropped before they finished (the layer's deadline).
     pub puts_abandoned: usize,
     pub removes_done: usize,
+    /// Purge calls that finished, whatever their outcome.
     pub purges: usize,
     /// Leases released without a write.
     pub releases: usize,
+    /// Purge calls that succeeded.
+    pub purges_ok: usize,
+    /// Purge calls that returned an error.
+    pub purges_failed: usize,
+    /// Entries the successful purge calls said they removed.
+    pub purged: u64,
 }
 
 impl Stats {
@@ -150,6 +157,8 @@ pub struct CountingStore {
     inner: Arc<dyn Store>,
     stats: tokio::sync::watch::Sender<Stats>,
     keys: Mutex<Vec<EntryKey>>,
+    /// Finished puts (whatever their outcome) per encoded resource.
+    puts_per_resource: Mutex<HashMap<String, usize>>,
 }
 
 impl Debug for CountingStore {
@@ -166,6 +175,7 @@ impl CountingStore {
             inner,
             stats: tokio::sync::watch::Sender::new(Stats::default()),
             keys: Mutex::new(Vec::new()),
+            puts_per_resource: Mutex::new(HashMap::new()),
         })
     }
 
@@ -210,6 +220,25 @@ impl CountingStore {
         );
     }
 
+    /// Puts of entries of this resource (an encoded path, such as
+    /// `/users/1`) that are over, whatever their outcome.
+    pub fn puts_finished_for(&self, resource: &str) -> usize {
+        self.puts_per_resource
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(resource)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until `n` puts of entries of `resource` have finished.
+    pub async fn wait_puts_for(&self, resource: &str, n: usize) {
+        self.wait_until(&format!("{n} completed puts of {resource}"), |_| {
+            self.puts_finished_for(resource) >= n
+        })
+        .await;
+    }
+
     /// Waits until `n` removes in all have finished.
     pub async fn wait_removes(&self, n: usize) {
         self.wait_until(&format!("{n} completed removes"), |s| s.removes_done >= n)
@@ -219,16 +248,39 @@ impl CountingStore {
     fn update(&self, f: impl FnOnce(&mut Stats)) {
         self.stats.send_modify(f);
     }
+
+    fn count_purge(&self, result: &Result<u64, tower_cache_aside::Error>) {
+        self.update(|s| {
+            s.purges += 1;
+            match result {
+                Ok(removed) => {
+                    s.purges_ok += 1;
+                    s.purged += removed;
+                }
+                Err(_) => s.purges_failed += 1,
+            }
+        });
+    }
 }
 
 /// Records the outcome of one put, or its abandonment when dropped first.
 struct PutGuard<'a> {
     store: &'a CountingStore,
+    resource: &'a str,
     ok: Option<bool>,
 }
 
 impl Drop for PutGuard<'_> {
     fn drop(&mut self) {
+        // The per-resource count first, so that a waiter woken by the
+        // stats update below sees it.
+        *self
+            .store
+            .puts_per_resource
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(self.resource.to_owned())
+            .or_default() += 1;
         let ok = self.ok;
         self.store.update(|s| match ok {
             Some(true) => s.puts_ok += 1,
@@ -261,6 +313,7 @@ impl Store for CountingStore {
             self.update(|s| s.puts_started += 1);
             let mut guard = PutGuard {
                 store: self,
+                resource: key.resource().resource(),
                 ok: None,
             };
             let result = self.inner.put(key, value, ttl).await;
@@ -304,6 +357,7 @@ impl Store for CountingStore {
             self.update(|s| s.puts_started += 1);
             let mut guard = PutGuard {
                 store: self,
+                resource: key.resource().resource(),
                 ok: None,
             };
             let result = self.inner.fill(key, value, ttl, token).await;
@@ -332,7 +386,7 @@ impl Store for CountingStore {
     fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let result = self.inner.purge_resource(resource).await;
-            self.update(|s| s.purges += 1);
+            self.count_purge(&result);
             result
         })
     }
@@ -340,7 +394,7 @@ impl Store for CountingStore {
     fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let result = self.inner.purge_pattern(pattern).await;
-            self.update(|s| s.purges += 1);
+            self.count_purge(&result);
             result
         })
     }
