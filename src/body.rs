@@ -249,7 +249,6 @@ impl Recorder {
         let keep = self.ttl + self.config.grace();
         let (config, key) = (self.config, self.key.key);
         runtime.spawn(async move {
-            let timeout = config.store_timeout;
             let write = async {
                 if config.fencing {
                     config.store.fill(&key, value, keep, &token).await
@@ -260,20 +259,15 @@ impl Recorder {
                     Ok(true)
                 }
             };
-            match tokio::time::timeout(timeout, write).await {
-                Ok(Ok(true)) => {
+            match config.store_call(Box::pin(write)).await {
+                Ok(true) => {
                     tracing::trace!(target: "tower_cache_aside", resource = key.resource().resource(), "stored");
                 }
-                Ok(Ok(false)) => {
+                Ok(false) => {
                     tracing::debug!(target: "tower_cache_aside", resource = key.resource().resource(), "lease lost (purged or expired): the fill is dropped");
                 }
-                Ok(Err(error)) => {
-                    tracing::warn!(target: "tower_cache_aside", %error, "store write failed");
-                    let _ = tokio::time::timeout(timeout, config.store.release(&key, &token)).await;
-                }
                 Err(_) => {
-                    tracing::warn!(target: "tower_cache_aside", ?timeout, "store write timed out");
-                    let _ = tokio::time::timeout(timeout, config.store.release(&key, &token)).await;
+                    let _ = config.store_call(config.store.release(&key, &token)).await;
                 }
             }
         });

@@ -30,6 +30,10 @@ pub enum Error {
     /// A store call did not finish within its deadline.
     #[error("store call timed out after {0:?}")]
     Timeout(Duration),
+    /// The store failed repeatedly and the circuit breaker is open: calls
+    /// are not even tried until its cool-down ends.
+    #[error("store unavailable (circuit open)")]
+    Unavailable,
     /// One or more purges failed; they are retried in the background.
     #[error("purge failed; retrying in the background")]
     PurgeFailed,

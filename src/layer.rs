@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, StatusCode};
 use tower_layer::Layer;
 
+use crate::breaker::Breaker;
 use crate::key::{KeyConfig, QueryKey};
 use crate::policy::{PolicyConfig, DEFAULT_STATUSES};
 use crate::purge::{Pending, Purge, PurgeRules, Purger};
@@ -22,6 +23,8 @@ const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
 const DEFAULT_PURGE_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_BREAKER_FAILURES: u32 = 5;
+const DEFAULT_BREAKER_COOL_DOWN: Duration = Duration::from_secs(2);
 
 /// Caching rules for the requests whose path matches one route template.
 ///
@@ -89,11 +92,26 @@ pub(crate) struct Config {
     /// Test-only switch: fills written without checking their lease.
     pub(crate) fencing: bool,
     pub(crate) pending: Pending,
+    pub(crate) breaker: Breaker,
     routes: matchit::Router<Route>,
     purge_rules: PurgeRules,
 }
 
 impl Config {
+    /// Runs a store call under `store_timeout` and tells the circuit
+    /// breaker how it went. A late call is an [`Error::Timeout`].
+    pub(crate) async fn store_call<T>(&self, call: crate::StoreFuture<'_, T>) -> Result<T, Error> {
+        let timeout = self.store_timeout;
+        let result = tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or(Err(Error::Timeout(timeout)));
+        self.breaker.record(&result);
+        if let Err(error) = &result {
+            tracing::warn!(target: "tower_cache_aside", %error, "store call failed");
+        }
+        result
+    }
+
     /// How long an entry is kept past its freshness, for serving it stale.
     pub(crate) fn grace(&self) -> Duration {
         self.stale_while_revalidate.max(self.stale_if_error)
@@ -218,6 +236,7 @@ pub struct Builder {
     stale_while_revalidate: Duration,
     stale_if_error: Duration,
     ttl_jitter: f64,
+    breaker: (u32, Duration),
     fencing: bool,
     routes: Vec<(String, Route)>,
     purge_rules: Vec<(Method, String, Vec<String>)>,
@@ -255,6 +274,7 @@ impl Builder {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             ttl_jitter: 0.0,
+            breaker: (DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_COOL_DOWN),
             fencing: true,
             routes: Vec::new(),
             purge_rules: Vec::new(),
@@ -405,6 +425,16 @@ impl Builder {
         self
     }
 
+    /// The circuit breaker: after `failures` consecutive store errors or
+    /// timeouts, requests skip the store for `cool_down` (`Cache-Status:
+    /// …; fwd=bypass; detail=store-unavailable`), then one probe decides
+    /// whether it closes. Default: 5 failures, 2 s. `failures` 0 turns it
+    /// off.
+    pub fn circuit_breaker(mut self, failures: u32, cool_down: Duration) -> Builder {
+        self.breaker = (failures, cool_down);
+        self
+    }
+
     /// Test-only: write fills without checking that their lease still
     /// holds. This breaks the guarantee that no fill begun before a purge
     /// survives it; it exists so that tests can show the race fencing
@@ -538,6 +568,7 @@ impl Builder {
                 ttl_jitter: self.ttl_jitter,
                 fencing: self.fencing,
                 pending: Pending::default(),
+                breaker: Breaker::new(self.breaker.0, self.breaker.1),
                 routes,
                 purge_rules,
             }),

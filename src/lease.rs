@@ -66,16 +66,9 @@ impl Drop for LeaseGuard {
         let config = self.config.clone();
         let key = self.key.clone();
         runtime.spawn(async move {
-            let timeout = config.store_timeout;
-            match tokio::time::timeout(timeout, config.store.release(&key, &token)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(target: "tower_cache_aside", %error, "lease release failed; it expires at its ttl");
-                }
-                Err(_) => {
-                    tracing::warn!(target: "tower_cache_aside", ?timeout, "lease release timed out; it expires at its ttl");
-                }
-            }
+            // A failure is logged by `store_call`; the lease then ends at
+            // its TTL.
+            let _ = config.store_call(config.store.release(&key, &token)).await;
         });
     }
 }
@@ -101,7 +94,6 @@ pub(crate) async fn find(
     config: &Arc<Config>,
     miss: &mut MissContext,
 ) -> Result<Found, &'static str> {
-    let timeout = config.store_timeout;
     let deadline = Instant::now() + config.fill_wait;
     let request = LeaseRequest {
         token: LeaseToken::new(),
@@ -111,39 +103,22 @@ pub(crate) async fn find(
     // the lease so that the fresh answer gets stored.
     let mut removed_one = false;
     loop {
-        let found =
-            match tokio::time::timeout(timeout, config.store.lookup(&miss.key.key, &request)).await
-            {
-                Ok(Ok(found)) => found,
-                Ok(Err(error)) => {
-                    tracing::warn!(target: "tower_cache_aside", %error, "store lookup failed");
-                    return Err("store-error");
-                }
-                Err(_) => {
-                    tracing::warn!(target: "tower_cache_aside", ?timeout, "store lookup timed out");
-                    return Err("store-timeout");
-                }
-            };
+        let found = config
+            .store_call(config.store.lookup(&miss.key.key, &request))
+            .await
+            .map_err(detail_of)?;
         match found {
             Lookup::Hit(value) => match usable(config, miss, value) {
                 Ok((entry, Freshness::Fresh)) => return Ok(Found::Fresh(entry)),
                 Ok((entry, freshness)) => {
                     // Stale: whoever takes the lease refreshes it.
-                    match tokio::time::timeout(timeout, config.store.lease(&miss.key.key, &request))
-                        .await
-                    {
-                        Ok(Ok(true)) => {
-                            miss.lease = Some(LeaseGuard::new(
-                                config.clone(),
-                                miss.key.key.clone(),
-                                request.token,
-                            ));
-                        }
-                        Ok(Ok(false)) => {}
-                        Ok(Err(error)) => {
-                            tracing::warn!(target: "tower_cache_aside", %error, "refresh lease failed");
-                        }
-                        Err(_) => {}
+                    let lease = config.store.lease(&miss.key.key, &request);
+                    if let Ok(true) = config.store_call(lease).await {
+                        miss.lease = Some(LeaseGuard::new(
+                            config.clone(),
+                            miss.key.key.clone(),
+                            request.token,
+                        ));
                     }
                     if freshness == Freshness::StaleWhileRevalidate {
                         return Ok(Found::Stale(entry));
@@ -193,10 +168,9 @@ pub(crate) async fn get(
     config: &Arc<Config>,
     miss: &mut MissContext,
 ) -> Result<Found, &'static str> {
-    let timeout = config.store_timeout;
-    match tokio::time::timeout(timeout, config.store.get(&miss.key.key)).await {
-        Ok(Ok(None)) => Ok(Found::Nothing),
-        Ok(Ok(Some(value))) => match usable(config, miss, value) {
+    match config.store_call(config.store.get(&miss.key.key)).await {
+        Ok(None) => Ok(Found::Nothing),
+        Ok(Some(value)) => match usable(config, miss, value) {
             Ok((entry, Freshness::Fresh)) => Ok(Found::Fresh(entry)),
             Ok((entry, Freshness::StaleWhileRevalidate)) => Ok(Found::Stale(entry)),
             Ok((_, Freshness::StaleIfError)) => Ok(Found::Nothing),
@@ -206,14 +180,15 @@ pub(crate) async fn get(
                 Ok(Found::Nothing)
             }
         },
-        Ok(Err(error)) => {
-            tracing::warn!(target: "tower_cache_aside", %error, "store lookup failed");
-            Err("store-error")
-        }
-        Err(_) => {
-            tracing::warn!(target: "tower_cache_aside", ?timeout, "store lookup timed out");
-            Err("store-timeout")
-        }
+        Err(error) => Err(detail_of(error)),
+    }
+}
+
+/// The `Cache-Status` detail of a failed store call.
+fn detail_of(error: crate::Error) -> &'static str {
+    match error {
+        crate::Error::Timeout(_) => "store-timeout",
+        _ => "store-error",
     }
 }
 
@@ -260,8 +235,7 @@ fn usable(
 /// Removes the entry at `miss.key`, under the store deadline. Done before
 /// the inner call starts, so it cannot race the write of the fresh answer.
 async fn remove(config: &Arc<Config>, miss: &MissContext) {
-    let timeout = config.store_timeout;
-    let _ = tokio::time::timeout(timeout, config.store.remove(&miss.key.key)).await;
+    let _ = config.store_call(config.store.remove(&miss.key.key)).await;
 }
 
 /// Defaults: a lease outlives any sane origin call; waiting is bounded well

@@ -68,6 +68,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod body;
+mod breaker;
 mod cache_status;
 mod entry;
 mod error;

@@ -308,6 +308,10 @@ pub(crate) struct PurgeReport {
 
 /// Runs one purge under `timeout`; a timeout is an [`Error::Timeout`].
 async fn run_one(config: &Config, purge: &Purge, timeout: Duration) -> Result<u64, Error> {
+    // While the breaker is open the purge fails at once (it is retried).
+    if !config.breaker.allow() {
+        return Err(Error::Unavailable);
+    }
     let call = match purge {
         Purge::Resource(r) => config.store.purge_resource(r),
         Purge::Pattern(p) => config.store.purge_pattern(p),
@@ -315,6 +319,7 @@ async fn run_one(config: &Config, purge: &Purge, timeout: Duration) -> Result<u6
     let result = tokio::time::timeout(timeout, call)
         .await
         .unwrap_or(Err(Error::Timeout(timeout)));
+    config.breaker.record(&result);
     if let Err(error) = &result {
         tracing::warn!(target: "tower_cache_aside", %error, ?purge, "purge failed");
     }

@@ -108,6 +108,14 @@ where
         if let Some(detail) = crate::policy::request_bypass(&req, &config.keys.vary_by) {
             return ResponseFuture::forward(self.inner.call(req), Outcome::Bypass(detail), config);
         }
+        // The store has been failing: go straight to the origin.
+        if !config.breaker.allow() {
+            return ResponseFuture::forward(
+                self.inner.call(req),
+                Outcome::Bypass("store-unavailable"),
+                config,
+            );
+        }
         // Store calls and their deadlines run on Tokio; without a runtime the
         // layer steps aside rather than panic.
         if tokio::runtime::Handle::try_current().is_err() {

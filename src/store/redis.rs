@@ -374,8 +374,33 @@ impl RedisStore {
     /// reconnect forever with exponential back-off (100 ms to 5 s) and a
     /// 1 s command timeout. Fails when the first connection fails.
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
-        let config = Config::from_url(url)?;
-        let client = Builder::from_config(config)
+        let client = Self::client_for(url, true)?;
+        client.init().await?;
+        Ok(RedisStore::from(client))
+    }
+
+    /// Like [`connect`](Self::connect), but does not wait for Redis: the
+    /// client connects in the background and keeps trying (back-off up to
+    /// 5 s), so an app starts while Redis is down and starts caching when it
+    /// answers. Until then the layer serves from the origin. Fails only on a
+    /// bad URL. Call it within a Tokio runtime.
+    pub fn connect_lazy(url: &str) -> Result<RedisStore, Error> {
+        let client = Self::client_for(url, false)?;
+        // The handle of the connection task is not needed: it runs until
+        // the client quits.
+        let _connection = client.connect();
+        Ok(RedisStore::from(client))
+    }
+
+    /// A client with the crate's defaults. With `fail_fast` off it keeps
+    /// trying from the first connection on, not only after a connection
+    /// that once worked.
+    fn client_for(url: &str, fail_fast: bool) -> Result<Client, Error> {
+        let config = Config {
+            fail_fast,
+            ..Config::from_url(url)?
+        };
+        Ok(Builder::from_config(config)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
@@ -383,9 +408,7 @@ impl RedisStore {
             .with_performance_config(|p| {
                 p.default_command_timeout = Duration::from_secs(1);
             })
-            .build()?;
-        client.init().await?;
-        Ok(RedisStore::from(client))
+            .build()?)
     }
 
     fn client(&self) -> &Client {

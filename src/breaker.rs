@@ -1,0 +1,153 @@
+//! The circuit breaker in front of the store.
+//!
+//! While the store is down, every lookup would wait for its deadline before
+//! falling through to the origin. After `threshold` consecutive failures
+//! (errors or timeouts) the breaker *opens*: requests skip the store and go
+//! straight to the origin, with no added latency, for `cool_down`. Then one
+//! request is let through as a probe (*half-open*); its success closes the
+//! breaker, its failure opens it for another `cool_down`.
+//!
+//! The state is a few atomics: checking it costs no lock on the hot path.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    threshold: u32,
+    cool_down: Duration,
+    /// Consecutive failures so far.
+    failures: AtomicU32,
+    /// While open: until when, in milliseconds since `epoch`; 0 when closed.
+    open_until: AtomicU64,
+    /// When the probe of a half-open breaker went out (ms since `epoch`);
+    /// 0 when none is out. A probe that never reports back (its request
+    /// was dropped) is replaced after a cool-down.
+    probing: AtomicU64,
+    epoch: Instant,
+}
+
+impl Breaker {
+    /// A breaker; `threshold` 0 never opens.
+    pub(crate) fn new(threshold: u32, cool_down: Duration) -> Breaker {
+        Breaker {
+            threshold,
+            cool_down,
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            probing: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a request may call the store now. Past the cool-down, one
+    /// caller gets `true` (the probe) until it reports back.
+    pub(crate) fn allow(&self) -> bool {
+        let open_until = self.open_until.load(Ordering::Acquire);
+        if open_until == 0 {
+            return true;
+        }
+        let now = self.now();
+        if now < open_until {
+            return false;
+        }
+        // Half-open: one probe at a time.
+        let probe = self.probing.load(Ordering::Acquire);
+        let cool_down = u64::try_from(self.cool_down.as_millis()).unwrap_or(u64::MAX);
+        if probe != 0 && now.saturating_sub(probe) < cool_down {
+            return false;
+        }
+        self.probing
+            .compare_exchange(probe, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Whether the breaker is open.
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn success(&self) {
+        self.failures.store(0, Ordering::Release);
+        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!(target: "tower_cache_aside", "store answers again: circuit closed");
+        }
+        self.probing.store(0, Ordering::Release);
+    }
+
+    pub(crate) fn failure(&self) {
+        if self.threshold == 0 {
+            return;
+        }
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        if failures >= self.threshold {
+            let until = self
+                .now()
+                .saturating_add(u64::try_from(self.cool_down.as_millis()).unwrap_or(u64::MAX))
+                .max(1);
+            if self.open_until.swap(until, Ordering::AcqRel) == 0 {
+                tracing::warn!(
+                    target: "tower_cache_aside",
+                    failures,
+                    cool_down = ?self.cool_down,
+                    "store failing: circuit open, requests go straight to the origin"
+                );
+            }
+            self.probing.store(0, Ordering::Release);
+        }
+    }
+
+    /// Records the outcome of a store call.
+    pub(crate) fn record<T, E>(&self, result: &Result<T, E>) {
+        match result {
+            Ok(_) => self.success(),
+            Err(_) => self.failure(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_consecutive_failures_and_probes_after_the_cool_down() {
+        let breaker = Breaker::new(3, Duration::from_millis(50));
+        breaker.failure();
+        breaker.failure();
+        breaker.success();
+        breaker.failure();
+        breaker.failure();
+        assert!(breaker.allow(), "a success resets the count");
+        breaker.failure();
+        assert!(breaker.is_open());
+        assert!(!breaker.allow(), "open: no store calls");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breaker.allow(), "half-open: one probe");
+        assert!(!breaker.allow(), "only one probe at a time");
+        breaker.failure();
+        assert!(!breaker.allow(), "a failed probe opens it again");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breaker.allow());
+        breaker.success();
+        assert!(!breaker.is_open());
+        assert!(breaker.allow() && breaker.allow(), "closed: everyone");
+    }
+
+    #[test]
+    fn a_zero_threshold_never_opens() {
+        let breaker = Breaker::new(0, Duration::from_secs(1));
+        for _ in 0..100 {
+            breaker.failure();
+        }
+        assert!(breaker.allow());
+    }
+}
