@@ -40,11 +40,12 @@ use crate::Error;
 /// can no longer escape a purge, because they are no longer served.
 /// KEYS: entry, index. Returns the value or nil.
 const GET_SCRIPT: &str = r#"
-local value = redis.pcall('GET', KEYS[1])
-if type(value) == 'table' and value.err then
+local size = redis.pcall('STRLEN', KEYS[1])
+if type(size) ~= 'number' or size > tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[1])
   return false
 end
+local value = redis.call('GET', KEYS[1])
 if not value then return false end
 if not redis.call('ZSCORE', KEYS[2], KEYS[1]) then return false end
 return value
@@ -53,13 +54,15 @@ return value
 /// A read as `GET_SCRIPT`, and on a miss the fill lease (`SET NX PX`), in
 /// one round trip. The lease is indexed like an entry, so a purge of the
 /// resource drops it too.
-/// KEYS: entry, index, lease. ARGV: token, lease ttl in ms.
+/// KEYS: entry, index, lease. ARGV: token, lease ttl in ms, largest value.
 /// Returns {1, value} (hit), {2} (lease taken) or {3} (lease held elsewhere).
 const LOOKUP_SCRIPT: &str = r#"
-local value = redis.pcall('GET', KEYS[1])
-if type(value) == 'table' and value.err then
+local value = false
+local size = redis.pcall('STRLEN', KEYS[1])
+if type(size) ~= 'number' or size > tonumber(ARGV[3]) then
   redis.call('DEL', KEYS[1])
-  value = false
+else
+  value = redis.call('GET', KEYS[1])
 end
 if value and redis.call('ZSCORE', KEYS[2], KEYS[1]) then
   return {1, value}
@@ -218,6 +221,7 @@ enum Connection {
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
+    max_value_bytes: i64,
     scripts: Arc<Scripts>,
     notifier: Arc<Notifier>,
 }
@@ -325,6 +329,10 @@ impl Notifier {
     }
 }
 
+/// Largest value read back by default: well above the layer's default body
+/// cap (1 MiB) plus headers.
+const DEFAULT_MAX_VALUE_BYTES: i64 = 32 * 1024 * 1024;
+
 /// Keys asked for per `SCAN` call in a pattern purge; each page's indexes
 /// are purged before the next page is read, so memory stays bounded.
 const SCAN_COUNT: u32 = 1000;
@@ -357,6 +365,7 @@ impl RedisStore {
     fn with(connection: Connection) -> RedisStore {
         RedisStore {
             connection,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             scripts: Arc::new(Scripts {
                 get: Script::new(GET_SCRIPT),
                 lookup: Script::new(LOOKUP_SCRIPT),
@@ -377,6 +386,14 @@ impl RedisStore {
         let client = Self::client_for(url, true)?;
         client.init().await?;
         Ok(RedisStore::from(client))
+    }
+
+    /// The largest value a read accepts (default 32 MiB); a larger one at
+    /// an entry's key is deleted unread and is a miss. Raise it if you
+    /// raise the layer's `max_body_bytes` near it.
+    pub fn with_max_value_bytes(mut self, bytes: u64) -> RedisStore {
+        self.max_value_bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self
     }
 
     /// Like [`connect`](Self::connect), but does not wait for Redis: the
@@ -480,7 +497,7 @@ impl Store for RedisStore {
                 .run(
                     self.client(),
                     vec![Self::entry_key(key), Self::index_key(key.resource())],
-                    vec![],
+                    vec![self.max_value_bytes.into()],
                 )
                 .await
         })
@@ -509,7 +526,11 @@ impl Store for RedisStore {
                         Self::index_key(key.resource()),
                         Self::lease_key(key),
                     ],
-                    vec![lease.token.as_str().into(), lease_ttl.into()],
+                    vec![
+                        lease.token.as_str().into(),
+                        lease_ttl.into(),
+                        self.max_value_bytes.into(),
+                    ],
                 )
                 .await?;
             let mut reply = reply.into_iter();
