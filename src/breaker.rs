@@ -105,11 +105,12 @@ impl Breaker {
         }
     }
 
-    /// Records the outcome of a store call.
-    pub(crate) fn record<T, E>(&self, result: &Result<T, E>) {
+    /// Records the outcome of a store call: only errors that say the store
+    /// is unreachable or late count as failures; a refusal proves it is up.
+    pub(crate) fn record<T>(&self, result: &Result<T, crate::Error>) {
         match result {
-            Ok(_) => self.success(),
-            Err(_) => self.failure(),
+            Err(error) if error.is_unavailable() => self.failure(),
+            _ => self.success(),
         }
     }
 }

@@ -41,3 +41,28 @@ pub enum Error {
     #[error("store: {0}")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
+
+impl Error {
+    /// Whether the error says the store could not be reached or did not
+    /// answer in time (what the circuit breaker counts), as opposed to a
+    /// store that answered with a refusal (a full `maxmemory`, a value of
+    /// the wrong type), which proves it is up.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        use fred::error::ErrorKind;
+        match self {
+            Error::Timeout(_) | Error::Unavailable | Error::Store(_) => true,
+            Error::Redis(error) => matches!(
+                error.kind(),
+                ErrorKind::IO
+                    | ErrorKind::Canceled
+                    | ErrorKind::Timeout
+                    | ErrorKind::Backpressure
+                    | ErrorKind::Routing
+                    | ErrorKind::Cluster
+                    | ErrorKind::Sentinel
+                    | ErrorKind::Auth
+            ),
+            _ => false,
+        }
+    }
+}

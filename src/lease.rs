@@ -143,6 +143,10 @@ pub(crate) async fn find(
                 ));
                 return Ok(Found::Nothing);
             }
+            Lookup::Unleased => {
+                miss.detail = Some("store-refuses-writes");
+                return Ok(Found::Nothing);
+            }
             Lookup::Busy(wait) => {
                 miss.collapsed = true;
                 match tokio::time::timeout_at(deadline, wait).await {

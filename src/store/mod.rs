@@ -88,6 +88,9 @@ pub enum Lookup {
     Lease,
     /// No entry, and another caller holds the fill lease.
     Busy(FillWait),
+    /// No entry, and no lease could be taken because the store refuses
+    /// writes (a full `maxmemory`): call the origin, store nothing.
+    Unleased,
 }
 
 impl std::fmt::Debug for Lookup {
@@ -96,6 +99,7 @@ impl std::fmt::Debug for Lookup {
             Lookup::Hit(value) => f.debug_tuple("Hit").field(&value.len()).finish(),
             Lookup::Lease => f.write_str("Lease"),
             Lookup::Busy(_) => f.write_str("Busy"),
+            Lookup::Unleased => f.write_str("Unleased"),
         }
     }
 }

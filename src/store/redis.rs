@@ -55,7 +55,8 @@ return value
 /// one round trip. The lease is indexed like an entry, so a purge of the
 /// resource drops it too.
 /// KEYS: entry, index, lease. ARGV: token, lease ttl in ms, largest value.
-/// Returns {1, value} (hit), {2} (lease taken) or {3} (lease held elsewhere).
+/// Returns {1, value} (hit), {2} (lease taken), {3} (lease held elsewhere)
+/// or {4} (the server refuses writes, e.g. a full `maxmemory`: no lease).
 const LOOKUP_SCRIPT: &str = r#"
 local value = false
 local size = redis.pcall('STRLEN', KEYS[1])
@@ -68,7 +69,11 @@ if value and redis.call('ZSCORE', KEYS[2], KEYS[1]) then
   return {1, value}
 end
 local ttl = tonumber(ARGV[2])
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ttl) then
+local taken = redis.pcall('SET', KEYS[3], ARGV[1], 'NX', 'PX', ttl)
+if type(taken) == 'table' and taken.err then
+  return {4}
+end
+if taken then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[2], now + ttl, KEYS[3])
@@ -540,6 +545,7 @@ impl Store for RedisStore {
                     None => Err(Error::Store("lookup script returned no value".into())),
                 },
                 Some(2) => Ok(Lookup::Lease),
+                Some(4) => Ok(Lookup::Unleased),
                 Some(3) => {
                     // Register, then check that the lease is still held: a
                     // fill that ended in between is not waited for.
