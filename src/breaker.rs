@@ -115,6 +115,23 @@ impl Breaker {
     }
 }
 
+/// Runs a store call under `timeout` and tells `breaker` how it went. A
+/// late call is an [`Error::Timeout`](crate::Error::Timeout).
+pub(crate) async fn guarded<T>(
+    breaker: &Breaker,
+    timeout: Duration,
+    call: crate::StoreFuture<'_, T>,
+) -> Result<T, crate::Error> {
+    let result = tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(crate::Error::Timeout(timeout)));
+    breaker.record(&result);
+    if let Err(error) = &result {
+        tracing::warn!(target: "tower_cache_aside", %error, "store call failed");
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
