@@ -39,7 +39,10 @@ impl Codec for Json {
 }
 
 /// A compact binary format through `postcard` (feature `postcard`):
-/// smaller and faster than JSON, not self-describing.
+/// smaller and faster than JSON, but not self-describing. A value read as
+/// another type is a miss when its bytes do not decode as that type, or
+/// leave bytes over; a type whose encoding happens to be the same (a `u32`
+/// read as a `u64`) cannot be told apart. Give each type its own key.
 #[cfg(feature = "postcard")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Postcard;
@@ -53,6 +56,13 @@ impl Codec for Postcard {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-        postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))
+        match postcard::take_from_bytes(bytes) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(Error::Codec(format!(
+                "{} bytes left over: not a value of this type",
+                rest.len()
+            ))),
+            Err(e) => Err(Error::Codec(e.to_string())),
+        }
     }
 }

@@ -361,20 +361,29 @@ impl<C: Codec> Cache<C> {
                 Lookup::Hit(bytes) => match self.read::<T>(key, bytes) {
                     Read::Fresh(value) => return Ok(value),
                     Read::Stale(value) => {
+                        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                            return Ok(value);
+                        };
                         let lease = inner.store.lease(&entry, &request);
                         if let Ok(true) = inner.call(lease).await {
-                            let cache = self.clone();
-                            let (key, token) = (key.to_owned(), request.token);
-                            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                                runtime.spawn(async move {
-                                    let result = fetch().await;
+                            // The refresh owns the lease; a fetch that
+                            // panics releases it through the guard.
+                            let guard = Release {
+                                cache: self.inner.clone(),
+                                key: entry.clone(),
+                                token: Some(request.token),
+                            };
+                            let (cache, key) = (self.clone(), key.to_owned());
+                            runtime.spawn(async move {
+                                let result = fetch().await;
+                                if let Some(token) = guard.disarm() {
                                     let encoded = result
                                         .as_ref()
                                         .ok()
                                         .and_then(|value| cache.encode(&key, value.as_ref(), ttl));
                                     cache.finish_fill(&key, token, encoded).await;
-                                });
-                            }
+                                }
+                            });
                         }
                         return Ok(value);
                     }
@@ -541,8 +550,10 @@ impl<C: Codec> Cache<C> {
         let mut found: HashMap<&str, Option<T>> = HashMap::new();
         let mut missing: Vec<usize> = Vec::new();
         for (i, value) in stored.into_iter().enumerate() {
+            // A stale value is fetched again with the missing ones: a batch
+            // has no caller to answer first and refresh after.
             match value.map(|bytes| self.read::<T>(unique[i], bytes)) {
-                Some(Read::Fresh(value) | Read::Stale(value)) => {
+                Some(Read::Fresh(value)) => {
                     found.insert(unique[i], value);
                 }
                 _ => missing.push(i),
