@@ -355,7 +355,15 @@ impl<C: Codec> Cache<C> {
         loop {
             let found = match inner.call(inner.store.lookup(&entry, &request)).await {
                 Ok(found) => found,
-                Err(_) => return fetch().await,
+                Err(_) => {
+                    crate::lease::release_unclaimed(
+                        inner.store.clone(),
+                        entry,
+                        request.token,
+                        inner.store_timeout,
+                    );
+                    return fetch().await;
+                }
             };
             match found {
                 Lookup::Hit(bytes) => match self.read::<T>(key, bytes) {
@@ -365,7 +373,16 @@ impl<C: Codec> Cache<C> {
                             return Ok(value);
                         };
                         let lease = inner.store.lease(&entry, &request);
-                        if let Ok(true) = inner.call(lease).await {
+                        let taken = inner.call(lease).await;
+                        if taken.is_err() {
+                            crate::lease::release_unclaimed(
+                                inner.store.clone(),
+                                entry.clone(),
+                                request.token.clone(),
+                                inner.store_timeout,
+                            );
+                        }
+                        if let Ok(true) = taken {
                             // The refresh owns the lease; a fetch that
                             // panics releases it through the guard.
                             let guard = Release {
@@ -573,7 +590,18 @@ impl<C: Codec> Cache<C> {
                 )
                 .await
                 .into_iter()
-                .map(|r| matches!(r, Ok(true)))
+                .zip(&missing)
+                .map(|(result, &i)| {
+                    if result.is_err() {
+                        crate::lease::release_unclaimed(
+                            inner.store.clone(),
+                            entries[i].clone(),
+                            request.token.clone(),
+                            inner.store_timeout,
+                        );
+                    }
+                    matches!(result, Ok(true))
+                })
                 .collect()
             } else {
                 vec![false; missing.len()]
