@@ -72,6 +72,13 @@ impl Breaker {
         self.open_until.load(Ordering::Acquire) != 0
     }
 
+    /// Whether the breaker is open and its cool-down has not ended: calls
+    /// that should fail fast (purges) check this, which takes no probe.
+    pub(crate) fn cooling(&self) -> bool {
+        let open_until = self.open_until.load(Ordering::Acquire);
+        open_until != 0 && self.now() < open_until
+    }
+
     pub(crate) fn success(&self) {
         self.failures.store(0, Ordering::Release);
         if self.open_until.swap(0, Ordering::AcqRel) != 0 {
