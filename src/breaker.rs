@@ -72,6 +72,13 @@ impl Breaker {
         self.open_until.load(Ordering::Acquire) != 0
     }
 
+    /// Whether the breaker is open and its cool-down has not ended: calls
+    /// that should fail fast (purges) check this, which takes no probe.
+    pub(crate) fn cooling(&self) -> bool {
+        let open_until = self.open_until.load(Ordering::Acquire);
+        open_until != 0 && self.now() < open_until
+    }
+
     pub(crate) fn success(&self) {
         self.failures.store(0, Ordering::Release);
         if self.open_until.swap(0, Ordering::AcqRel) != 0 {
@@ -113,6 +120,23 @@ impl Breaker {
             _ => self.success(),
         }
     }
+}
+
+/// Runs a store call under `timeout` and tells `breaker` how it went. A
+/// late call is an [`Error::Timeout`](crate::Error::Timeout).
+pub(crate) async fn guarded<T>(
+    breaker: &Breaker,
+    timeout: Duration,
+    call: crate::StoreFuture<'_, T>,
+) -> Result<T, crate::Error> {
+    let result = tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(crate::Error::Timeout(timeout)));
+    breaker.record(&result);
+    if let Err(error) = &result {
+        tracing::warn!(target: "tower_cache_aside", %error, "store call failed");
+    }
+    result
 }
 
 #[cfg(test)]

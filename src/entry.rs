@@ -29,6 +29,8 @@ const MAGIC: &[u8; 3] = b"TCA";
 const VERSION: u8 = 1;
 /// magic + version + flags + status + stored_at + ttl
 const FIXED_HEADER_LEN: usize = 3 + 1 + 1 + 2 + 8 + 8;
+/// Most header (or trailer) fields an entry may hold.
+const MAX_FIELDS: usize = 1024;
 /// name len (2) + value len (4): the least one encoded header takes.
 const MIN_HEADER_LEN: usize = 6;
 
@@ -162,7 +164,10 @@ impl Entry {
         if version != VERSION {
             return Err(DecodeError::Version(version));
         }
-        let _flags = value.get_u8();
+        if value.get_u8() != 0 {
+            // No flags are defined yet: a value that sets one is not ours.
+            return Err(DecodeError::Invalid("flags"));
+        }
         let status =
             StatusCode::from_u16(value.get_u16()).map_err(|_| DecodeError::Invalid("status"))?;
         let stored_at_ms = value.get_u64();
@@ -221,6 +226,11 @@ fn take_map(value: &mut Bytes) -> Result<HeaderMap, DecodeError> {
     // what is left can only be a lie, so refuse it before allocating.
     if count > value.remaining() / MIN_HEADER_LEN {
         return Err(DecodeError::Truncated);
+    }
+    // Far more fields than any response has, and far fewer than a header
+    // map holds, so that the fields a hit adds always fit.
+    if count > MAX_FIELDS {
+        return Err(DecodeError::Invalid("header count"));
     }
     let mut map = HeaderMap::new();
     for _ in 0..count {
@@ -296,6 +306,22 @@ mod tests {
                 "prefix of {len} bytes decoded"
             );
         }
+    }
+
+    #[test]
+    fn too_many_fields_are_refused() {
+        let mut headers = HeaderMap::new();
+        for i in 0..=MAX_FIELDS {
+            headers.append(
+                HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        let encoded = sample_parts(&headers, &[], None).encode().unwrap();
+        assert_eq!(
+            Entry::decode(encoded).unwrap_err(),
+            DecodeError::Invalid("header count")
+        );
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum Error {
     /// are not even tried until its cool-down ends.
     #[error("store unavailable (circuit open)")]
     Unavailable,
+    /// A value could not be serialized or deserialized by the typed
+    /// cache's codec.
+    #[error("codec: {0}")]
+    Codec(String),
     /// One or more purges failed; they are retried in the background.
     #[error("purge failed; retrying in the background")]
     PurgeFailed,

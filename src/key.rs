@@ -35,6 +35,8 @@ use http::{header, HeaderName, Request};
 
 /// Longest encoded resource kept verbatim in a key.
 pub(crate) const MAX_RESOURCE_LEN: usize = 512;
+/// The one variant of a typed cache key.
+const NAMED_VARIANT: &str = "00000000000000000000000000000000";
 /// Readable head kept when a resource is hashed.
 const HASHED_HEAD_LEN: usize = 256;
 
@@ -201,6 +203,22 @@ impl KeyConfig {
                 path.as_bytes()
             },
         );
+        (self.shorten(&full), full)
+    }
+
+    /// The resource key of an application key (the typed cache's keys):
+    /// encoded like a path, so that patterns over them are safe too.
+    pub(crate) fn named_key(&self, name: &str) -> EntryKey {
+        let mut full = String::with_capacity(name.len() + 8);
+        encode_into(&mut full, name.as_bytes());
+        EntryKey {
+            resource: self.shorten(&full),
+            variant: NAMED_VARIANT.to_owned(),
+        }
+    }
+
+    /// The resource key for an encoded text, hashed when it is long.
+    fn shorten(&self, full: &str) -> ResourceKey {
         let resource = if full.len() > MAX_RESOURCE_LEN {
             let mut short = String::with_capacity(HASHED_HEAD_LEN + 33);
             // The encoded text is ASCII, so any byte index is a char boundary.
@@ -209,15 +227,12 @@ impl KeyConfig {
             push_hex(&mut short, xxhash_rust::xxh3::xxh3_128(full.as_bytes()));
             short
         } else {
-            full.clone()
+            full.to_owned()
         };
-        (
-            ResourceKey {
-                prefix: self.prefix.clone(),
-                resource,
-            },
-            full,
-        )
+        ResourceKey {
+            prefix: self.prefix.clone(),
+            resource,
+        }
     }
 
     /// A pattern from pieces: literal text is encoded like a path, `None`

@@ -101,15 +101,7 @@ impl Config {
     /// Runs a store call under `store_timeout` and tells the circuit
     /// breaker how it went. A late call is an [`Error::Timeout`].
     pub(crate) async fn store_call<T>(&self, call: crate::StoreFuture<'_, T>) -> Result<T, Error> {
-        let timeout = self.store_timeout;
-        let result = tokio::time::timeout(timeout, call)
-            .await
-            .unwrap_or(Err(Error::Timeout(timeout)));
-        self.breaker.record(&result);
-        if let Err(error) = &result {
-            tracing::warn!(target: "tower_cache_aside", %error, "store call failed");
-        }
-        result
+        crate::breaker::guarded(&self.breaker, self.store_timeout, call).await
     }
 
     /// How long an entry is kept past its freshness, for serving it stale.
@@ -198,6 +190,18 @@ impl<S> Layer<S> for CacheAsideLayer {
     fn layer(&self, inner: S) -> Self::Service {
         CacheAside::new(inner, self.config.clone())
     }
+}
+
+/// Fails on a key prefix that would break the key layout.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), Error> {
+    if let Some(bad) = prefix.chars().find(|c| {
+        matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\') || c.is_whitespace() || c.is_control()
+    }) {
+        return Err(Error::InvalidConfig(format!(
+            "prefix {prefix:?} contains {bad:?}, which would break the key layout"
+        )));
+    }
+    Ok(())
 }
 
 /// Configures a [`CacheAsideLayer`]; [`Builder::build`] validates it.
@@ -484,16 +488,7 @@ impl Builder {
 
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<CacheAsideLayer, Error> {
-        if let Some(bad) = self.prefix.chars().find(|c| {
-            matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\')
-                || c.is_whitespace()
-                || c.is_control()
-        }) {
-            return Err(Error::InvalidConfig(format!(
-                "prefix {:?} contains {bad:?}, which would break the key layout",
-                self.prefix
-            )));
-        }
+        check_prefix(&self.prefix)?;
         if self.ttl.is_zero() || self.negative_ttl.is_zero() {
             return Err(Error::InvalidConfig("a ttl of zero stores nothing".into()));
         }

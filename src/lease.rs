@@ -103,22 +103,44 @@ pub(crate) async fn find(
     // the lease so that the fresh answer gets stored.
     let mut removed_one = false;
     loop {
-        let found = config
+        let found = match config
             .store_call(config.store.lookup(&miss.key.key, &request))
             .await
-            .map_err(detail_of)?;
+        {
+            Ok(found) => found,
+            Err(error) => {
+                // The lookup may have run on Redis and taken the lease
+                // after all: let it go, or everyone waits for its TTL.
+                release_unclaimed(
+                    config.store.clone(),
+                    miss.key.key.clone(),
+                    request.token,
+                    config.store_timeout,
+                );
+                return Err(detail_of(error));
+            }
+        };
         match found {
             Lookup::Hit(value) => match usable(config, miss, value) {
                 Ok((entry, Freshness::Fresh)) => return Ok(Found::Fresh(entry)),
                 Ok((entry, freshness)) => {
                     // Stale: whoever takes the lease refreshes it.
                     let lease = config.store.lease(&miss.key.key, &request);
-                    if let Ok(true) = config.store_call(lease).await {
-                        miss.lease = Some(LeaseGuard::new(
-                            config.clone(),
+                    match config.store_call(lease).await {
+                        Ok(true) => {
+                            miss.lease = Some(LeaseGuard::new(
+                                config.clone(),
+                                miss.key.key.clone(),
+                                request.token,
+                            ));
+                        }
+                        Ok(false) => {}
+                        Err(_) => release_unclaimed(
+                            config.store.clone(),
                             miss.key.key.clone(),
                             request.token,
-                        ));
+                            config.store_timeout,
+                        ),
                     }
                     if freshness == Freshness::StaleWhileRevalidate {
                         return Ok(Found::Stale(entry));
@@ -240,6 +262,32 @@ fn usable(
 /// the inner call starts, so it cannot race the write of the fresh answer.
 async fn remove(config: &Arc<Config>, miss: &MissContext) {
     let _ = config.store_call(config.store.remove(&miss.key.key)).await;
+}
+
+/// Releases a lease that a failed or late call may have taken with `token`
+/// without the caller knowing. The release only deletes a lease that token
+/// holds, so it is harmless when none was taken. It is sent twice, the
+/// second time a moment later, in case the late call, on another pooled
+/// connection, reaches Redis after the first.
+pub(crate) fn release_unclaimed(
+    store: Arc<dyn crate::Store>,
+    key: crate::EntryKey,
+    token: LeaseToken,
+    timeout: Duration,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        for delay in [Duration::ZERO, Duration::from_secs(1)] {
+            tokio::time::sleep(delay).await;
+            let _ = tokio::time::timeout(
+                timeout.max(Duration::from_millis(500)),
+                store.release(&key, &token),
+            )
+            .await;
+        }
+    });
 }
 
 /// Defaults: a lease outlives any sane origin call; waiting is bounded well

@@ -67,6 +67,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod aside;
 mod body;
 mod breaker;
 mod cache_status;
@@ -81,6 +82,8 @@ mod purge;
 mod service;
 mod store;
 
+pub use self::aside::codec;
+pub use self::aside::{Cache, CacheBuilder};
 pub use self::body::ResponseBody;
 pub use self::error::Error;
 pub use self::future::ResponseFuture;

@@ -309,7 +309,7 @@ pub(crate) struct PurgeReport {
 /// Runs one purge under `timeout`; a timeout is an [`Error::Timeout`].
 async fn run_one(config: &Config, purge: &Purge, timeout: Duration) -> Result<u64, Error> {
     // While the breaker is open the purge fails at once (it is retried).
-    if !config.breaker.allow() {
+    if config.breaker.cooling() {
         return Err(Error::Unavailable);
     }
     let call = match purge {

@@ -108,14 +108,6 @@ where
         if let Some(detail) = crate::policy::request_bypass(&req, &config.keys.vary_by) {
             return ResponseFuture::forward(self.inner.call(req), Outcome::Bypass(detail), config);
         }
-        // The store has been failing: go straight to the origin.
-        if !config.breaker.allow() {
-            return ResponseFuture::forward(
-                self.inner.call(req),
-                Outcome::Bypass("store-unavailable"),
-                config,
-            );
-        }
         // Store calls and their deadlines run on Tokio; without a runtime the
         // layer steps aside rather than panic.
         if tokio::runtime::Handle::try_current().is_err() {
@@ -140,6 +132,16 @@ where
         if config.pending.covers(miss.key.key.resource()) {
             miss.detail = Some("purge-pending");
             return ResponseFuture::miss(self.inner.call(req), miss, config);
+        }
+        // The store has been failing: go straight to the origin. (Checked
+        // only when a store call follows, so that a half-open breaker's
+        // one probe is always a real call.)
+        if !config.breaker.allow() {
+            return ResponseFuture::forward(
+                self.inner.call(req),
+                Outcome::Bypass("store-unavailable"),
+                config,
+            );
         }
         // The inner service is called only on a miss, after the lookup: take
         // the clone that `poll_ready` made ready, leave a fresh one behind.
@@ -218,12 +220,13 @@ pub(crate) fn hit_response<B>(
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
     } else {
-        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        if bodiless {
             headers.remove(header::CONTENT_LENGTH);
         } else {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            let _ = headers.try_insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        let mut response = if miss.is_head {
+        let mut response = if miss.is_head || bodiless {
             Response::new(ResponseBody::cached(Bytes::new(), None))
         } else {
             Response::new(ResponseBody::cached(body, trailers))
@@ -231,7 +234,9 @@ pub(crate) fn hit_response<B>(
         *response.status_mut() = status;
         response
     };
-    headers.insert(header::AGE, HeaderValue::from(age));
+    // Entries hold at most 1024 fields, so these fit; a failure would only
+    // leave the field out.
+    let _ = headers.try_insert(header::AGE, HeaderValue::from(age));
     Outcome::Hit {
         ttl: ttl_left,
         collapsed: miss.collapsed,

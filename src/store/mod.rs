@@ -140,6 +140,18 @@ pub trait Store: Send + Sync + 'static {
     /// callers waiting on it.
     fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()>;
 
+    /// Reads several entries at once, in the order of `keys`. The default
+    /// calls [`get`](Store::get) for each, concurrently; the Redis store
+    /// sends one `MGET` per Cluster slot.
+    fn get_many<'a>(&'a self, keys: &'a [EntryKey]) -> StoreFuture<'a, Vec<Option<Bytes>>> {
+        Box::pin(async move {
+            futures_util::future::join_all(keys.iter().map(|key| self.get(key)))
+                .await
+                .into_iter()
+                .collect()
+        })
+    }
+
     /// Removes one entry (for instance one that did not decode).
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()>;
 

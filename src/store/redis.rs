@@ -605,6 +605,48 @@ impl Store for RedisStore {
         })
     }
 
+    /// One `MGET` per Cluster slot (one in all on a standalone server),
+    /// sent concurrently. Unlike `get`, it does not check the index.
+    fn get_many<'a>(&'a self, keys: &'a [EntryKey]) -> StoreFuture<'a, Vec<Option<Bytes>>> {
+        Box::pin(async move {
+            let client = self.client();
+            let names: Vec<String> = keys.iter().map(Self::entry_key).collect();
+            let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                let slot = if client.is_clustered() {
+                    fred::util::redis_keyslot(name.as_bytes())
+                } else {
+                    0
+                };
+                match groups.iter_mut().find(|(s, _)| *s == slot) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((slot, vec![i])),
+                }
+            }
+            let reads = groups.iter().map(|(_, members)| {
+                let batch: Vec<String> = members.iter().map(|&i| names[i].clone()).collect();
+                async move {
+                    let values: Vec<Option<Bytes>> = if batch.len() == 1 {
+                        vec![client.get(batch[0].clone()).await?]
+                    } else {
+                        client.mget(batch).await?
+                    };
+                    Ok::<_, Error>(values)
+                }
+            });
+            let mut out = vec![None; keys.len()];
+            for ((_, members), values) in groups
+                .iter()
+                .zip(futures_util::future::join_all(reads).await)
+            {
+                for (&i, value) in members.iter().zip(values?) {
+                    out[i] = value;
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.client().unlink::<i64, _>(Self::entry_key(key)).await?;

@@ -9,11 +9,16 @@
 //! - [`Origin`] and [`TestBody`]: an inner `service_fn` that counts its calls
 //!   and answers with a body made of given frames (data, trailers, errors).
 //! - [`send`] and [`Reply`]: drive a service once and read the whole response.
+//! - [`SlowProxy`]: a loopback TCP proxy in front of a server whose replies
+//!   a test can delay or hold back, then let through again.
 #![allow(dead_code)]
 
 mod redis_server;
+mod slow_proxy;
 #[allow(unused_imports)]
 pub use redis_server::{free_port, shared_redis, RedisServer};
+#[allow(unused_imports)]
+pub use slow_proxy::SlowProxy;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;

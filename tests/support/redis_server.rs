@@ -41,6 +41,18 @@ impl RedisServer {
         panic!("could not start redis-server: {errors:#?}");
     }
 
+    /// Starts a server on `port`, which the caller picked (for instance a
+    /// port a client was already told to connect to while nothing listened
+    /// there). Panics when the port is taken or the server does not start.
+    pub fn launch_on(port: u16) -> RedisServer {
+        let server = RedisServer {
+            port,
+            child: Mutex::new(None),
+        };
+        server.start();
+        server
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
