@@ -5,6 +5,7 @@
 //! keys, by pattern), fail-open while Redis is down, codecs, stale-while-
 //! revalidate and long keys.
 
+#[macro_use]
 mod support;
 
 use std::collections::HashMap;
@@ -20,28 +21,6 @@ use tower_cache_aside::codec::Json;
 use tower_cache_aside::{Cache, CacheBuilder, MemoryStore, RedisStore};
 
 use support::{fred_client, scan_keys, Backend, Harness, RedisServer, SIGNAL_TIMEOUT};
-
-/// Runs every listed case against both stores.
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Redis, stringify!($case)).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Memory, stringify!($case)).await;
-                }
-            )*
-        }
-    };
-}
 
 suite!(
     hit_returns_the_cached_value_without_calling_fetch,

@@ -2,6 +2,7 @@
 //! written once and run against both stores: `redis::*` over a real
 //! `redis-server` started by the test binary, `memory::*` over `MemoryStore`.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -15,28 +16,6 @@ use support::{
     assert_hit, bypass, flush_spawned, get, head, headers, miss, request, send, send_unread,
     Backend, Harness, Origin, TestBody, METHOD, MISS, STORED,
 };
-
-/// Runs every listed case against both stores.
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Redis, stringify!($case)).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Memory, stringify!($case)).await;
-                }
-            )*
-        }
-    };
-}
 
 suite!(
     hit_after_miss_replays_status_headers_and_body,

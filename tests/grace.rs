@@ -1,6 +1,7 @@
 //! Grace: stale-while-revalidate, stale-if-error and TTL jitter, on both
 //! stores.
 
+#[macro_use]
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,28 +13,7 @@ use tower::Layer;
 
 use support::{get, send, Backend, Origin, TestBody, STORED};
 
-macro_rules! both_stores {
-    ($($case:ident),* $(,)?) => {
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Redis, stringify!($case)).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Memory, stringify!($case)).await;
-                }
-            )*
-        }
-    };
-}
-
-both_stores!(
+suite!(
     stale_while_revalidate_serves_stale_once_then_fresh_with_one_refresh,
     stale_if_error_answers_an_origin_5xx_with_the_stale_entry,
     ttl_jitter_spreads_expiries,

@@ -11,6 +11,7 @@
 //! the key of the GET of the same target, and neither its hit nor its miss
 //! stores anything, so probing changes nothing.
 
+#[macro_use]
 mod support;
 
 use std::collections::HashMap;
@@ -28,28 +29,6 @@ use support::{
     request, scan_keys, send, Backend, CountingStore, Harness, Origin, TestBody, HOST, METHOD,
     MISS, STORED,
 };
-
-/// Runs every listed case against both stores.
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Redis, stringify!($case)).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Memory, stringify!($case)).await;
-                }
-            )*
-        }
-    };
-}
 
 suite!(
     each_successful_write_purges_every_variant_of_its_path,

@@ -7,6 +7,7 @@
 //! against both stores (`redis::*` on a shared server, `memory::*`), behind
 //! a [`FaultyStore`] that decides the fate of each purge call.
 
+#[macro_use]
 mod support;
 
 use std::collections::{HashMap, VecDeque};
@@ -27,28 +28,6 @@ use support::{
     assert_hit, fred_client, get, head, request, scan_keys, send, Backend, CountingStore, Harness,
     Origin, RedisServer, TestBody, CACHE, MISS, SIGNAL_TIMEOUT, STORED,
 };
-
-/// Runs every listed case against both stores.
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Redis, stringify!($case)).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::Memory, stringify!($case)).await;
-                }
-            )*
-        }
-    };
-}
 
 suite!(
     purger_calls_fail_when_the_store_fails_and_are_retried,

@@ -13,6 +13,31 @@
 //!   a test can delay or hold back, then let through again.
 #![allow(dead_code)]
 
+/// Runs every listed case, an `async fn(Backend, &str)`, against both
+/// stores: `redis::<case>` on a real redis-server, `memory::<case>` on
+/// `MemoryStore`. Use with `#[macro_use] mod support;`.
+#[allow(unused_macros)]
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::Redis, stringify!($case)).await;
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::Memory, stringify!($case)).await;
+                }
+            )*
+        }
+    };
+}
+
 mod redis_server;
 mod slow_proxy;
 #[allow(unused_imports)]
