@@ -71,7 +71,8 @@ pin_project! {
 /// What to do with the inner service's response.
 enum Then {
     Forward(Outcome),
-    Miss(MissContext),
+    /// Boxed: only misses pay for it, and the future stays small.
+    Miss(Box<MissContext>),
     Write(WriteContext),
 }
 
@@ -116,7 +117,7 @@ where
         ResponseFuture {
             state: State::Inner {
                 future,
-                then: Some(Then::Miss(miss)),
+                then: Some(Then::Miss(Box::new(miss))),
             },
             config,
         }
@@ -190,7 +191,7 @@ where
                     let future = service.call(request);
                     this.state.set(State::Inner {
                         future,
-                        then: Some(Then::Miss(miss)),
+                        then: Some(Then::Miss(Box::new(miss))),
                     });
                 }
                 StateProj::Inner { future, then } => {
@@ -213,7 +214,7 @@ where
                     }
                     let response = result?;
                     let response = match then.take() {
-                        Some(Then::Miss(miss)) => miss_response(this.config, response, miss),
+                        Some(Then::Miss(miss)) => miss_response(this.config, response, *miss),
                         Some(Then::Forward(outcome)) => forwarded_response(response, outcome),
                         Some(Then::Write(write)) if purge::purges_on(response.status()) => {
                             let mut purges = write.purges;

@@ -28,22 +28,39 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::entry::Entry;
+use crate::key::EntryKey;
 use crate::layer::Config;
 use crate::service::MissContext;
-use crate::store::{FillEnd, LeaseRequest, LeaseToken, Lookup};
+use crate::store::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store};
 
-/// A held fill lease; released on drop unless it was used to fill.
-#[derive(Debug)]
+/// A held fill lease; released on drop unless it was used to fill. Used by
+/// the layer and by the typed [`Cache`](crate::Cache) alike.
 pub(crate) struct LeaseGuard {
-    config: Arc<Config>,
-    key: crate::EntryKey,
+    store: Arc<dyn Store>,
+    timeout: Duration,
+    key: EntryKey,
     token: Option<LeaseToken>,
 }
 
+impl std::fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseGuard")
+            .field("key", &self.key)
+            .field("held", &self.token.is_some())
+            .finish()
+    }
+}
+
 impl LeaseGuard {
-    fn new(config: Arc<Config>, key: crate::EntryKey, token: LeaseToken) -> LeaseGuard {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        timeout: Duration,
+        key: EntryKey,
+        token: LeaseToken,
+    ) -> LeaseGuard {
         LeaseGuard {
-            config,
+            store,
+            timeout,
             key,
             token: Some(token),
         }
@@ -63,14 +80,25 @@ impl Drop for LeaseGuard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let config = self.config.clone();
-        let key = self.key.clone();
+        let (store, key, timeout) = (self.store.clone(), self.key.clone(), self.timeout);
         runtime.spawn(async move {
-            // A failure is logged by `store_call`; the lease then ends at
-            // its TTL.
-            let _ = config.store_call(config.store.release(&key, &token)).await;
+            // On failure the lease ends at its TTL.
+            if let Ok(Err(error)) = tokio::time::timeout(timeout, store.release(&key, &token)).await
+            {
+                tracing::warn!(target: "tower_cache_aside", %error, "lease release failed");
+            }
         });
     }
+}
+
+/// The guard of a lease this request just took.
+fn guard(config: &Config, miss: &MissContext, token: LeaseToken) -> LeaseGuard {
+    LeaseGuard::new(
+        config.store.clone(),
+        config.store_timeout,
+        miss.key.key.clone(),
+        token,
+    )
 }
 
 /// What a GET's lookup found.
@@ -127,13 +155,7 @@ pub(crate) async fn find(
                     // Stale: whoever takes the lease refreshes it.
                     let lease = config.store.lease(&miss.key.key, &request);
                     match config.store_call(lease).await {
-                        Ok(true) => {
-                            miss.lease = Some(LeaseGuard::new(
-                                config.clone(),
-                                miss.key.key.clone(),
-                                request.token,
-                            ));
-                        }
+                        Ok(true) => miss.lease = Some(guard(config, miss, request.token)),
                         Ok(false) => {}
                         Err(_) => release_unclaimed(
                             config.store.clone(),
@@ -158,11 +180,7 @@ pub(crate) async fn find(
                 }
             },
             Lookup::Lease => {
-                miss.lease = Some(LeaseGuard::new(
-                    config.clone(),
-                    miss.key.key.clone(),
-                    request.token,
-                ));
+                miss.lease = Some(guard(config, miss, request.token));
                 return Ok(Found::Nothing);
             }
             Lookup::Unleased => {

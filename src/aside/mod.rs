@@ -42,6 +42,7 @@ use tokio::time::Instant;
 
 use crate::breaker::{guarded, Breaker};
 use crate::key::{EntryKey, KeyConfig, QueryKey};
+use crate::lease::LeaseGuard;
 use crate::store::{FillEnd, IntoStore, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::Error;
 
@@ -385,15 +386,16 @@ impl<C: Codec> Cache<C> {
                         if let Ok(true) = taken {
                             // The refresh owns the lease; a fetch that
                             // panics releases it through the guard.
-                            let guard = Release {
-                                cache: self.inner.clone(),
-                                key: entry.clone(),
-                                token: Some(request.token),
-                            };
+                            let guard = LeaseGuard::new(
+                                inner.store.clone(),
+                                inner.store_timeout,
+                                entry.clone(),
+                                request.token,
+                            );
                             let (cache, key) = (self.clone(), key.to_owned());
                             runtime.spawn(async move {
                                 let result = fetch().await;
-                                if let Some(token) = guard.disarm() {
+                                if let Some(token) = guard.take_token() {
                                     let encoded = result
                                         .as_ref()
                                         .ok()
@@ -413,13 +415,14 @@ impl<C: Codec> Cache<C> {
                     }
                 },
                 Lookup::Lease => {
-                    let guard = Release {
-                        cache: self.inner.clone(),
-                        key: entry.clone(),
-                        token: Some(request.token),
-                    };
+                    let guard = LeaseGuard::new(
+                        inner.store.clone(),
+                        inner.store_timeout,
+                        entry.clone(),
+                        request.token,
+                    );
                     let result = fetch().await;
-                    if let Some(token) = guard.disarm() {
+                    if let Some(token) = guard.take_token() {
                         let encoded = result
                             .as_ref()
                             .ok()
@@ -741,34 +744,5 @@ impl<C: Codec> Cache<C> {
 fn push_literal(pieces: &mut [Option<String>], c: char) {
     if let Some(Some(last)) = pieces.last_mut() {
         last.push(c);
-    }
-}
-
-/// Releases a held lease when dropped armed (a fetch that panicked, or a
-/// caller that went away mid-fetch).
-struct Release {
-    cache: Arc<Inner>,
-    key: EntryKey,
-    token: Option<LeaseToken>,
-}
-
-impl Release {
-    fn disarm(mut self) -> Option<LeaseToken> {
-        self.token.take()
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let Some(token) = self.token.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (inner, key) = (self.cache.clone(), self.key.clone());
-        runtime.spawn(async move {
-            let _ = inner.call(inner.store.release(&key, &token)).await;
-        });
     }
 }
