@@ -53,55 +53,53 @@ pub(crate) enum Outcome {
 impl Outcome {
     /// Appends this outcome's `Cache-Status` member to `headers`.
     pub(crate) fn append_to(self, headers: &mut HeaderMap) {
-        let value = match self {
+        let mut member = Member::new();
+        match self {
             Outcome::Hit {
                 ttl,
                 collapsed,
                 stale,
                 detail,
             } => {
-                let mut value = String::from("tower-cache-aside; hit");
+                member.push("tower-cache-aside; hit");
                 if stale {
-                    value.push_str("; fwd=stale");
+                    member.push("; fwd=stale");
                 }
-                value.push_str(&format!("; ttl={ttl}"));
+                member.push("; ttl=");
+                member.push_number(ttl.unsigned_abs(), ttl < 0);
                 if collapsed {
-                    value.push_str("; collapsed");
+                    member.push("; collapsed");
                 }
-                if let Some(detail) = detail {
-                    value.push_str("; detail=");
-                    value.push_str(detail);
-                }
-                HeaderValue::try_from(value).ok()
+                member.push_detail(detail);
             }
             Outcome::Miss { stored, detail } => {
-                let mut value = String::from("tower-cache-aside; fwd=miss");
+                member.push("tower-cache-aside; fwd=miss");
                 if stored {
-                    value.push_str("; stored");
+                    member.push("; stored");
                 }
-                if let Some(detail) = detail {
-                    value.push_str("; detail=");
-                    value.push_str(detail);
-                }
-                HeaderValue::try_from(value).ok()
+                member.push_detail(detail);
             }
             Outcome::Bypass(detail) => {
-                HeaderValue::try_from(format!("tower-cache-aside; fwd=bypass; detail={detail}"))
-                    .ok()
+                member.push("tower-cache-aside; fwd=bypass");
+                member.push_detail(Some(detail));
             }
-            Outcome::Method => Some(HeaderValue::from_static("tower-cache-aside; fwd=method")),
+            Outcome::Method => {
+                append(
+                    headers,
+                    HeaderValue::from_static("tower-cache-aside; fwd=method"),
+                );
+                return;
+            }
             Outcome::Purged { removed, failed } => {
-                let detail = if failed { "; detail=purge-failed" } else { "" };
-                HeaderValue::try_from(format!(
-                    "tower-cache-aside; fwd=method; purged={removed}{detail}"
-                ))
-                .ok()
+                member.push("tower-cache-aside; fwd=method; purged=");
+                member.push_number(removed, false);
+                if failed {
+                    member.push("; detail=purge-failed");
+                }
             }
-        };
-        if let Some(value) = value {
-            // Appending fails only past the header map's capacity (32768
-            // fields); then the header is left out rather than failing.
-            let _ = headers.try_append(CACHE_STATUS, value);
+        }
+        if let Some(value) = member.value() {
+            append(headers, value);
         }
     }
 
@@ -119,6 +117,93 @@ impl Outcome {
     }
 }
 
+/// A member written on the stack, then copied once into its header value
+/// (a hit's member is built on every hit). Every member fits: the longest
+/// is well under the buffer's size; one that did not would be left out.
+struct Member {
+    buffer: [u8; 192],
+    len: usize,
+    overflow: bool,
+}
+
+impl Member {
+    fn new() -> Member {
+        Member {
+            buffer: [0; 192],
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    fn push(&mut self, text: &str) {
+        match self.buffer.get_mut(self.len..self.len + text.len()) {
+            Some(room) => {
+                room.copy_from_slice(text.as_bytes());
+                self.len += text.len();
+            }
+            None => self.overflow = true,
+        }
+    }
+
+    fn push_number(&mut self, mut number: u64, negative: bool) {
+        let mut digits = [0u8; 21];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (number % 10) as u8;
+            number /= 10;
+            if number == 0 {
+                break;
+            }
+        }
+        if negative {
+            at -= 1;
+            digits[at] = b'-';
+        }
+        // Digits and '-' are ASCII.
+        self.push(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+    }
+
+    fn push_detail(&mut self, detail: Option<&str>) {
+        if let Some(detail) = detail {
+            self.push("; detail=");
+            self.push(detail);
+        }
+    }
+
+    fn value(&self) -> Option<HeaderValue> {
+        if self.overflow {
+            return None;
+        }
+        HeaderValue::from_bytes(&self.buffer[..self.len]).ok()
+    }
+}
+
+fn append(headers: &mut HeaderMap, value: HeaderValue) {
+    // Appending fails only past the header map's capacity (32768 fields);
+    // then the header is left out rather than failing.
+    let _ = headers.try_append(CACHE_STATUS, value);
+}
+
+/// The decimal numbers 0 to 99, back to back.
+const SMALL_NUMBERS: &str = "0123456789101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/// A header value holding `number` in decimal (`Age`, `Content-Length`):
+/// without allocating below 100, with one copy above.
+pub(crate) fn number_value(number: u64) -> HeaderValue {
+    if let Ok(small) = usize::try_from(number) {
+        let at = match small {
+            0..=9 => Some((small, 1)),
+            10..=99 => Some((10 + 2 * (small - 10), 2)),
+            _ => None,
+        };
+        if let Some(text) = at.and_then(|(start, len)| SMALL_NUMBERS.get(start..start + len)) {
+            return HeaderValue::from_static(text);
+        }
+    }
+    HeaderValue::from(number)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +219,36 @@ mod tests {
             .collect();
         assert_eq!(values[0], "origin-cache; hit", "existing member kept first");
         values[1].clone()
+    }
+
+    #[test]
+    fn number_values_are_decimal() {
+        for n in (0..250).chain([999, 1000, 65_535, u64::from(u32::MAX), u64::MAX]) {
+            assert_eq!(number_value(n).to_str().unwrap(), n.to_string(), "{n}");
+        }
+    }
+
+    #[test]
+    fn renders_extreme_numbers() {
+        for ttl in [0, -1, 9, 10, -10, i64::MAX, i64::MIN] {
+            let member = render(Outcome::Hit {
+                ttl,
+                collapsed: false,
+                stale: false,
+                detail: None,
+            });
+            assert_eq!(member, format!("tower-cache-aside; hit; ttl={ttl}"));
+        }
+        assert_eq!(
+            render(Outcome::Purged {
+                removed: u64::MAX,
+                failed: true
+            }),
+            format!(
+                "tower-cache-aside; fwd=method; purged={}; detail=purge-failed",
+                u64::MAX
+            )
+        );
     }
 
     #[test]

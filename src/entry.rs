@@ -232,7 +232,10 @@ fn take_map(value: &mut Bytes) -> Result<HeaderMap, DecodeError> {
     if count > MAX_FIELDS {
         return Err(DecodeError::Invalid("header count"));
     }
-    let mut map = HeaderMap::new();
+    // Room for the fields a hit adds (`Age`, `Cache-Status`, maybe
+    // `Content-Length`), so that the map is allocated once.
+    let mut map = HeaderMap::try_with_capacity(count + 3)
+        .map_err(|_| DecodeError::Invalid("header count"))?;
     for _ in 0..count {
         if value.remaining() < 2 {
             return Err(DecodeError::Truncated);

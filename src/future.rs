@@ -224,7 +224,7 @@ where
                                 &write.path,
                             ) {
                                 let resource =
-                                    Purge::Resource(this.config.keys.resource_key(&path).0);
+                                    Purge::Resource(this.config.keys.resource_key(&path));
                                 if !purges.contains(&resource) {
                                     purges.push(resource);
                                 }

@@ -27,16 +27,14 @@
 //!   the entry as its fingerprint and compared on every hit, so neither a
 //!   hash collision nor a value planted under the wrong key is ever served.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{header, HeaderName, Request};
 
 /// Longest encoded resource kept verbatim in a key.
 pub(crate) const MAX_RESOURCE_LEN: usize = 512;
 /// The one variant of a typed cache key.
-const NAMED_VARIANT: &str = "00000000000000000000000000000000";
+const NAMED_VARIANT: [u8; 32] = [b'0'; 32];
 /// Readable head kept when a resource is hashed.
 const HASHED_HEAD_LEN: usize = 256;
 
@@ -145,7 +143,8 @@ fn glob_walk(pattern: &[u8], text: &[u8], prefix_only: bool) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EntryKey {
     resource: ResourceKey,
-    variant: String,
+    /// 32 lowercase hex digits, inline.
+    variant: [u8; 32],
 }
 
 impl EntryKey {
@@ -156,7 +155,8 @@ impl EntryKey {
 
     /// The variant: 32 lowercase hex digits.
     pub fn variant(&self) -> &str {
-        &self.variant
+        // Only ASCII hex digits are ever written into it.
+        std::str::from_utf8(&self.variant).unwrap_or_default()
     }
 }
 
@@ -186,24 +186,14 @@ pub(crate) struct KeyConfig {
 pub(crate) struct DerivedKey {
     pub(crate) key: EntryKey,
     /// The full key material; stored in the entry and checked on hits.
-    pub(crate) fingerprint: Bytes,
+    pub(crate) fingerprint: Vec<u8>,
 }
 
 impl KeyConfig {
     /// Derives the resource key of a path as it appears in a request
-    /// target (still percent-encoded). Returns the key and the full encoded
-    /// path (which the key holds hashed when it is long).
-    pub(crate) fn resource_key(&self, path: &str) -> (ResourceKey, String) {
-        let mut full = String::with_capacity(path.len() + 8);
-        encode_into(
-            &mut full,
-            if path.is_empty() {
-                b"/"
-            } else {
-                path.as_bytes()
-            },
-        );
-        (self.shorten(&full), full)
+    /// target (still percent-encoded).
+    pub(crate) fn resource_key(&self, path: &str) -> ResourceKey {
+        self.shorten(encoded_path(path))
     }
 
     /// The resource key of an application key (the typed cache's keys):
@@ -212,22 +202,23 @@ impl KeyConfig {
         let mut full = String::with_capacity(name.len() + 8);
         encode_into(&mut full, name.as_bytes());
         EntryKey {
-            resource: self.shorten(&full),
-            variant: NAMED_VARIANT.to_owned(),
+            resource: self.shorten(full),
+            variant: NAMED_VARIANT,
         }
     }
 
     /// The resource key for an encoded text, hashed when it is long.
-    fn shorten(&self, full: &str) -> ResourceKey {
+    fn shorten(&self, full: String) -> ResourceKey {
         let resource = if full.len() > MAX_RESOURCE_LEN {
             let mut short = String::with_capacity(HASHED_HEAD_LEN + 33);
             // The encoded text is ASCII, so any byte index is a char boundary.
             short.push_str(&full[..HASHED_HEAD_LEN]);
             short.push('#');
-            push_hex(&mut short, xxhash_rust::xxh3::xxh3_128(full.as_bytes()));
+            let hex = hex32(xxhash_rust::xxh3::xxh3_128(full.as_bytes()));
+            short.push_str(std::str::from_utf8(&hex).unwrap_or_default());
             short
         } else {
-            full.to_owned()
+            full
         };
         ResourceKey {
             prefix: self.prefix.clone(),
@@ -256,7 +247,7 @@ impl KeyConfig {
 
     /// Derives the entry key of a request.
     pub(crate) fn derive<B>(&self, req: &Request<B>) -> DerivedKey {
-        let (resource, full) = self.resource_key(req.uri().path());
+        let full = encoded_path(req.uri().path());
 
         // Material: the full path, the authority, the canonical query, then
         // each vary header. Separators are bytes that can occur in none of
@@ -283,11 +274,13 @@ impl KeyConfig {
             }
             material.push(2);
         }
-        let mut variant = String::with_capacity(32);
-        push_hex(&mut variant, xxhash_rust::xxh3::xxh3_128(&material));
+        let variant = hex32(xxhash_rust::xxh3::xxh3_128(&material));
         DerivedKey {
-            key: EntryKey { resource, variant },
-            fingerprint: Bytes::from(material),
+            key: EntryKey {
+                resource: self.shorten(full),
+                variant,
+            },
+            fingerprint: material,
         }
     }
 
@@ -395,22 +388,51 @@ fn is_safe(byte: u8) -> bool {
 }
 
 /// Appends `bytes` to `out` in the resource encoding.
-pub(crate) fn encode_into(out: &mut String, bytes: &[u8]) {
+pub(crate) fn encode_into(out: &mut String, mut bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &byte in bytes {
-        if is_safe(byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
+    out.reserve(bytes.len());
+    // Runs of safe bytes (the common case: all of a path) go in at once.
+    while !bytes.is_empty() {
+        let safe = bytes
+            .iter()
+            .position(|&b| !is_safe(b))
+            .unwrap_or(bytes.len());
+        let (run, rest) = bytes.split_at(safe);
+        // Safe bytes are ASCII.
+        out.push_str(std::str::from_utf8(run).unwrap_or_default());
+        let Some((&byte, rest)) = rest.split_first() else {
+            break;
+        };
+        out.push('%');
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        bytes = rest;
     }
 }
 
-fn push_hex(out: &mut String, value: u128) {
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{value:032x}");
+/// A request path in the resource encoding (`/` for an empty one).
+fn encoded_path(path: &str) -> String {
+    let mut full = String::with_capacity(path.len() + 8);
+    encode_into(
+        &mut full,
+        if path.is_empty() {
+            b"/"
+        } else {
+            path.as_bytes()
+        },
+    );
+    full
+}
+
+/// `value` as 32 lowercase hex digits.
+fn hex32(mut value: u128) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for digit in out.iter_mut().rev() {
+        *digit = HEX[(value & 0xf) as usize];
+        value >>= 4;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -542,7 +564,7 @@ mod tests {
         let escaped = c.derive(&get("/users/%2A")).key;
         assert_eq!(star.resource().resource(), "/users/%2A");
         assert_eq!(escaped.resource().resource(), "/users/%252A");
-        let (brackets, _) = c.resource_key("/a[b]\\{c}?");
+        let brackets = c.resource_key("/a[b]\\{c}?");
         assert_eq!(brackets.resource(), "/a%5Bb%5D%5C%7Bc%7D%3F");
     }
 
@@ -576,7 +598,7 @@ mod tests {
     fn patterns_reach_long_hashed_paths() {
         let c = config();
         let long = format!("/teams/{}/members", "x".repeat(600));
-        let (key, _) = c.resource_key(&long);
+        let key = c.resource_key(&long);
         assert!(key.resource().contains('#'));
         let members = c.resource_pattern([Some("/teams/"), None, Some("/members")]);
         assert!(members.matches(key.resource()));
@@ -593,8 +615,8 @@ mod tests {
         fn a_pattern_without_wildcards_matches_only_itself(a in "/[a-z/%*]{0,12}", b in "/[a-z/%*]{0,12}") {
             let c = config();
             let p = c.resource_pattern([Some(a.as_str())]);
-            let (ka, _) = c.resource_key(&a);
-            let (kb, _) = c.resource_key(&b);
+            let ka = c.resource_key(&a);
+            let kb = c.resource_key(&b);
             prop_assert!(p.matches(ka.resource()));
             prop_assert_eq!(p.matches(kb.resource()), ka == kb);
         }
@@ -605,7 +627,7 @@ mod tests {
             encode_into(&mut out, &bytes);
             let safe = out.bytes().all(|b| b.is_ascii_graphic() && !b"{}*?[]\\#".contains(&b));
             prop_assert!(safe, "unsafe byte in {}", out);
-            let (key, _) = config().resource_key(&out);
+            let key = config().resource_key(&out);
             prop_assert!(key.resource().len() <= MAX_RESOURCE_LEN);
             let clean = !key.resource().contains(['{', '}', '*', '?', '[', ']', '\\', ' ']);
             prop_assert!(clean, "unsafe resource {}", key.resource());

@@ -122,7 +122,7 @@ impl Config {
     /// What a successful unsafe `method` request to `path` purges: the path
     /// itself and the matching rules' targets, without duplicates.
     pub(crate) fn purges_for(&self, method: &Method, path: &str) -> Vec<Purge> {
-        let mut purges = vec![Purge::Resource(self.keys.resource_key(path).0)];
+        let mut purges = vec![Purge::Resource(self.keys.resource_key(path))];
         for purge in self.purge_rules.targets(&self.keys, method, path) {
             if !purges.contains(&purge) {
                 purges.push(purge);

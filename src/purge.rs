@@ -138,7 +138,7 @@ impl Target {
             Purge::Pattern(keys.resource_pattern(values.iter().map(|v| v.as_deref())))
         } else {
             let path: String = self.pieces.iter().filter_map(value).collect();
-            Purge::Resource(keys.resource_key(&path).0)
+            Purge::Resource(keys.resource_key(&path))
         }
     }
 }
@@ -488,7 +488,7 @@ impl Purger {
     /// appears in request targets (percent-encoded). Returns how many
     /// entries were removed.
     pub async fn purge_path(&self, path: &str) -> Result<u64, Error> {
-        let resource = self.config.keys.resource_key(path).0;
+        let resource = self.config.keys.resource_key(path);
         self.one(Purge::Resource(resource)).await
     }
 
@@ -552,7 +552,7 @@ mod tests {
     }
 
     fn resource(path: &str) -> Purge {
-        Purge::Resource(keys().resource_key(path).0)
+        Purge::Resource(keys().resource_key(path))
     }
 
     #[test]

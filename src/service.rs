@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 
@@ -223,8 +223,10 @@ pub(crate) fn hit_response<B>(
         let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         if bodiless {
             headers.remove(header::CONTENT_LENGTH);
-        } else {
-            let _ = headers.try_insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        } else if !has_content_length(&headers, body.len()) {
+            // Entries are stored with theirs; this is for any other.
+            let length = crate::cache_status::number_value(body.len() as u64);
+            let _ = headers.try_insert(header::CONTENT_LENGTH, length);
         }
         let mut response = if miss.is_head || bodiless {
             Response::new(ResponseBody::cached(Bytes::new(), None))
@@ -236,7 +238,7 @@ pub(crate) fn hit_response<B>(
     };
     // Entries hold at most 1024 fields, so these fit; a failure would only
     // leave the field out.
-    let _ = headers.try_insert(header::AGE, HeaderValue::from(age));
+    let _ = headers.try_insert(header::AGE, crate::cache_status::number_value(age));
     Outcome::Hit {
         ttl: ttl_left,
         collapsed: miss.collapsed,
@@ -356,6 +358,19 @@ pub(crate) fn forwarded_response<B>(
     outcome.append_to(&mut parts.headers);
     tracing::trace!(target: "tower_cache_aside", outcome = outcome.label(), "forwarded");
     Response::from_parts(parts, ResponseBody::passthrough(body))
+}
+
+/// Whether `headers` hold exactly one `Content-Length`, equal to `length`.
+pub(crate) fn has_content_length(headers: &HeaderMap, length: usize) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|v| v == length),
+        _ => false,
+    }
 }
 
 /// Removes what must not be replayed from a stored response: hop-by-hop

@@ -379,7 +379,7 @@ impl<C: Codec> Cache<C> {
                             crate::lease::release_unclaimed(
                                 inner.store.clone(),
                                 entry.clone(),
-                                request.token.clone(),
+                                request.token,
                                 inner.store_timeout,
                             );
                         }
@@ -599,7 +599,7 @@ impl<C: Codec> Cache<C> {
                         crate::lease::release_unclaimed(
                             inner.store.clone(),
                             entries[i].clone(),
-                            request.token.clone(),
+                            request.token,
                             inner.store_timeout,
                         );
                     }

@@ -178,7 +178,7 @@ impl Store for MemoryStore {
                     Lookup::Busy(wait)
                 }
                 _ => {
-                    held.insert(key, (lease.token.clone(), now + lease.ttl));
+                    held.insert(key, (lease.token, now + lease.ttl));
                     Lookup::Lease
                 }
             }
@@ -193,7 +193,7 @@ impl Store for MemoryStore {
         let taken = match held.get(&key) {
             Some((_, expires)) if *expires > now => false,
             _ => {
-                held.insert(key, (lease.token.clone(), now + lease.ttl));
+                held.insert(key, (lease.token, now + lease.ttl));
                 true
             }
         };

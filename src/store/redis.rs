@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fred::bytes_utils::Str;
 use fred::clients::{Client, Pool, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, LuaInterface, PubsubInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scan::Scanner;
 use fred::types::Builder;
-use fred::types::Value;
+use fred::types::{Key, Value};
 use futures_util::StreamExt;
 
 use super::waiters::Waiters;
@@ -38,10 +39,12 @@ use crate::Error;
 /// the entry's key (not ours) is deleted and read as absent. If an index is lost
 /// (evicted under `maxmemory`, say) while entries survive, those entries
 /// can no longer escape a purge, because they are no longer served.
-/// KEYS: entry, index. Returns the value or nil.
+/// KEYS: entry, index. Returns the value or nil. `MAX_VALUE_BYTES` is
+/// replaced by the store's limit when the script is made, so that a hit's
+/// command carries no more arguments than it needs.
 const GET_SCRIPT: &str = r#"
 local size = redis.pcall('STRLEN', KEYS[1])
-if type(size) ~= 'number' or size > tonumber(ARGV[1]) then
+if type(size) ~= 'number' or size > MAX_VALUE_BYTES then
   redis.call('DEL', KEYS[1])
   return false
 end
@@ -54,24 +57,27 @@ return value
 /// A read as `GET_SCRIPT`, and on a miss the fill lease (`SET NX PX`), in
 /// one round trip. The lease is indexed like an entry, so a purge of the
 /// resource drops it too.
-/// KEYS: entry, index, lease. ARGV: token, lease ttl in ms, largest value.
-/// Returns {1, value} (hit), {2} (lease taken), {3} (lease held elsewhere)
-/// or {4} (the server refuses writes, e.g. a full `maxmemory`: no lease).
+/// KEYS: entry, index, lease. ARGV: the lease, as the token (32 bytes)
+/// followed by its ttl in ms: one argument, read only on a miss.
+/// Returns the value (a hit: a bulk string, so that the reply is as cheap
+/// to read as a `GET`'s), or 2 (lease taken), 3 (lease held elsewhere) or 4
+/// (the server refuses writes, e.g. a full `maxmemory`: no lease).
 const LOOKUP_SCRIPT: &str = r#"
 local value = false
 local size = redis.pcall('STRLEN', KEYS[1])
-if type(size) ~= 'number' or size > tonumber(ARGV[3]) then
+if type(size) ~= 'number' or size > MAX_VALUE_BYTES then
   redis.call('DEL', KEYS[1])
 else
   value = redis.call('GET', KEYS[1])
 end
 if value and redis.call('ZSCORE', KEYS[2], KEYS[1]) then
-  return {1, value}
+  return value
 end
-local ttl = tonumber(ARGV[2])
-local taken = redis.pcall('SET', KEYS[3], ARGV[1], 'NX', 'PX', ttl)
+local token = string.sub(ARGV[1], 1, 32)
+local ttl = tonumber(string.sub(ARGV[1], 33))
+local taken = redis.pcall('SET', KEYS[3], token, 'NX', 'PX', ttl)
 if type(taken) == 'table' and taken.err then
-  return {4}
+  return 4
 end
 if taken then
   local t = redis.call('TIME')
@@ -80,9 +86,9 @@ if taken then
   if redis.call('PTTL', KEYS[2]) < ttl then
     redis.call('PEXPIRE', KEYS[2], ttl)
   end
-  return {2}
+  return 2
 end
-return {3}
+return 3
 "#;
 
 /// Takes an entry's fill lease whether or not the entry exists (to refresh
@@ -174,34 +180,89 @@ const FILLS_CHANNEL: &str = "tower-cache-aside:fills";
 /// yet (after a restart or on a new Cluster node).
 #[derive(Debug, Clone)]
 struct Script {
-    source: &'static str,
-    sha1: String,
+    source: Str,
+    sha1: Str,
 }
 
+/// A script's keys and arguments.
+type Command = (Vec<Key>, Vec<Value>);
+
 impl Script {
-    fn new(source: &'static str) -> Script {
+    fn new(source: String) -> Script {
         Script {
-            source,
-            sha1: fred::util::sha1_hash(source),
+            sha1: Str::from(fred::util::sha1_hash(&source)),
+            source: Str::from(source),
         }
     }
 
+    /// Runs the script on what `command` makes, which is called again only
+    /// for the `NOSCRIPT` retry, so that the common case builds its keys
+    /// once and moves them into the command.
     async fn run<R: fred::types::FromValue>(
         &self,
         client: &Client,
-        keys: Vec<String>,
-        args: Vec<fred::types::Value>,
+        command: impl Fn() -> Command,
     ) -> Result<R, Error> {
+        let (keys, args) = command();
         match client
-            .evalsha::<R, _, _, _>(self.sha1.as_str(), keys.clone(), args.clone())
+            .evalsha::<R, _, _, _>(self.sha1.clone(), keys, Value::Array(args))
             .await
         {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
-                Ok(client.eval(self.source, keys, args).await?)
+                let (keys, args) = command();
+                Ok(client
+                    .eval(self.source.clone(), keys, Value::Array(args))
+                    .await?)
             }
             result => Ok(result?),
         }
     }
+}
+
+/// `<prefix>{<resource>}<suffix...>` in one exactly sized allocation.
+fn name(resource: &ResourceKey, suffix: &[&[u8]]) -> Bytes {
+    let (prefix, path) = (resource.prefix().as_bytes(), resource.resource().as_bytes());
+    let len = prefix.len() + path.len() + 2 + suffix.iter().map(|s| s.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(prefix);
+    out.push(b'{');
+    out.extend_from_slice(path);
+    out.push(b'}');
+    for part in suffix {
+        out.extend_from_slice(part);
+    }
+    // Exactly full, so the conversion keeps the allocation as it is.
+    Bytes::from(out)
+}
+
+fn entry_name(key: &EntryKey) -> Key {
+    Key::from(name(key.resource(), &[b":v:", key.variant().as_bytes()]))
+}
+
+fn index_name(resource: &ResourceKey) -> Key {
+    Key::from(name(resource, &[b":idx"]))
+}
+
+fn lease_name(key: &EntryKey) -> Key {
+    Key::from(name(
+        key.resource(),
+        &[b":lease:", key.variant().as_bytes()],
+    ))
+}
+
+/// A lease as the lookup script reads it: the token, then the ttl in ms.
+fn lease_arg(lease: &LeaseRequest) -> Value {
+    let ttl = u64::try_from(lease.ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, i64::MAX as u64);
+    let mut arg = Vec::with_capacity(32 + 20);
+    arg.extend_from_slice(lease.token.as_bytes());
+    arg.extend_from_slice(ttl.to_string().as_bytes());
+    Value::Bytes(Bytes::from(arg))
+}
+
+fn token_arg(token: &LeaseToken) -> Value {
+    Value::Bytes(Bytes::copy_from_slice(token.as_bytes()))
 }
 
 #[derive(Clone)]
@@ -226,7 +287,6 @@ enum Connection {
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
-    max_value_bytes: i64,
     scripts: Arc<Scripts>,
     notifier: Arc<Notifier>,
 }
@@ -239,6 +299,22 @@ struct Scripts {
     store: Script,
     release: Script,
     purge: Script,
+}
+
+impl Scripts {
+    /// The scripts, the reads bounded to `max_value_bytes`.
+    fn new(max_value_bytes: u64) -> Scripts {
+        let bounded =
+            |source: &str| source.replace("MAX_VALUE_BYTES", &max_value_bytes.to_string());
+        Scripts {
+            get: Script::new(bounded(GET_SCRIPT)),
+            lookup: Script::new(bounded(LOOKUP_SCRIPT)),
+            lease: Script::new(LEASE_SCRIPT.to_owned()),
+            store: Script::new(STORE_SCRIPT.to_owned()),
+            release: Script::new(RELEASE_SCRIPT.to_owned()),
+            purge: Script::new(PURGE_SCRIPT.to_owned()),
+        }
+    }
 }
 
 /// Listens to the fills channel on a connection of its own (started on the
@@ -336,7 +412,7 @@ impl Notifier {
 
 /// Largest value read back by default: well above the layer's default body
 /// cap (1 MiB) plus headers.
-const DEFAULT_MAX_VALUE_BYTES: i64 = 32 * 1024 * 1024;
+const DEFAULT_MAX_VALUE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Keys asked for per `SCAN` call in a pattern purge; each page's indexes
 /// are purged before the next page is read, so memory stays bounded.
@@ -370,15 +446,7 @@ impl RedisStore {
     fn with(connection: Connection) -> RedisStore {
         RedisStore {
             connection,
-            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
-            scripts: Arc::new(Scripts {
-                get: Script::new(GET_SCRIPT),
-                lookup: Script::new(LOOKUP_SCRIPT),
-                lease: Script::new(LEASE_SCRIPT),
-                store: Script::new(STORE_SCRIPT),
-                release: Script::new(RELEASE_SCRIPT),
-                purge: Script::new(PURGE_SCRIPT),
-            }),
+            scripts: Arc::new(Scripts::new(DEFAULT_MAX_VALUE_BYTES)),
             notifier: Arc::default(),
         }
     }
@@ -397,7 +465,7 @@ impl RedisStore {
     /// an entry's key is deleted unread and is a miss. Raise it if you
     /// raise the layer's `max_body_bytes` near it.
     pub fn with_max_value_bytes(mut self, bytes: u64) -> RedisStore {
-        self.max_value_bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.scripts = Arc::new(Scripts::new(bytes.min(i64::MAX as u64)));
         self
     }
 
@@ -440,30 +508,6 @@ impl RedisStore {
         }
     }
 
-    fn entry_key(key: &EntryKey) -> String {
-        let resource = key.resource();
-        format!(
-            "{}{{{}}}:v:{}",
-            resource.prefix(),
-            resource.resource(),
-            key.variant()
-        )
-    }
-
-    fn index_key(resource: &ResourceKey) -> String {
-        format!("{}{{{}}}:idx", resource.prefix(), resource.resource())
-    }
-
-    fn lease_key(key: &EntryKey) -> String {
-        let resource = key.resource();
-        format!(
-            "{}{{{}}}:lease:{}",
-            resource.prefix(),
-            resource.resource(),
-            key.variant()
-        )
-    }
-
     async fn store(
         &self,
         key: &EntryKey,
@@ -475,20 +519,17 @@ impl RedisStore {
         let stored: i64 = self
             .scripts
             .store
-            .run(
-                self.client(),
-                vec![
-                    Self::entry_key(key),
-                    Self::index_key(key.resource()),
-                    Self::lease_key(key),
-                ],
-                vec![
-                    value.into(),
-                    ttl_ms.into(),
-                    token.map_or("", LeaseToken::as_str).into(),
-                    FILLS_CHANNEL.into(),
-                ],
-            )
+            .run(self.client(), || {
+                (
+                    vec![entry_name(key), index_name(key.resource()), lease_name(key)],
+                    vec![
+                        Value::Bytes(value.clone()),
+                        ttl_ms.into(),
+                        token.map_or(Value::Bytes(Bytes::new()), token_arg),
+                        Value::from_static_str(FILLS_CHANNEL),
+                    ],
+                )
+            })
             .await?;
         Ok(stored == 1)
     }
@@ -499,11 +540,9 @@ impl Store for RedisStore {
         Box::pin(async move {
             self.scripts
                 .get
-                .run(
-                    self.client(),
-                    vec![Self::entry_key(key), Self::index_key(key.resource())],
-                    vec![self.max_value_bytes.into()],
-                )
+                .run(self.client(), || {
+                    (vec![entry_name(key), index_name(key.resource())], vec![])
+                })
                 .await
         })
     }
@@ -518,40 +557,30 @@ impl Store for RedisStore {
     fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
         Box::pin(async move {
             let client = self.client();
-            let lease_ttl = i64::try_from(lease.ttl.as_millis())
-                .unwrap_or(i64::MAX)
-                .max(1);
-            let reply: Vec<Value> = self
+            let reply: Value = self
                 .scripts
                 .lookup
-                .run(
-                    client,
-                    vec![
-                        Self::entry_key(key),
-                        Self::index_key(key.resource()),
-                        Self::lease_key(key),
-                    ],
-                    vec![
-                        lease.token.as_str().into(),
-                        lease_ttl.into(),
-                        self.max_value_bytes.into(),
-                    ],
-                )
+                .run(client, || {
+                    (
+                        vec![entry_name(key), index_name(key.resource()), lease_name(key)],
+                        vec![lease_arg(lease)],
+                    )
+                })
                 .await?;
-            let mut reply = reply.into_iter();
-            match reply.next().and_then(|v| v.as_i64()) {
-                Some(1) => match reply.next().and_then(|v| v.into_bytes()) {
-                    Some(value) => Ok(Lookup::Hit(value)),
-                    None => Err(Error::Store("lookup script returned no value".into())),
-                },
-                Some(2) => Ok(Lookup::Lease),
-                Some(4) => Ok(Lookup::Unleased),
-                Some(3) => {
+            match reply {
+                Value::Bytes(value) => Ok(Lookup::Hit(value)),
+                Value::String(value) => Ok(Lookup::Hit(value.into_inner())),
+                Value::Integer(2) => Ok(Lookup::Lease),
+                Value::Integer(4) => Ok(Lookup::Unleased),
+                Value::Integer(3) => {
                     // Register, then check that the lease is still held: a
                     // fill that ended in between is not waited for.
                     self.notifier.listen(client, lease.ttl).await;
-                    let lease_key = Self::lease_key(key);
-                    let wait = self.notifier.waiters.register(&lease_key);
+                    let lease_key = lease_name(key);
+                    let wait = self
+                        .notifier
+                        .waiters
+                        .register(&String::from_utf8_lossy(lease_key.as_bytes()));
                     let held: i64 = client.exists(lease_key).await?;
                     if held == 0 {
                         return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
@@ -571,11 +600,12 @@ impl Store for RedisStore {
             let taken: i64 = self
                 .scripts
                 .lease
-                .run(
-                    self.client(),
-                    vec![Self::index_key(key.resource()), Self::lease_key(key)],
-                    vec![lease.token.as_str().into(), lease_ttl.into()],
-                )
+                .run(self.client(), || {
+                    (
+                        vec![index_name(key.resource()), lease_name(key)],
+                        vec![token_arg(&lease.token), lease_ttl.into()],
+                    )
+                })
                 .await?;
             Ok(taken == 1)
         })
@@ -595,11 +625,12 @@ impl Store for RedisStore {
         Box::pin(async move {
             self.scripts
                 .release
-                .run::<i64>(
-                    self.client(),
-                    vec![Self::lease_key(key), Self::index_key(key.resource())],
-                    vec![token.as_str().into(), FILLS_CHANNEL.into()],
-                )
+                .run::<i64>(self.client(), || {
+                    (
+                        vec![lease_name(key), index_name(key.resource())],
+                        vec![token_arg(token), Value::from_static_str(FILLS_CHANNEL)],
+                    )
+                })
                 .await?;
             Ok(())
         })
@@ -610,7 +641,7 @@ impl Store for RedisStore {
     fn get_many<'a>(&'a self, keys: &'a [EntryKey]) -> StoreFuture<'a, Vec<Option<Bytes>>> {
         Box::pin(async move {
             let client = self.client();
-            let names: Vec<String> = keys.iter().map(Self::entry_key).collect();
+            let names: Vec<Key> = keys.iter().map(entry_name).collect();
             let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
             for (i, name) in names.iter().enumerate() {
                 let slot = if client.is_clustered() {
@@ -624,7 +655,7 @@ impl Store for RedisStore {
                 }
             }
             let reads = groups.iter().map(|(_, members)| {
-                let batch: Vec<String> = members.iter().map(|&i| names[i].clone()).collect();
+                let batch: Vec<Key> = members.iter().map(|&i| names[i].clone()).collect();
                 async move {
                     let values: Vec<Option<Bytes>> = if batch.len() == 1 {
                         vec![client.get(batch[0].clone()).await?]
@@ -649,7 +680,7 @@ impl Store for RedisStore {
 
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.client().unlink::<i64, _>(Self::entry_key(key)).await?;
+            self.client().unlink::<i64, _>(entry_name(key)).await?;
             Ok(())
         })
     }
@@ -659,7 +690,7 @@ impl Store for RedisStore {
             let removed: i64 = self
                 .scripts
                 .purge
-                .run(self.client(), vec![Self::index_key(resource)], vec![])
+                .run(self.client(), || (vec![index_name(resource)], vec![]))
                 .await?;
             Ok(u64::try_from(removed).unwrap_or(0))
         })
@@ -695,7 +726,7 @@ impl Store for RedisStore {
                     Some(async move {
                         self.scripts
                             .purge
-                            .run::<i64>(client, vec![index], vec![])
+                            .run::<i64>(client, || (vec![Key::from(index.as_str())], vec![]))
                             .await
                     })
                 });
