@@ -37,11 +37,9 @@ fn allocations() -> u64 {
 }
 
 const PATH: &str = "/items/42";
-const BODY_BYTES: usize = 200;
-
-fn body() -> Bytes {
+fn body(bytes: usize) -> Bytes {
     let mut text = String::from(r#"{"id":"42","name":"item 42","data":""#);
-    while text.len() + 2 < BODY_BYTES {
+    while text.len() + 2 < bytes {
         text.push('x');
     }
     text.push_str("\"}");
@@ -125,6 +123,7 @@ fn main() {
     let mut hits = 50_000usize;
     let mut concurrency = 32usize;
     let mut only: Option<String> = None;
+    let mut body_bytes = 200usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let text = args.next();
@@ -132,9 +131,10 @@ fn main() {
         match (arg.as_str(), value) {
             ("--hits", Some(v)) => hits = v,
             ("--concurrency", Some(v)) => concurrency = v,
+            ("--body", Some(v)) if v >= 40 => body_bytes = v,
             ("--only", _) if text.is_some() => only = text,
             _ => {
-                eprintln!("usage: hit_path [--hits N] [--concurrency C] [--only static|hand|redis|memory]");
+                eprintln!("usage: hit_path [--hits N] [--concurrency C] [--only static|hand|Redis|Memory] [--body BYTES]");
                 std::process::exit(2);
             }
         }
@@ -144,13 +144,19 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(&server.url(), hits, concurrency, only.as_deref()));
+    runtime.block_on(run(
+        &server.url(),
+        hits,
+        concurrency,
+        only.as_deref(),
+        body_bytes,
+    ));
     server.stop();
 }
 
-async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>) {
+async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>, body_bytes: usize) {
     let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
-    let body = body();
+    let body = body(body_bytes);
     let client =
         fred::types::Builder::from_config(fred::types::config::Config::from_url(url).expect("url"))
             .build()
@@ -210,7 +216,7 @@ async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>) {
     for _repeat in 0..3 {
         if wanted(names[0]) {
             results[0].push(
-                drive(hits, concurrency, BODY_BYTES, || {
+                drive(hits, concurrency, body_bytes, || {
                     let mut service = origin.clone();
                     async move {
                         let response = service.call(request()).await.expect("static");
@@ -227,7 +233,7 @@ async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>) {
         }
         if wanted(names[1]) {
             results[1].push(
-                drive(hits, concurrency, BODY_BYTES, || {
+                drive(hits, concurrency, body_bytes, || {
                     let client = client.clone();
                     async move {
                         let _request = request();
@@ -249,7 +255,7 @@ async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>) {
                 continue;
             }
             results[i].push(
-                drive(hits, concurrency, BODY_BYTES, || {
+                drive(hits, concurrency, body_bytes, || {
                     let service = service.clone();
                     async move {
                         let response = service.oneshot(request()).await.expect("layer");
@@ -273,7 +279,7 @@ async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>) {
             );
         }
     }
-    println!("| path ({hits} hits, {concurrency} at a time, median of 3) | app CPU µs/hit | allocations/hit |");
+    println!("| path ({hits} hits of {body_bytes} B, {concurrency} at a time, median of 3) | app CPU µs/hit | allocations/hit |");
     println!("| --- | ---: | ---: |");
     for (name, figures) in names.iter().zip(results) {
         if figures.is_empty() {
