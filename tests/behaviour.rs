@@ -5,6 +5,8 @@
 #[macro_use]
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{ACCEPT_LANGUAGE, AUTHORIZATION};
@@ -46,6 +48,7 @@ suite!(
     route_ttl_applies,
     if_none_match_on_a_hit_answers_304,
     purge_and_remove_through_the_store_api,
+    large_and_small_entries_alternate_on_one_path,
 );
 
 /// Sleeps a little past `ttl` (waiting for a TTL to pass, not for a signal).
@@ -1126,4 +1129,94 @@ async fn purge_and_remove_through_the_store_api(backend: Backend, name: &str) {
     h.store.remove(&keys[2]).await.unwrap();
     assert_eq!(send(&svc, get("/other?v=1")).await.cache_status(), STORED);
     assert_eq!(origin.calls(), 6);
+}
+
+// ---------------------------------------------------------------------------
+// Large and small entries
+// ---------------------------------------------------------------------------
+
+/// The Redis store returns small values from its lookup script and reads
+/// large ones (over 2 KiB) with a `GET`, sent along with the script once it
+/// has seen the entry large. One path whose body changes size across
+/// writes goes through every way: large first seen, large expected, small
+/// where large was expected, small again; GET and HEAD; and, on Redis,
+/// after the server forgot its scripts.
+async fn large_and_small_entries_alternate_on_one_path(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let size = Arc::new(AtomicUsize::new(16 * 1024));
+    let origin = {
+        let size = size.clone();
+        Origin::new(move |req| {
+            let n = size.load(Ordering::SeqCst);
+            let body: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let body = if req.method() == Method::HEAD {
+                String::new()
+            } else {
+                body
+            };
+            Response::builder()
+                .header("content-type", "text/plain")
+                .body(TestBody::full(body))
+                .unwrap()
+        })
+    };
+    let svc = h.layer(|b| b).layer(origin.service());
+    let expected =
+        |n: usize| -> String { (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect() };
+
+    let mut puts = 0;
+    for (round, n) in [16 * 1024, 200, 200, 16 * 1024, 3000]
+        .into_iter()
+        .enumerate()
+    {
+        size.store(n, Ordering::SeqCst);
+        if round > 0 {
+            // A write purges the path; the next GET fills it anew.
+            let written = send(&svc, request(Method::PUT, "/doc", &[])).await;
+            assert_eq!(written.status, StatusCode::OK, "round {round}");
+        }
+        let calls = origin.calls();
+        let first = send(&svc, get("/doc")).await;
+        assert_eq!(
+            first.cache_status(),
+            STORED,
+            "round {round}: a miss after the purge"
+        );
+        assert_eq!(first.text(), expected(n));
+        puts += 1;
+        h.store.wait_puts(puts).await;
+        for hit in 0..3 {
+            let reply = send(&svc, get("/doc")).await;
+            assert_hit(&reply);
+            assert_eq!(reply.body.len(), n, "round {round}, hit {hit}");
+            assert_eq!(reply.text(), expected(n), "round {round}, hit {hit}");
+            assert_eq!(reply.header("content-length"), Some(n.to_string().as_str()));
+        }
+        let headed = send(&svc, head("/doc")).await;
+        assert_hit(&headed);
+        assert!(headed.body.is_empty());
+        assert_eq!(
+            headed.header("content-length"),
+            Some(n.to_string().as_str())
+        );
+        assert_eq!(
+            origin.calls(),
+            calls + 1,
+            "round {round}: the rest were hits"
+        );
+
+        if let (0, Some(server)) = (round, &h.redis) {
+            // The server forgets its scripts: the lookups that follow send
+            // them in full, on both ways of reading.
+            let raw = support::fred_client(&server.url()).await;
+            fred::interfaces::LuaInterface::script_flush(&raw, false)
+                .await
+                .expect("SCRIPT FLUSH");
+            for _ in 0..2 {
+                let reply = send(&svc, get("/doc")).await;
+                assert_hit(&reply);
+                assert_eq!(reply.text(), expected(n));
+            }
+        }
+    }
 }

@@ -217,3 +217,24 @@ impl IntoStore for fred::clients::Pool {
         Arc::new(RedisStore::from(self))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseToken;
+
+    #[test]
+    fn lease_tokens_are_32_hex_digits_and_distinct() {
+        let tokens: Vec<LeaseToken> = (0..1000).map(|_| LeaseToken::new()).collect();
+        for token in &tokens {
+            assert_eq!(token.as_str().len(), 32);
+            assert!(token
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert_eq!(token.as_bytes(), token.as_str().as_bytes());
+        }
+        let distinct: std::collections::HashSet<&str> =
+            tokens.iter().map(LeaseToken::as_str).collect();
+        assert_eq!(distinct.len(), tokens.len());
+    }
+}
