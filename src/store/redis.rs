@@ -122,8 +122,11 @@ impl Default for Hints {
 
 impl Hints {
     fn hash(key: &EntryKey) -> u64 {
+        use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+        // The resource too: every key of the typed cache has one variant.
+        let resource = xxh3_64(key.resource().resource().as_bytes());
         // 0 marks an empty slot.
-        xxhash_rust::xxh3::xxh3_64(key.variant().as_bytes()).max(1)
+        xxh3_64_with_seed(key.variant().as_bytes(), resource).max(1)
     }
 
     fn slot(&self, hash: u64) -> &AtomicU64 {
@@ -273,9 +276,9 @@ impl Script {
         {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
                 let (keys, args) = command();
-                Ok(client
-                    .eval(self.source.clone(), keys, Value::Array(args))
-                    .await?)
+                // Boxed: a rare path should not make every caller's future
+                // (moved into a box of its own on every call) larger.
+                Ok(Box::pin(client.eval(self.source.clone(), keys, Value::Array(args))).await?)
             }
             result => Ok(result?),
         }
@@ -318,9 +321,20 @@ fn lease_arg(lease: &LeaseRequest) -> Value {
     let ttl = u64::try_from(lease.ttl.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, i64::MAX as u64);
-    let mut arg = Vec::with_capacity(32 + 20);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = ttl;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut arg = Vec::with_capacity(32 + digits.len() - at);
     arg.extend_from_slice(lease.token.as_bytes());
-    arg.extend_from_slice(ttl.to_string().as_bytes());
+    arg.extend_from_slice(&digits[at..]);
     Value::Bytes(Bytes::from(arg))
 }
 
@@ -581,6 +595,27 @@ impl RedisStore {
         }
     }
 
+    /// Waits on another holder's lease: registers, then checks that the
+    /// lease is still held (a fill that ended in between is not waited for).
+    async fn busy(
+        &self,
+        client: &Client,
+        key: &EntryKey,
+        lease: &LeaseRequest,
+    ) -> Result<Lookup, Error> {
+        self.notifier.listen(client, lease.ttl).await;
+        let lease_key = lease_name(key);
+        let wait = self
+            .notifier
+            .waiters
+            .register(&String::from_utf8_lossy(lease_key.as_bytes()));
+        let held: i64 = client.exists(lease_key).await?;
+        if held == 0 {
+            return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
+        }
+        Ok(Lookup::Busy(wait))
+    }
+
     /// Runs the lookup script, with the lease `lease` asks for, and reads
     /// the value: inline for a small one; for a large one with a `GET`
     /// sent along (when [`Hints`] expected it to be large) or after.
@@ -598,7 +633,9 @@ impl RedisStore {
             )
         };
         if self.hints.is_large(hash) {
-            let (verdict, value) = self.check_and_get(client, key, command).await?;
+            // Boxed, as are the other ways below that most lookups do not
+            // take: the common one's future stays small (see `Script::run`).
+            let (verdict, value) = Box::pin(self.check_and_get(client, key, command)).await?;
             return Ok(match (verdict, value) {
                 (1, Some(value)) => {
                     self.hints
@@ -617,7 +654,7 @@ impl RedisStore {
                 // Readable but large: read it now, and send the next
                 // lookup's `GET` along with its script.
                 self.hints.set_large(hash, true);
-                let value: Option<Bytes> = client.get(entry_name(key)).await?;
+                let value: Option<Bytes> = Box::pin(client.get(entry_name(key))).await?;
                 Ok(
                     match value.filter(|v| v.len() as u64 <= self.max_value_bytes) {
                         Some(value) => Read::Value(value),
@@ -719,21 +756,7 @@ impl Store for RedisStore {
                 Read::Gone => Ok(Lookup::Unleased),
                 Read::Verdict(2) => Ok(Lookup::Lease),
                 Read::Verdict(4) => Ok(Lookup::Unleased),
-                Read::Verdict(3) => {
-                    // Register, then check that the lease is still held: a
-                    // fill that ended in between is not waited for.
-                    self.notifier.listen(client, lease.ttl).await;
-                    let lease_key = lease_name(key);
-                    let wait = self
-                        .notifier
-                        .waiters
-                        .register(&String::from_utf8_lossy(lease_key.as_bytes()));
-                    let held: i64 = client.exists(lease_key).await?;
-                    if held == 0 {
-                        return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
-                    }
-                    Ok(Lookup::Busy(wait))
-                }
+                Read::Verdict(3) => Box::pin(self.busy(client, key, lease)).await,
                 Read::Verdict(_) => Err(Error::Store("unexpected lookup script reply".into())),
             }
         })
@@ -884,5 +907,72 @@ impl Store for RedisStore {
             }
             Ok(removed)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::key::{KeyConfig, QueryKey};
+
+    fn keys() -> KeyConfig {
+        KeyConfig {
+            prefix: Arc::from("tca:"),
+            include_authority: true,
+            query: QueryKey::All,
+            vary_by: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_lease_argument_is_the_token_then_the_ttl() {
+        for (ttl, text) in [
+            (Duration::from_millis(5000), "5000".to_owned()),
+            (Duration::ZERO, "1".to_owned()),
+            (Duration::from_secs(u64::MAX), i64::MAX.to_string()),
+        ] {
+            let lease = LeaseRequest {
+                token: LeaseToken::new(),
+                ttl,
+            };
+            let Value::Bytes(arg) = lease_arg(&lease) else {
+                panic!("bytes");
+            };
+            assert_eq!(&arg[..32], lease.token.as_bytes());
+            assert_eq!(&arg[32..], text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn hints_are_per_entry_and_cleared_when_small() {
+        let hints = Hints::default();
+        let (a, b) = (keys().named_key("user:1"), keys().named_key("user:2"));
+        let (ha, hb) = (Hints::hash(&a), Hints::hash(&b));
+        assert_ne!(ha, hb, "typed keys share a variant, not a hint");
+        assert!(!hints.is_large(ha));
+        hints.set_large(ha, true);
+        assert!(hints.is_large(ha));
+        assert!(!hints.is_large(hb));
+        hints.set_large(ha, false);
+        assert!(!hints.is_large(ha));
+    }
+
+    #[test]
+    fn names_follow_the_key_layout() {
+        let key = keys().named_key("user:1");
+        let variant = key.variant().to_owned();
+        let text = |k: Key| String::from_utf8(k.as_bytes().to_vec()).unwrap();
+        assert_eq!(
+            text(entry_name(&key)),
+            format!("tca:{{user:1}}:v:{variant}")
+        );
+        assert_eq!(text(index_name(key.resource())), "tca:{user:1}:idx");
+        assert_eq!(
+            text(lease_name(&key)),
+            format!("tca:{{user:1}}:lease:{variant}")
+        );
     }
 }
