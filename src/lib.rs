@@ -68,6 +68,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod aside;
+#[doc(hidden)]
+pub mod bench_api;
 mod body;
 mod breaker;
 mod cache_status;
