@@ -285,21 +285,25 @@ impl KeyConfig {
     }
 
     fn push_canonical_query(&self, out: &mut Vec<u8>, query: &str) {
-        let mut params: Vec<&str> = query
-            .split('&')
-            .filter(|param| !param.is_empty())
-            .filter(|param| {
-                let name = param_name(param);
-                match &self.query {
+        if query.is_empty() {
+            return;
+        }
+        // Each parameter with its name, found once (not on every comparison).
+        let mut params: Vec<(&str, &str)> = Vec::with_capacity(query.matches('&').count() + 1);
+        params.extend(
+            query
+                .split('&')
+                .filter(|param| !param.is_empty())
+                .map(|param| (param_name(param), param))
+                .filter(|(name, _)| match &self.query {
                     QueryKey::All => true,
                     QueryKey::Allow(names) => names.iter().any(|n| query_name_eq(name, n)),
                     QueryKey::Ignore(names) => !names.iter().any(|n| query_name_eq(name, n)),
-                }
-            })
-            .collect();
+                }),
+        );
         // Stable: values of one name keep their order, which may matter.
-        params.sort_by(|a, b| param_name(a).cmp(param_name(b)));
-        for (i, param) in params.iter().enumerate() {
+        params.sort_by(|a, b| a.0.cmp(b.0));
+        for (i, (_, param)) in params.iter().enumerate() {
             if i > 0 {
                 out.push(b'&');
             }
@@ -412,16 +416,20 @@ pub(crate) fn encode_into(out: &mut String, mut bytes: &[u8]) {
 
 /// A request path in the resource encoding (`/` for an empty one).
 fn encoded_path(path: &str) -> String {
-    let mut full = String::with_capacity(path.len() + 8);
-    encode_into(
-        &mut full,
-        if path.is_empty() {
-            b"/"
-        } else {
-            path.as_bytes()
-        },
-    );
+    let path = if path.is_empty() {
+        b"/"
+    } else {
+        path.as_bytes()
+    };
+    let mut full = String::with_capacity(encoded_len(path));
+    encode_into(&mut full, path);
     full
+}
+
+/// The length of `bytes` in the resource encoding (each unsafe byte
+/// takes three).
+fn encoded_len(bytes: &[u8]) -> usize {
+    bytes.len() + 2 * bytes.iter().filter(|&&b| !is_safe(b)).count()
 }
 
 /// `value` as 32 lowercase hex digits.
