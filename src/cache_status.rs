@@ -145,23 +145,11 @@ impl Member {
         }
     }
 
-    fn push_number(&mut self, mut number: u64, negative: bool) {
-        let mut digits = [0u8; 21];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (number % 10) as u8;
-            number /= 10;
-            if number == 0 {
-                break;
-            }
-        }
+    fn push_number(&mut self, number: u64, negative: bool) {
         if negative {
-            at -= 1;
-            digits[at] = b'-';
+            self.push("-");
         }
-        // Digits and '-' are ASCII.
-        self.push(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+        self.push(crate::decimal::Decimal::new(number).as_str());
     }
 
     fn push_detail(&mut self, detail: Option<&str>) {
@@ -201,7 +189,9 @@ pub(crate) fn number_value(number: u64) -> HeaderValue {
             return HeaderValue::from_static(text);
         }
     }
-    HeaderValue::from(number)
+    // Digits are always a valid value; one copy into the header's bytes.
+    HeaderValue::from_bytes(crate::decimal::Decimal::new(number).as_bytes())
+        .unwrap_or_else(|_| HeaderValue::from(number))
 }
 
 #[cfg(test)]

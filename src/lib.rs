@@ -73,6 +73,7 @@ pub mod bench_api;
 mod body;
 mod breaker;
 mod cache_status;
+mod decimal;
 mod entry;
 mod error;
 mod future;

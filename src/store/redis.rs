@@ -32,6 +32,7 @@ use futures_util::StreamExt;
 
 use super::waiters::Waiters;
 use super::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
+use crate::decimal::Decimal;
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 use crate::Error;
 
@@ -321,20 +322,10 @@ fn lease_arg(lease: &LeaseRequest) -> Value {
     let ttl = u64::try_from(lease.ttl.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, i64::MAX as u64);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = ttl;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let mut arg = Vec::with_capacity(32 + digits.len() - at);
+    let ttl = Decimal::new(ttl);
+    let mut arg = Vec::with_capacity(32 + ttl.as_bytes().len());
     arg.extend_from_slice(lease.token.as_bytes());
-    arg.extend_from_slice(&digits[at..]);
+    arg.extend_from_slice(ttl.as_bytes());
     Value::Bytes(Bytes::from(arg))
 }
 
