@@ -1329,3 +1329,43 @@ fn builder_rejects_invalid_settings() {
         .build()
         .is_err());
 }
+
+/// A batch read serves an entry only while its resource's index names it,
+/// like a single read: should `maxmemory` evict an index, its entries must
+/// not outlive a purge that can no longer see them.
+#[tokio::test]
+async fn redis_get_many_reads_only_entries_their_index_names() {
+    let h = Backend::Redis.harness("get_many_index").await;
+    let cache = cache_of(&h);
+    put(&cache, "g:1", "one").await;
+    put(&cache, "g:2", "two").await;
+    let server = h.redis.as_ref().expect("a Redis harness");
+    let raw = fred_client(&server.url()).await;
+    // The index of g:1 is lost (as an eviction would), its entry kept.
+    let index = format!("{}{{g:1}}:idx", h.prefix);
+    let removed: i64 = fred::interfaces::KeysInterface::del(&raw, &index)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the index key {index} existed");
+    let entries = scan_keys(&raw, &format!("{}{{g:1}}:v:*", h.prefix)).await;
+    assert_eq!(entries.len(), 1, "the entry itself is still there");
+
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let values = cache
+        .get_many_or_fetch(
+            &["g:1", "g:2"],
+            LONG,
+            fetch_many_from(&asked, &[("g:1", "fresh one")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        values,
+        [Some("fresh one".to_owned()), Some("two".to_owned())]
+    );
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [["g:1"]],
+        "the unindexed entry was a miss"
+    );
+}

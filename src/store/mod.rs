@@ -164,7 +164,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads several entries at once, in the order of `keys`. The default
     /// calls [`get`](Store::get) for each, concurrently; the Redis store
-    /// sends one `MGET` per Cluster slot.
+    /// sends one script per Cluster slot, which reads each entry as `get`
+    /// does.
     fn get_many<'a>(&'a self, keys: &'a [EntryKey]) -> StoreFuture<'a, Vec<Option<Bytes>>> {
         Box::pin(async move {
             futures_util::future::join_all(keys.iter().map(|key| self.get(key)))
