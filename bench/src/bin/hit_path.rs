@@ -46,6 +46,20 @@ fn body(bytes: usize) -> Bytes {
     Bytes::from(text)
 }
 
+/// The whole body of a response (the harness reads every answer).
+async fn body_of<B>(response: Response<B>) -> Bytes
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+}
+
 fn json(body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     response.headers_mut().insert(
@@ -220,12 +234,7 @@ async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>, bod
                     let mut service = origin.clone();
                     async move {
                         let response = service.call(request()).await.expect("static");
-                        response
-                            .into_body()
-                            .collect()
-                            .await
-                            .expect("body")
-                            .to_bytes()
+                        body_of(response).await
                     }
                 })
                 .await,
@@ -239,12 +248,7 @@ async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>, bod
                         let _request = request();
                         let bytes: Option<Bytes> = client.get("hw:42").await.expect("get");
                         let response = json(bytes.expect("present"));
-                        response
-                            .into_body()
-                            .collect()
-                            .await
-                            .expect("body")
-                            .to_bytes()
+                        body_of(response).await
                     }
                 })
                 .await,
@@ -267,12 +271,7 @@ async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>, bod
                                 .is_some_and(|v| v.contains("hit")),
                             "not a hit"
                         );
-                        response
-                            .into_body()
-                            .collect()
-                            .await
-                            .expect("body")
-                            .to_bytes()
+                        body_of(response).await
                     }
                 })
                 .await,
