@@ -19,19 +19,29 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// Arguments added to the command line (a cluster node's, say).
+    extra: Vec<String>,
     child: Mutex<Option<Child>>,
 }
 
 impl RedisServer {
     /// Starts a server on a free loopback port (another port on a clash).
     pub fn launch() -> RedisServer {
+        RedisServer::launch_with(|_| Vec::new())
+    }
+
+    /// Starts a server on a free loopback port with the arguments `extra`
+    /// makes for that port added to its command line.
+    pub fn launch_with(extra: impl Fn(u16) -> Vec<String>) -> RedisServer {
         let mut errors = Vec::new();
         for _ in 0..10 {
             let port = free_port();
-            match spawn_redis(port) {
+            let extra = extra(port);
+            match spawn_redis(port, &extra) {
                 Ok(child) => {
                     return RedisServer {
                         port,
+                        extra,
                         child: Mutex::new(Some(child)),
                     }
                 }
@@ -47,6 +57,7 @@ impl RedisServer {
     pub fn launch_on(port: u16) -> RedisServer {
         let server = RedisServer {
             port,
+            extra: Vec::new(),
             child: Mutex::new(None),
         };
         server.start();
@@ -79,7 +90,7 @@ impl RedisServer {
         assert!(slot.is_none(), "redis-server on {} is running", self.port);
         let mut errors = Vec::new();
         for _ in 0..5 {
-            match spawn_redis(self.port) {
+            match spawn_redis(self.port, &self.extra) {
                 Ok(child) => {
                     *slot = Some(child);
                     return;
@@ -130,7 +141,7 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn spawn_redis(port: u16) -> Result<Child, String> {
+fn spawn_redis(port: u16, extra: &[String]) -> Result<Child, String> {
     assert_ne!(port, 6379, "the tests never use the default Redis port");
     let dir = std::env::temp_dir();
     let mut child = Command::new("redis-server")
@@ -139,6 +150,7 @@ fn spawn_redis(port: u16) -> Result<Child, String> {
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(&dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

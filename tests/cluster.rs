@@ -1,0 +1,280 @@
+//! The Redis store on a real Redis Cluster: three primaries started by this
+//! binary on free loopback ports and joined with `redis-cli --cluster
+//! create`. It runs the paths that only a cluster exercises: scripts whose
+//! keys share a hash tag, a large value's `GET` sent along with its script
+//! (same node, same connection), batch reads grouped by slot, pattern purges
+//! that scan every primary, and fill announcements heard across nodes.
+
+mod support;
+
+use std::convert::Infallible;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::interfaces::ClientLike;
+use fred::types::CustomCommand;
+use http::{Method, Response, StatusCode};
+use tower::{Layer, Service};
+use tower_cache_aside::{Cache, CacheAsideLayer, RedisStore};
+
+use support::{
+    assert_hit, get, head, request, send, CountingStore, Origin, RedisServer, TestBody, STORED,
+};
+
+/// Three cluster primaries; their config files are removed on drop.
+struct Cluster {
+    nodes: Vec<RedisServer>,
+    files: Vec<std::path::PathBuf>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let files = Arc::new(Mutex::new(Vec::new()));
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let files = files.clone();
+                RedisServer::launch_with(move |port| {
+                    let file = std::env::temp_dir()
+                        .join(format!("tca-cluster-{}-{port}.conf", std::process::id()));
+                    let _ = std::fs::remove_file(&file);
+                    files.lock().unwrap().push(file.clone());
+                    vec![
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        file.display().to_string(),
+                    ]
+                })
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        // Assigns the 16384 slots and waits until every node agrees.
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli (it comes with redis-server)");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let files = files.lock().unwrap().clone();
+        Cluster { nodes, files }
+    }
+
+    fn url(&self) -> String {
+        let first = self.nodes[0].port();
+        let others: Vec<String> = self.nodes[1..]
+            .iter()
+            .map(|n| format!("node=127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis-cluster://127.0.0.1:{first}?{}", others.join("&"))
+    }
+
+    /// Waits (bounded) until every node reports the cluster as ok: `create`
+    /// returns once the nodes agree on the slots, and the state follows.
+    async fn wait_ok(&self) {
+        for node in &self.nodes {
+            let client = support::fred_client(&node.url()).await;
+            let mut state = String::new();
+            for _ in 0..200 {
+                state = client
+                    .custom(
+                        CustomCommand::new_static("CLUSTER", None, false),
+                        vec!["INFO"],
+                    )
+                    .await
+                    .expect("CLUSTER INFO");
+                if state.contains("cluster_state:ok") {
+                    break;
+                }
+                // No event announces it; poll, bounded to 10 s.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(state.contains("cluster_state:ok"), "{state}");
+            let _ = client.quit().await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            node.stop();
+        }
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+fn body_for(path: &str) -> String {
+    // Every fourth path answers 16 KiB: read with a `GET` beside the script.
+    let n: usize = path
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let size = if n % 4 == 0 { 16 * 1024 } else { 200 };
+    let mut body = format!("{path}:");
+    while body.len() < size {
+        body.push('x');
+    }
+    body
+}
+
+#[tokio::test]
+async fn the_layer_and_the_typed_cache_work_on_a_cluster() {
+    let cluster = Cluster::start();
+    cluster.wait_ok().await;
+    let store = CountingStore::new(Arc::new(
+        RedisStore::connect(&cluster.url())
+            .await
+            .expect("connect to the cluster"),
+    ));
+    let origin = Origin::new(|req| {
+        let body = if req.method() == Method::HEAD {
+            String::new()
+        } else {
+            body_for(req.uri().path())
+        };
+        Response::builder()
+            .header("content-type", "text/plain")
+            .body(TestBody::full(body))
+            .unwrap()
+    });
+    let layer = CacheAsideLayer::builder(store.as_dyn())
+        .prefix("t:cluster:")
+        .store_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = layer.layer(origin.service());
+
+    // Forty resources, spread over the three primaries' slots.
+    let paths: Vec<String> = (0..40).map(|i| format!("/c/{i}")).collect();
+    for path in &paths {
+        let first = send(&svc, get(path)).await;
+        assert_eq!(first.cache_status(), STORED, "{path}");
+    }
+    store.wait_puts(paths.len()).await;
+    for path in &paths {
+        for _ in 0..2 {
+            let hit = send(&svc, get(path)).await;
+            assert_hit(&hit);
+            assert_eq!(hit.text(), body_for(path), "{path}");
+        }
+        let headed = send(&svc, head(path)).await;
+        assert_hit(&headed);
+    }
+    assert_eq!(
+        origin.calls(),
+        paths.len(),
+        "every read after the first hit"
+    );
+
+    // A write purges its path (exact purge: one slot).
+    let written = send(&svc, request(Method::PUT, "/c/3", &[])).await;
+    assert_eq!(written.status, StatusCode::OK);
+    assert!(
+        written.cache_status().contains("purged=1"),
+        "{}",
+        written.cache_status()
+    );
+    let after = send(&svc, get("/c/3")).await;
+    assert_eq!(after.cache_status(), STORED, "read after the write");
+    store.wait_puts(paths.len() + 1).await;
+
+    // A glob purge scans every primary.
+    let removed = layer.purger().purge_glob("/c/*").await.unwrap();
+    assert_eq!(removed, paths.len() as u64, "every entry, on every node");
+    for path in &paths {
+        let reply = send(&svc, get(path)).await;
+        assert_eq!(reply.cache_status(), STORED, "{path} after the glob purge");
+    }
+
+    // The typed cache: a batch read groups its keys by slot.
+    let cache = Cache::builder(store.as_dyn())
+        .prefix("t:cluster-obj:")
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("item:{i}")).collect();
+    let fetched = Arc::new(AtomicUsize::new(0));
+    for round in 0..2 {
+        let fetched = fetched.clone();
+        let values: Vec<Option<String>> = cache
+            .get_many_or_fetch(
+                &keys,
+                Duration::from_secs(60),
+                move |missing: Vec<String>| {
+                    fetched.fetch_add(missing.len(), Ordering::SeqCst);
+                    async move {
+                        Ok::<_, Infallible>(missing.into_iter().map(|k| (k.clone(), k)).collect())
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(values.len(), keys.len(), "round {round}");
+        for (key, value) in keys.iter().zip(&values) {
+            assert_eq!(value.as_deref(), Some(key.as_str()), "round {round}");
+        }
+        if round == 0 {
+            // Writes are in the background; wait until all are readable.
+            store.wait_puts(2 * paths.len() + 1 + keys.len()).await;
+        }
+    }
+    assert_eq!(
+        fetched.load(Ordering::SeqCst),
+        keys.len(),
+        "the second round hit"
+    );
+}
+
+#[tokio::test]
+async fn one_origin_call_per_cold_key_across_instances_on_a_cluster() {
+    let cluster = Cluster::start();
+    cluster.wait_ok().await;
+    let origin = Origin::new(|_| Response::builder().body(TestBody::full("cold")).unwrap());
+    let slow = {
+        let origin = origin.clone();
+        tower::service_fn(move |req: http::Request<()>| {
+            let mut inner = origin.service();
+            async move {
+                // The origin's work, long enough for every request to miss.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                inner.call(req).await
+            }
+        })
+    };
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::connect(&cluster.url()).await.unwrap();
+        let layer = CacheAsideLayer::builder(store)
+            .prefix("t:cluster-cold:")
+            .store_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        instances.push(layer.layer(slow.clone()));
+    }
+    let requests = (0..40).map(|i| {
+        let svc = instances[i % instances.len()].clone();
+        async move { send(&svc, get("/cold")).await }
+    });
+    let replies = futures_util::future::join_all(requests).await;
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "cold");
+    }
+    assert_eq!(
+        origin.calls(),
+        1,
+        "one fill for 40 cold requests on 2 instances"
+    );
+}
