@@ -62,11 +62,9 @@ use crate::Error;
 /// readable, no lease asked), 2 (lease taken), 3 (lease held elsewhere) or
 /// 4 (the server refuses writes, e.g. a full `maxmemory`: no lease).
 const LOOKUP_SCRIPT: &str = r#"
-local size = redis.pcall('STRLEN', KEYS[1])
-if type(size) ~= 'number' or size > MAX_VALUE_BYTES then
-  redis.call('DEL', KEYS[1])
-elseif (size > 0 or redis.call('EXISTS', KEYS[1]) == 1)
-    and redis.call('ZSCORE', KEYS[2], KEYS[1]) then
+local entry, index = KEYS[1], KEYS[2]
+READABLE
+if size then
   if size <= INLINE_BYTES then
     return redis.call('GET', KEYS[1])
   end
@@ -82,16 +80,37 @@ if type(taken) == 'table' and taken.err then
   return 4
 end
 if taken then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[2], now + ttl, KEYS[3])
-  if redis.call('PTTL', KEYS[2]) < ttl then
-    redis.call('PEXPIRE', KEYS[2], ttl)
-  end
+  local member = KEYS[3]
+  INDEX
   return 2
 end
 return 3
 "#;
+
+/// Whether `entry` may be read, for the scripts that read (written into
+/// them where a line says `READABLE`, after they set `entry` and `index`):
+/// leaves `size` the value's length while the index names the entry, nil
+/// otherwise; deletes a value of another type (`STRLEN` fails) or over the
+/// size bound, unread.
+const READABLE: &str = r#"local size = redis.pcall('STRLEN', entry)
+if type(size) ~= 'number' or size > MAX_VALUE_BYTES then
+  redis.call('DEL', entry)
+  size = nil
+elseif not ((size > 0 or redis.call('EXISTS', entry) == 1)
+    and redis.call('ZSCORE', index, entry)) then
+  size = nil
+end"#;
+
+/// Records `member` (an entry or a lease) in `index`, scored by its expiry
+/// `ttl` ms from now, and makes the index live at least as long; written
+/// into the scripts where a line says `INDEX`, after they set those three.
+/// Leaves `now` (ms, the server's clock).
+const INDEX: &str = r#"local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', index, now + ttl, member)
+if redis.call('PTTL', index) < ttl then
+  redis.call('PEXPIRE', index, ttl)
+end"#;
 
 /// Reads several entries of one Cluster slot, each under the same rules as
 /// `LOOKUP_SCRIPT` (read only while its index names it; foreign or
@@ -103,11 +122,9 @@ const GET_MANY_SCRIPT: &str = r#"
 local out = {}
 for i = 1, #KEYS, 2 do
   local value = false
-  local size = redis.pcall('STRLEN', KEYS[i])
-  if type(size) ~= 'number' or size > MAX_VALUE_BYTES then
-    redis.call('DEL', KEYS[i])
-  elseif (size > 0 or redis.call('EXISTS', KEYS[i]) == 1)
-      and redis.call('ZSCORE', KEYS[i + 1], KEYS[i]) then
+  local entry, index = KEYS[i], KEYS[i + 1]
+  READABLE
+  if size then
     value = redis.call('GET', KEYS[i])
   end
   out[#out + 1] = value
@@ -178,12 +195,8 @@ local ttl = tonumber(ARGV[2])
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ttl) then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + ttl, KEYS[2])
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
+local index, member = KEYS[1], KEYS[2]
+INDEX
 return 1
 "#;
 
@@ -202,14 +215,9 @@ if ARGV[3] ~= '' then
   redis.call('ZREM', KEYS[2], KEYS[3])
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
+local index, member, ttl = KEYS[2], KEYS[1], tonumber(ARGV[2])
+INDEX
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('PTTL', KEYS[2]) < ttl then
-  redis.call('PEXPIRE', KEYS[2], ttl)
-end
 if ARGV[3] ~= '' then
   redis.call('PUBLISH', ARGV[4], 'f:' .. KEYS[3])
 end
@@ -399,25 +407,48 @@ struct Scripts {
 impl Scripts {
     /// The scripts, the reads bounded to `max_value_bytes`.
     fn new(max_value_bytes: u64) -> Scripts {
-        let bounded = |inline: i64| {
-            LOOKUP_SCRIPT
-                .replace("MAX_VALUE_BYTES", &max_value_bytes.to_string())
-                .replace("INLINE_BYTES", &inline.to_string())
+        let make = |source: &str, inline: i64| {
+            Script::new(
+                expand(source)
+                    .replace("MAX_VALUE_BYTES", &max_value_bytes.to_string())
+                    .replace("INLINE_BYTES", &inline.to_string()),
+            )
         };
         Scripts {
-            lookup: Script::new(bounded(INLINE_BYTES as i64)),
-            check: Script::new(bounded(-1)),
-            get_many: Script::new(
-                GET_MANY_SCRIPT.replace("MAX_VALUE_BYTES", &max_value_bytes.to_string()),
-            ),
-            lease: Script::new(LEASE_SCRIPT.to_owned()),
-            store: Script::new(STORE_SCRIPT.to_owned()),
-            release: Script::new(RELEASE_SCRIPT.to_owned()),
-            purge: Script::new(PURGE_SCRIPT.to_owned()),
+            lookup: make(LOOKUP_SCRIPT, INLINE_BYTES as i64),
+            check: make(LOOKUP_SCRIPT, -1),
+            get_many: make(GET_MANY_SCRIPT, -1),
+            lease: make(LEASE_SCRIPT, -1),
+            store: make(STORE_SCRIPT, -1),
+            release: make(RELEASE_SCRIPT, -1),
+            purge: make(PURGE_SCRIPT, -1),
         }
     }
 }
 
+/// Writes the shared pieces ([`READABLE`], [`INDEX`]) into a script, at
+/// the lines that name them.
+fn expand(source: &str) -> String {
+    let mut out = String::with_capacity(source.len() + 512);
+    for line in source.lines() {
+        let (indent, name) = line.split_at(line.len() - line.trim_start().len());
+        let piece = match name {
+            "READABLE" => READABLE,
+            "INDEX" => INDEX,
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+        };
+        for piece_line in piece.lines() {
+            out.push_str(indent);
+            out.push_str(piece_line);
+            out.push('\n');
+        }
+    }
+    out
+}
 /// Listens to the fills channel on a connection of its own (started on the
 /// first lookup that has to wait) and wakes the local waiters.
 #[derive(Debug)]
@@ -987,6 +1018,34 @@ mod tests {
         assert!(!hints.is_large(hb));
         hints.set_large(ha, false);
         assert!(!hints.is_large(ha));
+    }
+
+    #[test]
+    fn shared_pieces_are_written_into_every_script() {
+        let scripts = Scripts::new(1000);
+        let all = [
+            &scripts.lookup,
+            &scripts.check,
+            &scripts.get_many,
+            &scripts.lease,
+            &scripts.store,
+            &scripts.release,
+            &scripts.purge,
+        ];
+        for script in all {
+            let text: &str = &script.source;
+            for left in ["READABLE\n", "INDEX\n", "MAX_VALUE_BYTES", "INLINE_BYTES"] {
+                assert!(!text.contains(left), "{left} left in:\n{text}");
+            }
+        }
+        let lookup: &str = &scripts.lookup.source;
+        assert!(lookup.contains("and redis.call('ZSCORE', index, entry)) then"));
+        assert!(lookup.contains("\n  redis.call('ZADD', index, now + ttl, member)\n"));
+        assert!(lookup.contains("size > 1000") && lookup.contains("size <= 2048"));
+        let get_many: &str = &scripts.get_many.source;
+        assert!(get_many.contains("\n      and redis.call('ZSCORE', index, entry)) then\n"));
+        let store: &str = &scripts.store.source;
+        assert!(store.contains("\nif redis.call('PTTL', index) < ttl then\n"));
     }
 
     #[test]
