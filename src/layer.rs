@@ -97,6 +97,17 @@ pub(crate) struct Config {
     purge_rules: PurgeRules,
 }
 
+/// `ttl` shortened by a random fraction of at most `jitter` (0 to 1), so
+/// that entries written together do not expire together. Used by the layer
+/// and the typed cache.
+pub(crate) fn jittered(ttl: Duration, jitter: f64) -> Duration {
+    if jitter <= 0.0 {
+        return ttl;
+    }
+    ttl.mul_f64(1.0 - jitter * fastrand::f64())
+        .max(Duration::from_millis(1))
+}
+
 impl Config {
     /// Runs a store call under `store_timeout` and tells the circuit
     /// breaker how it went. A late call is an [`Error::Timeout`].
@@ -112,11 +123,7 @@ impl Config {
     /// `ttl` shortened by a random fraction of at most `ttl_jitter`, so
     /// that entries written together do not expire together.
     pub(crate) fn jittered(&self, ttl: Duration) -> Duration {
-        if self.ttl_jitter <= 0.0 {
-            return ttl;
-        }
-        ttl.mul_f64(1.0 - self.ttl_jitter * fastrand::f64())
-            .max(Duration::from_millis(1))
+        jittered(ttl, self.ttl_jitter)
     }
 
     /// What a successful unsafe `method` request to `path` purges: the path

@@ -71,11 +71,7 @@ impl Inner {
     }
 
     fn jittered(&self, ttl: Duration) -> Duration {
-        if self.ttl_jitter <= 0.0 {
-            return ttl;
-        }
-        ttl.mul_f64(1.0 - self.ttl_jitter * fastrand::f64())
-            .max(Duration::from_millis(1))
+        crate::layer::jittered(ttl, self.ttl_jitter)
     }
 }
 
