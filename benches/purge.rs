@@ -24,6 +24,8 @@
 //! Run without cargo bench's `--bench` flag (`cargo test --all-targets`),
 //! it only checks itself: 10k keys, 3 repetitions, no JSON.
 
+#[path = "../bench/src/common.rs"]
+mod common;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -123,7 +125,9 @@ fn report_path() -> PathBuf {
 }
 
 async fn run(server: &RedisServer, sizes: &[usize], reps: usize) -> Report {
-    let client = connect(&server.url()).await;
+    let client = common::connect(&server.url())
+        .await
+        .expect("connect to the bench redis-server");
     let store = Arc::new(PutCounter::new(RedisStore::from(client.clone())));
     let layer = CacheAsideLayer::builder(store.clone() as Arc<dyn Store>)
         .prefix(PREFIX)
@@ -139,8 +143,8 @@ async fn run(server: &RedisServer, sizes: &[usize], reps: usize) -> Report {
     };
 
     let mut report = Report {
-        machine: machine(),
-        redis_version: info_field(&client, "server", "redis_version").await,
+        machine: common::machine(),
+        redis_version: common::info_field(&client, "server", "redis_version").await,
         rows: Vec::new(),
     };
     println!(
@@ -166,7 +170,7 @@ async fn run(server: &RedisServer, sizes: &[usize], reps: usize) -> Report {
         assert_eq!(keys, n as u64, "DBSIZE after growing to {n} keys");
         println!(
             "{n} unrelated keys in Redis ({} used) after {:.1} s",
-            info_field(&client, "memory", "used_memory_human").await,
+            common::info_field(&client, "memory", "used_memory_human").await,
             started.elapsed().as_secs_f64()
         );
 
@@ -368,18 +372,6 @@ impl Bench {
 // Redis
 // ---------------------------------------------------------------------------
 
-async fn connect(url: &str) -> Client {
-    let config = fred::types::config::Config::from_url(url).expect("redis url");
-    let client = fred::types::Builder::from_config(config)
-        .build()
-        .expect("fred client");
-    client
-        .init()
-        .await
-        .expect("connect to the bench redis-server");
-    client
-}
-
 /// Adds the unrelated keys `from..to`, shaped like other cache entries
 /// (`bench:{/other/<i>}:v:<hash>`, 200-byte values), by pipelined `MSET`s.
 async fn grow(client: &Client, from: usize, to: usize) -> Result<(), fred::error::Error> {
@@ -411,39 +403,6 @@ async fn dbsize(client: &Client) -> u64 {
         .await
         .expect("DBSIZE");
     size.as_u64().expect("DBSIZE is an integer")
-}
-
-/// One field of `INFO <section>`.
-async fn info_field(client: &Client, section: &str, field: &str) -> String {
-    let info: String = client
-        .custom(
-            CustomCommand::new_static("INFO", None, false),
-            vec![section.to_owned()],
-        )
-        .await
-        .expect("INFO");
-    info.lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .unwrap_or("?")
-        .trim()
-        .to_owned()
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, name)| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!(
-        "{cpu}, {cores} cores, {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
 }
 
 // ---------------------------------------------------------------------------

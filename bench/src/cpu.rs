@@ -8,8 +8,6 @@
 use std::path::PathBuf;
 
 use fred::clients::Client;
-use fred::interfaces::ClientLike;
-use fred::types::CustomCommand;
 
 /// The schedstat file of the calling thread, by its thread id (so that
 /// another thread can read it).
@@ -29,18 +27,8 @@ pub fn thread_cpu_ns(schedstat: Option<&PathBuf>) -> Option<u64> {
 /// system), or of the whole process on servers without the per-thread
 /// fields.
 pub async fn redis_cpu_us(client: &Client) -> Option<f64> {
-    let info: String = client
-        .custom(
-            CustomCommand::new_static("INFO", None, false),
-            vec!["cpu".to_owned()],
-        )
-        .await
-        .ok()?;
-    let field = |name: &str| -> Option<f64> {
-        info.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
+    let info = crate::common::info(client, "cpu").await;
+    let field = |name: &str| -> Option<f64> { crate::common::field(&info, name)?.parse().ok() };
     let seconds = match (
         field("used_cpu_user_main_thread"),
         field("used_cpu_sys_main_thread"),

@@ -39,6 +39,7 @@
 #[path = "../../tests/support/redis_server.rs"]
 mod redis_server;
 
+mod common;
 mod cpu;
 mod load;
 mod report;
@@ -340,8 +341,8 @@ async fn run(
     bodies: &Bodies,
     started: Instant,
 ) -> Result<Report, String> {
-    let control = connect(&redis.url()).await?;
-    let redis_version = info_field(&control, "server", "redis_version").await;
+    let control = common::connect(&redis.url()).await?;
+    let redis_version = common::info_field(&control, "server", "redis_version").await;
     // The hand-written contender's prepared keys.
     for chunk in bodies.hand_written_pairs().chunks(500) {
         control
@@ -359,7 +360,7 @@ async fn run(
         retries_left: Cell::new(args.retry_budget),
         retried: Cell::new(0),
     };
-    let machine = machine();
+    let machine = common::machine();
     // Other load on the machine disturbs every figure: say so up front.
     let before = ctx.cpu().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -891,51 +892,6 @@ async fn stampede(ctx: &Ctx<'_>) -> Result<StampedeResult, String> {
         }
     }
     Ok(result)
-}
-
-async fn connect(url: &str) -> Result<FredClient, String> {
-    let config = fred::types::config::Config::from_url(url).map_err(|e| e.to_string())?;
-    let client = fred::types::Builder::from_config(config)
-        .build()
-        .map_err(|e| e.to_string())?;
-    client
-        .init()
-        .await
-        .map_err(|e| format!("connect to the bench redis-server: {e}"))?;
-    Ok(client)
-}
-
-/// One field of `INFO <section>`.
-async fn info_field(client: &FredClient, section: &str, field: &str) -> String {
-    let info: String = client
-        .custom(
-            CustomCommand::new_static("INFO", None, false),
-            vec![section.to_owned()],
-        )
-        .await
-        .unwrap_or_default();
-    info.lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .unwrap_or("?")
-        .trim()
-        .to_owned()
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, name)| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!(
-        "{cpu}, {cores} cores, {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
 }
 
 #[cfg(test)]

@@ -534,18 +534,6 @@ impl Drop for Servers {
     }
 }
 
-async fn fred_client(url: &str) -> Result<FredClient, String> {
-    let config = fred::types::config::Config::from_url(url).map_err(|e| e.to_string())?;
-    let client = fred::types::Builder::from_config(config)
-        .build()
-        .map_err(|e| e.to_string())?;
-    client
-        .init()
-        .await
-        .map_err(|e| format!("connect to redis: {e}"))?;
-    Ok(client)
-}
-
 /// The router of one contender.
 async fn contender_router(
     contender: Contender,
@@ -563,7 +551,7 @@ async fn contender_router(
             ..state
         }),
         Contender::HandWritten => {
-            let client = fred_client(redis_url).await?;
+            let client = crate::common::connect(redis_url).await?;
             fred_clients.push(client.clone());
             app(AppState {
                 handler: Handler::HandWritten,

@@ -13,6 +13,8 @@
 //! counted by `stats_alloc`'s global allocator wrapper (every `alloc` and `realloc` of
 //! any thread of this process, so fred's router task is included).
 
+#[path = "../common.rs"]
+mod common;
 #[path = "../../../tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -171,11 +173,7 @@ fn main() {
 async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>, body_bytes: usize) {
     let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let body = body(body_bytes);
-    let client =
-        fred::types::Builder::from_config(fred::types::config::Config::from_url(url).expect("url"))
-            .build()
-            .expect("client");
-    client.init().await.expect("connect");
+    let client = common::connect(url).await.expect("connect");
     client
         .set::<(), _, _>("hw:42", body.clone(), None, None, false)
         .await
