@@ -116,6 +116,18 @@ impl Fetches {
         self.0.load(Ordering::SeqCst)
     }
 
+    /// `cache.get_or_fetch(key, LONG, self.of(value))`, which cannot fail.
+    async fn get<T, C>(&self, cache: &Cache<C>, key: &str, value: Option<T>) -> Option<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        C: tower_cache_aside::codec::Codec,
+    {
+        match cache.get_or_fetch(key, LONG, self.of(value)).await {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+
     /// A fetch that counts its call and returns `value`.
     fn of<T: Send + 'static>(
         &self,
@@ -147,20 +159,16 @@ fn cache_of(h: &Harness) -> Cache {
 /// a miss the key is cached again (with `refetched <key>`).
 async fn is_hit(cache: &Cache, key: &str) -> bool {
     let fetches = Fetches::new();
-    let _: Option<String> = cache
-        .get_or_fetch(key, LONG, fetches.of(Some(format!("refetched {key}"))))
-        .await
-        .unwrap();
+    let _: Option<String> = fetches
+        .get(cache, key, Some(format!("refetched {key}")))
+        .await;
     fetches.count() == 0
 }
 
 /// Caches `value` under `key` through a miss.
 async fn put(cache: &Cache, key: &str, value: &str) {
     let fetches = Fetches::new();
-    let got = cache
-        .get_or_fetch(key, LONG, fetches.of(Some(value.to_owned())))
-        .await
-        .unwrap();
+    let got = fetches.get(cache, key, Some(value.to_owned())).await;
     assert_eq!(got.as_deref(), Some(value), "{key}");
     assert_eq!(fetches.count(), 1, "{key} was a miss");
 }
@@ -193,28 +201,23 @@ async fn hit_returns_the_cached_value_without_calling_fetch(backend: Backend, na
     let h = backend.harness(name).await;
     let cache = cache_of(&h);
     let fetches = Fetches::new();
-    let first = cache
-        .get_or_fetch("user:1", LONG, fetches.of(Some(user(1, "Alice"))))
-        .await
-        .unwrap();
+    let first = fetches.get(&cache, "user:1", Some(user(1, "Alice"))).await;
     assert_eq!(first, Some(user(1, "Alice")));
     assert_eq!(fetches.count(), 1);
 
     // A hit: decoded from the store, fetch not called (its value differs).
-    let again = cache
-        .get_or_fetch("user:1", LONG, fetches.of(Some(user(1, "Mallory"))))
-        .await
-        .unwrap();
+    let again = fetches
+        .get(&cache, "user:1", Some(user(1, "Mallory")))
+        .await;
     assert_eq!(again, Some(user(1, "Alice")));
     assert_eq!(fetches.count(), 1, "a hit does not call fetch");
 
     // Another cache over the same store and prefix reads it too: it lives
     // in the store, not in the `Cache`.
     let other = cache_of(&h);
-    let shared = other
-        .get_or_fetch("user:1", LONG, fetches.of(Some(user(1, "Mallory"))))
-        .await
-        .unwrap();
+    let shared = fetches
+        .get(&other, "user:1", Some(user(1, "Mallory")))
+        .await;
     assert_eq!(shared, Some(user(1, "Alice")));
     assert_eq!(fetches.count(), 1);
 
@@ -223,10 +226,9 @@ async fn hit_returns_the_cached_value_without_calling_fetch(backend: Backend, na
         .prefix(format!("{}other:", h.prefix))
         .build()
         .unwrap();
-    let fresh = elsewhere
-        .get_or_fetch("user:1", LONG, fetches.of(Some(user(1, "Bob"))))
-        .await
-        .unwrap();
+    let fresh = fetches
+        .get(&elsewhere, "user:1", Some(user(1, "Bob")))
+        .await;
     assert_eq!(fresh, Some(user(1, "Bob")));
     assert_eq!(fetches.count(), 2, "another prefix is another key space");
 }
@@ -235,10 +237,7 @@ async fn miss_calls_fetch_once_stores_and_returns(backend: Backend, name: &str) 
     let h = backend.harness(name).await;
     let cache = cache_of(&h);
     let fetches = Fetches::new();
-    let got = cache
-        .get_or_fetch("user:2", LONG, fetches.of(Some(user(2, "Bob"))))
-        .await
-        .unwrap();
+    let got = fetches.get(&cache, "user:2", Some(user(2, "Bob"))).await;
     assert_eq!(got, Some(user(2, "Bob")));
     assert_eq!(fetches.count(), 1, "a miss calls fetch once");
     let stats = h.store.stats();
@@ -261,10 +260,7 @@ async fn miss_calls_fetch_once_stores_and_returns(backend: Backend, name: &str) 
         );
     }
 
-    let hit = cache
-        .get_or_fetch("user:2", LONG, fetches.of(Some(user(2, "Other"))))
-        .await
-        .unwrap();
+    let hit = fetches.get(&cache, "user:2", Some(user(2, "Other"))).await;
     assert_eq!(hit, Some(user(2, "Bob")));
     assert_eq!(fetches.count(), 1);
 }
@@ -310,10 +306,7 @@ async fn fetch_error_is_returned_as_is_and_nothing_is_cached(backend: Backend, n
     .unwrap();
     assert_eq!(next, Some(user(3, "Carol")));
     assert_eq!(fetches.count(), 1, "fetched again after an error");
-    let hit = cache
-        .get_or_fetch("user:3", LONG, fetches.of(Some(user(3, "Other"))))
-        .await
-        .unwrap();
+    let hit = fetches.get(&cache, "user:3", Some(user(3, "Other"))).await;
     assert_eq!(hit, Some(user(3, "Carol")));
     assert_eq!(fetches.count(), 1);
 }
@@ -323,37 +316,31 @@ async fn none_is_cached_for_the_negative_ttl(backend: Backend, name: &str) {
     let negative_ttl = Duration::from_secs(1);
     let cache = builder(&h).negative_ttl(negative_ttl).build().unwrap();
     let fetches = Fetches::new();
-    let missing = cache
-        .get_or_fetch("user:404", LONG, fetches.of(None::<User>))
-        .await
-        .unwrap();
+    let missing = fetches.get(&cache, "user:404", None::<User>).await;
     assert_eq!(missing, None);
     assert_eq!(fetches.count(), 1);
     assert_eq!(h.store.stats().puts_ok, 1, "the absence is cached");
 
     // Within the negative TTL: still absent, fetch not called (even though
     // it would now find the user).
-    let within = cache
-        .get_or_fetch("user:404", LONG, fetches.of(Some(user(404, "Late"))))
-        .await
-        .unwrap();
+    let within = fetches
+        .get(&cache, "user:404", Some(user(404, "Late")))
+        .await;
     assert_eq!(within, None);
     assert_eq!(fetches.count(), 1, "the cached None is a hit");
 
     // Past the negative TTL (not the value TTL, which is long): fetched.
     outlive(negative_ttl).await;
-    let after = cache
-        .get_or_fetch("user:404", LONG, fetches.of(Some(user(404, "Late"))))
-        .await
-        .unwrap();
+    let after = fetches
+        .get(&cache, "user:404", Some(user(404, "Late")))
+        .await;
     assert_eq!(after, Some(user(404, "Late")));
     assert_eq!(fetches.count(), 2, "fetched again after the negative TTL");
     // And the value is kept for its own TTL, not the negative one.
     outlive(negative_ttl).await;
-    let kept = cache
-        .get_or_fetch("user:404", LONG, fetches.of(Some(user(404, "Other"))))
-        .await
-        .unwrap();
+    let kept = fetches
+        .get(&cache, "user:404", Some(user(404, "Other")))
+        .await;
     assert_eq!(kept, Some(user(404, "Late")));
     assert_eq!(fetches.count(), 2);
 }
@@ -365,39 +352,27 @@ async fn cached_none_is_not_a_cached_null(backend: Backend, name: &str) {
     let cache = cache_of(&h);
     let fetches = Fetches::new();
     // A JSON `null` that exists, and an absence.
-    let null = cache
-        .get_or_fetch("doc:null", LONG, fetches.of(Some(Value::Null)))
-        .await
-        .unwrap();
+    let null = fetches.get(&cache, "doc:null", Some(Value::Null)).await;
     assert_eq!(null, Some(Value::Null));
-    let none = cache
-        .get_or_fetch("doc:none", LONG, fetches.of(None::<Value>))
-        .await
-        .unwrap();
+    let none = fetches.get(&cache, "doc:none", None::<Value>).await;
     assert_eq!(none, None);
     // `Some(None)` of an `Option<T>` value serializes as `null` too.
-    let inner_none = cache
-        .get_or_fetch("opt:some-none", LONG, fetches.of(Some(None::<u32>)))
-        .await
-        .unwrap();
+    let inner_none = fetches
+        .get(&cache, "opt:some-none", Some(None::<u32>))
+        .await;
     assert_eq!(inner_none, Some(None));
     assert_eq!(fetches.count(), 3);
 
     // Read back from the store: each is what was cached.
-    let null = cache
-        .get_or_fetch("doc:null", LONG, fetches.of(Some(Value::from("x"))))
-        .await
-        .unwrap();
+    let null = fetches
+        .get(&cache, "doc:null", Some(Value::from("x")))
+        .await;
     assert_eq!(null, Some(Value::Null), "a cached null is a value");
-    let none = cache
-        .get_or_fetch("doc:none", LONG, fetches.of(Some(Value::from("x"))))
-        .await
-        .unwrap();
+    let none = fetches
+        .get(&cache, "doc:none", Some(Value::from("x")))
+        .await;
     assert_eq!(none, None, "a cached None is an absence");
-    let inner_none = cache
-        .get_or_fetch("opt:some-none", LONG, fetches.of(Some(Some(5u32))))
-        .await
-        .unwrap();
+    let inner_none = fetches.get(&cache, "opt:some-none", Some(Some(5u32))).await;
     assert_eq!(inner_none, Some(None));
     assert_eq!(fetches.count(), 3, "all three were hits");
 }
@@ -552,15 +527,9 @@ async fn get_many_fetches_only_the_missing_keys_once_each_in_order(backend: Back
 
     // The single-key API reads what the batch cached, the None included.
     let fetches = Fetches::new();
-    let four = cache
-        .get_or_fetch("u:4", LONG, fetches.of(Some("four".to_owned())))
-        .await
-        .unwrap();
+    let four = fetches.get(&cache, "u:4", Some("four".to_owned())).await;
     assert_eq!(four, None, "the absence was cached");
-    let five = cache
-        .get_or_fetch("u:5", LONG, fetches.of(Some("other".to_owned())))
-        .await
-        .unwrap();
+    let five = fetches.get(&cache, "u:5", Some("other".to_owned())).await;
     assert_eq!(five.as_deref(), Some("five"));
     assert_eq!(fetches.count(), 0);
 
@@ -650,10 +619,9 @@ async fn invalidate_removes_one_key_and_the_next_read_fetches(backend: Backend, 
     assert_eq!(cache.invalidate("user:never").await.unwrap(), 0);
 
     let fetches = Fetches::new();
-    let got = cache
-        .get_or_fetch("user:1", LONG, fetches.of(Some("Alice 2".to_owned())))
-        .await
-        .unwrap();
+    let got = fetches
+        .get(&cache, "user:1", Some("Alice 2".to_owned()))
+        .await;
     assert_eq!(got.as_deref(), Some("Alice 2"), "fetched again");
     assert_eq!(fetches.count(), 1);
     assert!(
@@ -700,23 +668,14 @@ async fn invalidated_none_is_fetched_again(backend: Backend, name: &str) {
     // end the cached absence.
     let cache = builder(&h).negative_ttl(LONG).build().unwrap();
     let fetches = Fetches::new();
-    let none = cache
-        .get_or_fetch("user:5", LONG, fetches.of(None::<User>))
-        .await
-        .unwrap();
+    let none = fetches.get(&cache, "user:5", None::<User>).await;
     assert_eq!(none, None);
-    let still = cache
-        .get_or_fetch("user:5", LONG, fetches.of(Some(user(5, "Eve"))))
-        .await
-        .unwrap();
+    let still = fetches.get(&cache, "user:5", Some(user(5, "Eve"))).await;
     assert_eq!(still, None);
     assert_eq!(fetches.count(), 1);
 
     assert_eq!(cache.invalidate("user:5").await.unwrap(), 1);
-    let found = cache
-        .get_or_fetch("user:5", LONG, fetches.of(Some(user(5, "Eve"))))
-        .await
-        .unwrap();
+    let found = fetches.get(&cache, "user:5", Some(user(5, "Eve"))).await;
     assert_eq!(found, Some(user(5, "Eve")));
     assert_eq!(fetches.count(), 2, "fetched again after the invalidation");
 }
@@ -815,14 +774,9 @@ async fn invalidation_during_a_fetch_keeps_its_value_out_of_the_cache(
     assert_eq!(stats.puts_ok, 0, "but it was not cached: {stats:?}");
 
     let fetches = Fetches::new();
-    let after = cache
-        .get_or_fetch(
-            "row:1",
-            LONG,
-            fetches.of(Some("after the write".to_owned())),
-        )
-        .await
-        .unwrap();
+    let after = fetches
+        .get(&cache, "row:1", Some("after the write".to_owned()))
+        .await;
     assert_eq!(after.as_deref(), Some("after the write"));
     assert_eq!(fetches.count(), 1, "the next read fetched");
 }
@@ -887,32 +841,22 @@ async fn value_of_another_type_is_a_miss_not_an_error(backend: Backend, name: &s
     let h = backend.harness(name).await;
     let cache = cache_of(&h);
     let fetches = Fetches::new();
-    let alice = cache
-        .get_or_fetch("p:1", LONG, fetches.of(Some(user(1, "Alice"))))
-        .await
-        .unwrap();
+    let alice = fetches.get(&cache, "p:1", Some(user(1, "Alice"))).await;
     assert_eq!(alice, Some(user(1, "Alice")));
 
     // Read as a string: the JSON object does not decode, so it is a miss,
     // fetched and replaced.
-    let text = cache
-        .get_or_fetch("p:1", LONG, fetches.of(Some("a string".to_owned())))
-        .await
-        .unwrap();
+    let text = fetches
+        .get(&cache, "p:1", Some("a string".to_owned()))
+        .await;
     assert_eq!(text.as_deref(), Some("a string"));
     assert_eq!(fetches.count(), 2, "the other type was a miss");
     // Now the string is what is cached.
-    let hit = cache
-        .get_or_fetch("p:1", LONG, fetches.of(Some("other".to_owned())))
-        .await
-        .unwrap();
+    let hit = fetches.get(&cache, "p:1", Some("other".to_owned())).await;
     assert_eq!(hit.as_deref(), Some("a string"));
     assert_eq!(fetches.count(), 2);
     // And a User reader misses again.
-    let back = cache
-        .get_or_fetch("p:1", LONG, fetches.of(Some(user(1, "Alice 2"))))
-        .await
-        .unwrap();
+    let back = fetches.get(&cache, "p:1", Some(user(1, "Alice 2"))).await;
     assert_eq!(back, Some(user(1, "Alice 2")));
     assert_eq!(fetches.count(), 3);
 }
@@ -927,47 +871,34 @@ async fn value_of_another_codec_is_a_miss(backend: Backend, name: &str) {
     let fetches = Fetches::new();
 
     // JSON writes, postcard reads: a miss, not a wrong value.
-    let written = json
-        .get_or_fetch("p:json", LONG, fetches.of(Some(user(1, "json"))))
-        .await
-        .unwrap();
+    let written = fetches.get(&json, "p:json", Some(user(1, "json"))).await;
     assert_eq!(written, Some(user(1, "json")));
-    let read = postcard
-        .get_or_fetch("p:json", LONG, fetches.of(Some(user(1, "postcard"))))
-        .await
-        .unwrap();
+    let read = fetches
+        .get(&postcard, "p:json", Some(user(1, "postcard")))
+        .await;
     assert_eq!(read, Some(user(1, "postcard")));
     assert_eq!(fetches.count(), 2, "the JSON value was a miss for postcard");
-    let hit = postcard
-        .get_or_fetch("p:json", LONG, fetches.of(Some(user(1, "other"))))
-        .await
-        .unwrap();
+    let hit = fetches
+        .get(&postcard, "p:json", Some(user(1, "other")))
+        .await;
     assert_eq!(hit, Some(user(1, "postcard")), "postcard cached its own");
     assert_eq!(fetches.count(), 2);
 
     // Postcard writes, JSON reads.
-    let written = postcard
-        .get_or_fetch("p:postcard", LONG, fetches.of(Some(user(2, "postcard"))))
-        .await
-        .unwrap();
+    let written = fetches
+        .get(&postcard, "p:postcard", Some(user(2, "postcard")))
+        .await;
     assert_eq!(written, Some(user(2, "postcard")));
-    let read = json
-        .get_or_fetch("p:postcard", LONG, fetches.of(Some(user(2, "json"))))
-        .await
-        .unwrap();
+    let read = fetches
+        .get(&json, "p:postcard", Some(user(2, "json")))
+        .await;
     assert_eq!(read, Some(user(2, "json")));
     assert_eq!(fetches.count(), 4, "the postcard value was a miss for JSON");
 
     // A cached absence is per codec too.
-    let none = postcard
-        .get_or_fetch("p:none", LONG, fetches.of(None::<User>))
-        .await
-        .unwrap();
+    let none = fetches.get(&postcard, "p:none", None::<User>).await;
     assert_eq!(none, None);
-    let found = json
-        .get_or_fetch("p:none", LONG, fetches.of(Some(user(3, "json"))))
-        .await
-        .unwrap();
+    let found = fetches.get(&json, "p:none", Some(user(3, "json"))).await;
     assert_eq!(found, Some(user(3, "json")));
     assert_eq!(fetches.count(), 6);
 
@@ -985,10 +916,9 @@ async fn value_of_another_codec_is_a_miss(backend: Backend, name: &str) {
         .unwrap();
     assert_eq!(many, [Some("postcard text".to_owned()), None]);
     assert_eq!(*asked.lock().unwrap(), [["p:many", "p:absent"]]);
-    let hit = postcard
-        .get_or_fetch("p:many", LONG, fetches.of(Some("other".to_owned())))
-        .await
-        .unwrap();
+    let hit = fetches
+        .get(&postcard, "p:many", Some("other".to_owned()))
+        .await;
     assert_eq!(hit.as_deref(), Some("postcard text"));
     assert_eq!(fetches.count(), 6);
 }
@@ -1000,22 +930,15 @@ async fn postcard_value_of_another_type_is_a_miss(backend: Backend, name: &str) 
     let h = backend.harness(name).await;
     let cache = builder(&h).codec::<Postcard>().build().unwrap();
     let fetches = Fetches::new();
-    let text = cache
-        .get_or_fetch("t:1", LONG, fetches.of(Some("not a bool".to_owned())))
-        .await
-        .unwrap();
+    let text = fetches
+        .get(&cache, "t:1", Some("not a bool".to_owned()))
+        .await;
     assert_eq!(text.as_deref(), Some("not a bool"));
     // Its first byte (the length, 10) is no bool.
-    let flag = cache
-        .get_or_fetch("t:1", LONG, fetches.of(Some(true)))
-        .await
-        .unwrap();
+    let flag = fetches.get(&cache, "t:1", Some(true)).await;
     assert_eq!(flag, Some(true));
     assert_eq!(fetches.count(), 2, "the string was a miss for a bool");
-    let hit = cache
-        .get_or_fetch("t:1", LONG, fetches.of(Some(false)))
-        .await
-        .unwrap();
+    let hit = fetches.get(&cache, "t:1", Some(false)).await;
     assert_eq!(hit, Some(true));
     assert_eq!(fetches.count(), 2);
 }
@@ -1032,15 +955,9 @@ async fn postcard_value_with_bytes_left_over_is_a_miss(backend: Backend, name: &
     let h = backend.harness(name).await;
     let cache = builder(&h).codec::<Postcard>().build().unwrap();
     let fetches = Fetches::new();
-    let written = cache
-        .get_or_fetch("t:2", LONG, fetches.of(Some(user(1, "postcard"))))
-        .await
-        .unwrap();
+    let written = fetches.get(&cache, "t:2", Some(user(1, "postcard"))).await;
     assert_eq!(written, Some(user(1, "postcard")));
-    let text = cache
-        .get_or_fetch("t:2", LONG, fetches.of(Some("fetched".to_owned())))
-        .await
-        .unwrap();
+    let text = fetches.get(&cache, "t:2", Some("fetched".to_owned())).await;
     assert_eq!(
         text.as_deref(),
         Some("fetched"),
@@ -1092,10 +1009,9 @@ async fn stale_value_is_served_at_once_while_one_background_fetch_refreshes_it(
     // While it runs, others get the stale value and start no fetch.
     let fetches = Fetches::new();
     for _ in 0..5 {
-        let got = cache
-            .get_or_fetch("s:1", LONG, fetches.of(Some("duplicate".to_owned())))
-            .await
-            .unwrap();
+        let got = fetches
+            .get(&cache, "s:1", Some("duplicate".to_owned()))
+            .await;
         assert_eq!(got.as_deref(), Some("old"));
     }
     assert_eq!(fetches.count(), 0, "one refresh at a time");
@@ -1115,10 +1031,7 @@ async fn stale_value_is_served_at_once_while_one_background_fetch_refreshes_it(
     assert_eq!(refreshes.load(Ordering::SeqCst), 1);
 
     // Fresh now (for the TTL the refreshing call gave): no fetch.
-    let fresh = cache
-        .get_or_fetch("s:1", LONG, fetches.of(Some("other".to_owned())))
-        .await
-        .unwrap();
+    let fresh = fetches.get(&cache, "s:1", Some("other".to_owned())).await;
     assert_eq!(fresh.as_deref(), Some("new"));
     assert_eq!(fetches.count(), 0);
     assert_eq!(refreshes.load(Ordering::SeqCst), 1, "one background fetch");
@@ -1149,10 +1062,7 @@ async fn long_key_is_stored_hit_and_invalidated(backend: Backend, name: &str) {
     put(&cache, &two, "second").await;
     let fetches = Fetches::new();
     for (key, value) in [(&one, "first"), (&two, "second")] {
-        let got = cache
-            .get_or_fetch(key, LONG, fetches.of(Some("other".to_owned())))
-            .await
-            .unwrap();
+        let got = fetches.get(&cache, key, Some("other".to_owned())).await;
         assert_eq!(got.as_deref(), Some(value), "a hit of its own value");
     }
     assert_eq!(fetches.count(), 0);
@@ -1193,10 +1103,7 @@ async fn until_hit(cache: &Cache, key: &str, value: &str) {
     for attempt in 0..400 {
         assert!(Instant::now() < deadline, "no hit after {attempt} attempts");
         let fetches = Fetches::new();
-        let got = cache
-            .get_or_fetch(key, LONG, fetches.of(Some(value.to_owned())))
-            .await
-            .unwrap();
+        let got = fetches.get(cache, key, Some(value.to_owned())).await;
         assert_eq!(got.as_deref(), Some(value), "attempt {attempt}");
         if fetches.count() == 0 {
             return;
@@ -1223,16 +1130,12 @@ async fn redis_down_fails_open_and_caching_resumes_after_restart() {
     // Past the circuit breaker's threshold (5 failures) too.
     for round in 0..8 {
         let fetches = Fetches::new();
-        let got = cache
-            .get_or_fetch("a", LONG, fetches.of(Some(format!("down {round}"))))
-            .await
-            .unwrap();
+        let got = fetches
+            .get(&cache, "a", Some(format!("down {round}")))
+            .await;
         assert_eq!(got, Some(format!("down {round}")), "round {round}");
         assert_eq!(fetches.count(), 1, "round {round}: fetched");
-        let none = cache
-            .get_or_fetch("n", LONG, fetches.of(None::<String>))
-            .await
-            .unwrap();
+        let none = fetches.get(&cache, "n", None::<String>).await;
         assert_eq!(none, None);
         assert_eq!(fetches.count(), 2, "round {round}: fetched");
 
