@@ -445,24 +445,30 @@ impl Store for FailingStore {
     }
 }
 
-#[tokio::test]
-async fn a_store_that_never_answers_is_a_timeout_miss_and_nothing_is_written() {
-    let store = CountingStore::new(Arc::new(HangingStore));
+/// Two rounds of GETs through a store that never works: each is a miss
+/// with `detail`, answered by the origin, and nothing is written.
+async fn every_read_misses_and_nothing_is_written(
+    store: Arc<dyn Store>,
+    store_timeout: Duration,
+    path: &str,
+    detail: &str,
+) {
+    let store = CountingStore::new(store);
     let layer = CacheAsideLayer::builder(store.as_dyn())
-        .store_timeout(Duration::from_millis(100))
+        .store_timeout(store_timeout)
         .build()
         .unwrap();
     let origin = path_origin();
     let svc = layer.layer(origin.service());
 
     for round in 1..=2 {
-        let reply = send(&svc, get("/slow")).await;
+        let reply = send(&svc, get(path)).await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(reply.text(), "fresh /slow");
+        assert_eq!(reply.text(), format!("fresh {path}"));
         // Without an answer there is no fill lease, so nothing is written.
         assert_eq!(
             reply.cache_status(),
-            format!("{CACHE}; fwd=miss; detail=store-timeout")
+            format!("{CACHE}; fwd=miss; detail={detail}")
         );
         flush_spawned().await;
         assert_eq!(store.stats().puts_started, 0);
@@ -471,28 +477,25 @@ async fn a_store_that_never_answers_is_a_timeout_miss_and_nothing_is_written() {
 }
 
 #[tokio::test]
-async fn a_failing_store_is_an_error_miss_and_nothing_is_written() {
-    let store = CountingStore::new(Arc::new(FailingStore));
-    let layer = CacheAsideLayer::builder(store.as_dyn())
-        .store_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let origin = path_origin();
-    let svc = layer.layer(origin.service());
+async fn a_store_that_never_answers_is_a_timeout_miss_and_nothing_is_written() {
+    every_read_misses_and_nothing_is_written(
+        Arc::new(HangingStore),
+        Duration::from_millis(100),
+        "/slow",
+        "store-timeout",
+    )
+    .await;
+}
 
-    for round in 1..=2 {
-        let reply = send(&svc, get("/broken")).await;
-        assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(reply.text(), "fresh /broken");
-        // Without an answer there is no fill lease, so nothing is written.
-        assert_eq!(
-            reply.cache_status(),
-            format!("{CACHE}; fwd=miss; detail=store-error")
-        );
-        flush_spawned().await;
-        assert_eq!(store.stats().puts_started, 0);
-        assert_eq!(origin.calls(), round);
-    }
+#[tokio::test]
+async fn a_failing_store_is_an_error_miss_and_nothing_is_written() {
+    every_read_misses_and_nothing_is_written(
+        Arc::new(FailingStore),
+        Duration::from_secs(5),
+        "/broken",
+        "store-error",
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------
