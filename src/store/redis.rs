@@ -703,12 +703,10 @@ impl RedisStore {
                 // lookup's `GET` along with its script.
                 self.hints.set_large(hash, true);
                 let value: Option<Bytes> = Box::pin(client.get(entry_name(key))).await?;
-                Ok(
-                    match value.filter(|v| v.len() as u64 <= self.max_value_bytes) {
-                        Some(value) => Read::Value(value),
-                        None => Read::Gone,
-                    },
-                )
+                Ok(match self.within_bound(value) {
+                    Some(value) => Read::Value(value),
+                    None => Read::Gone,
+                })
             }
             Value::Integer(verdict) => Ok(Read::Verdict(verdict)),
             _ => Err(Error::Store("unexpected lookup script reply".into())),
@@ -744,10 +742,13 @@ impl RedisStore {
             }
             verdict => (verdict?, value?),
         };
-        // The script bounded the value's size just before; a value that
-        // grew past the bound in between is not used.
-        let value = value.filter(|v| v.len() as u64 <= self.max_value_bytes);
-        Ok((verdict, value))
+        Ok((verdict, self.within_bound(value)))
+    }
+
+    /// A value read by a plain `GET` after the script checked its size: one
+    /// that grew past the bound in between is not used.
+    fn within_bound(&self, value: Option<Bytes>) -> Option<Bytes> {
+        value.filter(|v| v.len() as u64 <= self.max_value_bytes)
     }
 
     async fn store(
