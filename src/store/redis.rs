@@ -798,10 +798,15 @@ impl Store for RedisStore {
     fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
         Box::pin(async move {
             let client = self.client();
-            match self.read(client, key, Some(lease)).await? {
+            let mut read = self.read(client, key, Some(lease)).await?;
+            if let Read::Gone = read {
+                // Purged between the check and the read: look again, which
+                // now takes the lease (boxed: a rare path, see `Script::run`).
+                read = Box::pin(self.read(client, key, Some(lease))).await?;
+            }
+            match read {
                 Read::Value(value) => Ok(Lookup::Hit(value)),
-                // Purged between the check and the read: call the origin,
-                // and store nothing.
+                // Gone twice in a row: call the origin, and store nothing.
                 Read::Gone => Ok(Lookup::Unleased),
                 Read::Verdict(2) => Ok(Lookup::Lease),
                 Read::Verdict(4) => Ok(Lookup::Unleased),
