@@ -349,3 +349,145 @@ async fn without_fencing_the_checker_finds_stale_reads() {
         "the checker never saw the race it exists to catch"
     );
 }
+
+/// The commands clients sent (not those scripts ran), as `MONITOR` shows
+/// them, up to a marker: `mark` sends `ECHO <label>` and returns what came
+/// before it since the last marker, so no sleep decides when they are in.
+struct Commands {
+    rx: tokio::sync::mpsc::UnboundedReceiver<fred::monitor::MonitorCommand>,
+    raw: fred::clients::Client,
+}
+
+impl Commands {
+    async fn start(url: &str) -> Commands {
+        use futures_util::StreamExt;
+        let config = fred::types::config::Config::from_url(url).unwrap();
+        let mut stream = Box::pin(fred::monitor::run(config).await.expect("MONITOR"));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(command) = stream.next().await {
+                if tx.send(command).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut commands = Commands {
+            rx,
+            raw: fred_client(url).await,
+        };
+        // MONITOR is in place once it shows a marker.
+        commands.mark("start").await;
+        commands
+    }
+
+    async fn mark(&mut self, label: &str) -> Vec<String> {
+        use fred::interfaces::ClientLike;
+        let _: String = self
+            .raw
+            .custom(
+                fred::types::CustomCommand::new_static("ECHO", None, false),
+                vec![label],
+            )
+            .await
+            .expect("ECHO");
+        let mut seen = Vec::new();
+        loop {
+            let command = tokio::time::timeout(SIGNAL_TIMEOUT, self.rx.recv())
+                .await
+                .expect("the marker reaches MONITOR")
+                .expect("MONITOR stream open");
+            let is_marker = command.command.eq_ignore_ascii_case("ECHO");
+            if is_marker && command.args.first().and_then(|a| a.as_str()).as_deref() == Some(label)
+            {
+                return seen;
+            }
+            if command.client != "lua" && !is_marker {
+                seen.push(command.command.to_ascii_uppercase());
+            }
+        }
+    }
+}
+
+/// What issue 7 asks of the Redis round trips: a hit is one command; a
+/// miss sends one command (the lookup, which takes the lease) before its
+/// response and stores after it; a large entry (over 2 KiB) is read by a
+/// script and a `GET`, sent together once the store has seen it large.
+#[tokio::test]
+async fn a_hit_is_one_redis_command_and_a_miss_one_before_its_response() {
+    let server = support::RedisServer::launch();
+    let store = CountingStore::new(Arc::new(redis_store(&server.url()).await));
+    let layer = CacheAsideLayer::builder(store.as_dyn())
+        .prefix("t:trips:")
+        .store_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|req: Request<()>| async move {
+        let size = if req.uri().path().ends_with("large") {
+            16 * 1024
+        } else {
+            200
+        };
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; size]))))
+    }));
+    let read = |path: &'static str| {
+        let svc = svc.clone();
+        async move {
+            let response = svc.oneshot(get(path)).await.unwrap();
+            let status = cache_status_of(response.headers());
+            (
+                status,
+                response.into_body().collect().await.unwrap().to_bytes(),
+            )
+        }
+    };
+    // Every script loaded first, so that none is sent in full below.
+    let mut puts = 0;
+    for path in ["/warm-small", "/warm-large"] {
+        read(path).await;
+        puts += 1;
+        store.wait_puts(puts).await;
+        for _ in 0..2 {
+            read(path).await;
+        }
+    }
+    let mut commands = Commands::start(&server.url()).await;
+
+    for (path, size, first_hit) in [
+        ("/small", 200, &["EVALSHA"][..]),
+        ("/large", 16 * 1024, &["EVALSHA", "GET"][..]),
+    ] {
+        let response = svc.clone().oneshot(get(path)).await.unwrap();
+        assert_eq!(
+            commands.mark("miss").await,
+            ["EVALSHA"],
+            "{path}: a miss sends one command before its response"
+        );
+        response.into_body().collect().await.unwrap();
+        puts += 1;
+        store.wait_puts(puts).await;
+        assert_eq!(
+            commands.mark("fill").await,
+            ["EVALSHA"],
+            "{path}: and one after, to store"
+        );
+        let (status, body) = read(path).await;
+        assert!(status.contains("hit"), "{status}");
+        assert_eq!(body.len(), size);
+        assert_eq!(
+            commands.mark("first hit").await,
+            first_hit,
+            "{path}: first hit"
+        );
+        for round in 0..3 {
+            let (status, body) = read(path).await;
+            assert!(status.contains("hit"), "{status}");
+            assert_eq!(body.len(), size);
+            let expected: &[&str] = if size > 2048 {
+                &["EVALSHA", "GET"]
+            } else {
+                &["EVALSHA"]
+            };
+            assert_eq!(commands.mark("hit").await, expected, "{path}: hit {round}");
+        }
+    }
+}
