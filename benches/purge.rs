@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
+use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface};
 use fred::types::{CustomCommand, Value};
 use futures_util::{StreamExt, TryStreamExt};
 use http::{Request, Response};
@@ -294,10 +294,13 @@ impl Bench {
         assert_eq!(ok, before.0 + expected, "writes of the layer");
         let users: u64 = self
             .client
-            .zcard(format!("{PREFIX}{{{USER_PATH}}}:idx"))
+            .hlen(format!("{PREFIX}{{{USER_PATH}}}"))
             .await
-            .expect("ZCARD");
-        assert_eq!(users, USER_VARIANTS as u64, "variants in the index");
+            .expect("HLEN");
+        assert_eq!(
+            users, USER_VARIANTS as u64,
+            "variants in the resource's hash"
+        );
     }
 
     /// A GET through the layer, read to the end; it must be a stored miss.
@@ -372,26 +375,33 @@ impl Bench {
 // Redis
 // ---------------------------------------------------------------------------
 
-/// Adds the unrelated keys `from..to`, shaped like other cache entries
-/// (`bench:{/other/<i>}:v:<hash>`, 200-byte values), by pipelined `MSET`s.
+/// Adds the unrelated keys `from..to`, shaped like other cache resources
+/// (a hash `bench:{/other/<i>}` with one 200-byte entry field), a batch of
+/// keys per script.
 async fn grow(client: &Client, from: usize, to: usize) -> Result<(), fred::error::Error> {
+    const GROW: &str =
+        "for i = 1, #KEYS do redis.call('HSET', KEYS[i], ARGV[1], ARGV[2]) end return #KEYS";
     let value = Bytes::from(vec![b'u'; VALUE_BYTES]);
+    let field = format!("v:{:032x}", 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835_u128);
     let batches = (from..to).step_by(BATCH).map(|start| {
-        let pairs: Vec<(String, Bytes)> = (start..(start + BATCH).min(to))
-            .map(|i| (unrelated_key(i), value.clone()))
+        let keys: Vec<String> = (start..(start + BATCH).min(to))
+            .map(unrelated_key)
             .collect();
-        client.mset(pairs)
+        client.eval::<i64, _, _, _>(
+            GROW,
+            keys,
+            vec![Value::from(field.as_str()), Value::Bytes(value.clone())],
+        )
     });
     futures_util::stream::iter(batches)
         .buffer_unordered(IN_FLIGHT)
-        .try_collect::<Vec<()>>()
+        .try_collect::<Vec<i64>>()
         .await?;
     Ok(())
 }
 
 fn unrelated_key(i: usize) -> String {
-    let hash = (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-    format!("{PREFIX}{{/other/{i}}}:v:{hash:032x}")
+    format!("{PREFIX}{{/other/{i}}}")
 }
 
 async fn dbsize(client: &Client) -> u64 {

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tower_cache_aside::codec::Json;
 use tower_cache_aside::{Cache, CacheBuilder, MemoryStore, RedisStore};
 
-use support::{fred_client, scan_keys, Backend, Harness, RedisServer, SIGNAL_TIMEOUT};
+use support::{cached_fields, fred_client, Backend, Harness, RedisServer, SIGNAL_TIMEOUT};
 
 suite!(
     hit_returns_the_cached_value_without_calling_fetch,
@@ -190,7 +190,7 @@ async fn signalled<T>(what: &str, rx: oneshot::Receiver<T>) -> T {
 async fn redis_keys(h: &Harness) -> Option<Vec<String>> {
     let server = h.redis.as_ref()?;
     let client = fred_client(&server.url()).await;
-    Some(scan_keys(&client, &format!("{}*", h.prefix)).await)
+    Some(cached_fields(&client, &format!("{}*", h.prefix)).await)
 }
 
 // ---------------------------------------------------------------------------
@@ -255,7 +255,7 @@ async fn miss_calls_fetch_once_stores_and_returns(backend: Backend, name: &str) 
             "{keys:?}"
         );
         assert!(
-            !keys.iter().any(|k| k.contains(":lease:")),
+            !keys.iter().any(|k| k.contains("}:l:")),
             "the lease went with the fill: {keys:?}"
         );
     }
@@ -568,7 +568,7 @@ async fn get_many_error_is_returned_and_nothing_is_cached(backend: Backend, name
     assert_eq!(stats.puts_started, 1, "only the put of m:1: {stats:?}");
     if let Some(keys) = redis_keys(&h).await {
         assert!(
-            !keys.iter().any(|k| k.contains(":lease:")),
+            !keys.iter().any(|k| k.contains("}:l:")),
             "the leases were released: {keys:?}"
         );
     }
@@ -1233,24 +1233,24 @@ fn builder_rejects_invalid_settings() {
         .is_err());
 }
 
-/// A batch read serves an entry only while its resource's index names it,
-/// like a single read: should `maxmemory` evict an index, its entries must
-/// not outlive a purge that can no longer see them.
+/// A batch read serves an entry only while its expiry is known, like a
+/// single read: should `maxmemory` evict a resource's expiry set, its
+/// entries are misses (and are written again), not served forever.
 #[tokio::test]
-async fn redis_get_many_reads_only_entries_their_index_names() {
-    let h = Backend::Redis.harness("get_many_index").await;
+async fn redis_get_many_reads_no_entry_whose_expiry_is_lost() {
+    let h = Backend::Redis.harness("get_many_expiry").await;
     let cache = cache_of(&h);
     put(&cache, "g:1", "one").await;
     put(&cache, "g:2", "two").await;
     let server = h.redis.as_ref().expect("a Redis harness");
     let raw = fred_client(&server.url()).await;
-    // The index of g:1 is lost (as an eviction would), its entry kept.
-    let index = format!("{}{{g:1}}:idx", h.prefix);
-    let removed: i64 = fred::interfaces::KeysInterface::del(&raw, &index)
+    // The expiry set of g:1 is lost (as an eviction would), its hash kept.
+    let times = format!("{}{{g:1}}:t", h.prefix);
+    let removed: i64 = fred::interfaces::KeysInterface::del(&raw, &times)
         .await
         .unwrap();
-    assert_eq!(removed, 1, "the index key {index} existed");
-    let entries = scan_keys(&raw, &format!("{}{{g:1}}:v:*", h.prefix)).await;
+    assert_eq!(removed, 1, "the expiry set {times} existed");
+    let entries = cached_fields(&raw, &format!("{}{{g:1}}", h.prefix)).await;
     assert_eq!(entries.len(), 1, "the entry itself is still there");
 
     let asked = Arc::new(Mutex::new(Vec::new()));
@@ -1269,6 +1269,6 @@ async fn redis_get_many_reads_only_entries_their_index_names() {
     assert_eq!(
         *asked.lock().unwrap(),
         [["g:1"]],
-        "the unindexed entry was a miss"
+        "the entry of unknown expiry was a miss"
     );
 }

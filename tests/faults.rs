@@ -14,17 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fred::interfaces::KeysInterface;
-use fred::types::Expiration;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower::{Layer, Service};
 use tower_cache_aside::{CacheAsideLayer, RedisStore, Route};
 
 use support::{
-    assert_hit, bypass, fred_client, free_port, get, head, miss, request, scan_keys, send,
-    send_unread, CountingStore, Origin, RedisServer, Reply, SlowProxy, TestBody, CACHE, MISS,
-    SIGNAL_TIMEOUT, STORED,
+    assert_hit, bypass, cached_fields, fred_client, free_port, get, head, miss, read_field,
+    request, send, send_unread, write_field, CountingStore, Origin, RedisServer, Reply, SlowProxy,
+    TestBody, CACHE, MISS, SIGNAL_TIMEOUT, STORED,
 };
 
 /// An origin whose body names the request: `fresh <path>` for GET, empty
@@ -129,9 +127,15 @@ async fn config_set(raw: &fred::clients::Client, name: &str, value: &str) {
 /// server; `why` says what a lease left at the bound means.
 async fn until_no_lease(raw: &fred::clients::Client, prefix: &str, bound: Duration, why: &str) {
     let deadline = Instant::now() + bound;
-    let pattern = format!("{prefix}*:lease:*");
+    let leases_now = || async {
+        let fields = cached_fields(raw, &format!("{prefix}*")).await;
+        fields
+            .into_iter()
+            .filter(|f| f.contains("}:l:"))
+            .collect::<Vec<_>>()
+    };
     for _ in 0..1000 {
-        let leases = scan_keys(raw, &pattern).await;
+        let leases = leases_now().await;
         if leases.is_empty() {
             return;
         }
@@ -141,10 +145,7 @@ async fn until_no_lease(raw: &fred::clients::Client, prefix: &str, bound: Durati
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!(
-        "leases still held: {:?}: {why}",
-        scan_keys(raw, &pattern).await
-    );
+    panic!("leases still held: {:?}: {why}", leases_now().await);
 }
 
 // ---------------------------------------------------------------------------
@@ -640,7 +641,8 @@ async fn a_redis_that_refuses_writes_still_serves_hits_and_the_breaker_stays_clo
         1,
         "no refresh of /stale could take its lease"
     );
-    let entries = scan_keys(&raw, &format!("{prefix}*:v:*")).await;
+    let fields = cached_fields(&raw, &format!("{prefix}*")).await;
+    let entries: Vec<_> = fields.iter().filter(|f| f.contains("}:v:")).collect();
     assert!(
         entries.iter().any(|k| k.contains("{/kept}")),
         "/kept is stored: {entries:?}"
@@ -649,7 +651,7 @@ async fn a_redis_that_refuses_writes_still_serves_hits_and_the_breaker_stays_clo
         !entries.iter().any(|k| k.contains("{/new")),
         "no path first asked for while Redis was full is stored: {entries:?}"
     );
-    let leases = scan_keys(&raw, &format!("{prefix}*:lease:*")).await;
+    let leases: Vec<_> = fields.iter().filter(|f| f.contains("}:l:")).collect();
     assert!(
         leases.is_empty(),
         "the fills stored or released their leases, and no refused write took one: {leases:?}"
@@ -694,21 +696,17 @@ async fn a_huge_value_at_an_entry_key_is_dropped_and_replaced() {
 
     assert_eq!(send(&svc, get("/doc")).await.cache_status(), STORED);
     store.wait_puts(1).await;
-    let keys = scan_keys(&raw, &format!("{prefix}*:v:*")).await;
+    let keys = cached_fields(&raw, &format!("{prefix}*")).await;
     assert_eq!(keys.len(), 1, "one entry: {keys:?}");
     let key = keys[0].clone();
-    let small: Bytes = raw.get(&key).await.expect("GET");
+    let small = read_field(&raw, &key).await.expect("the entry");
     assert!(small.starts_with(b"TCA") && small.len() < max as usize);
 
     let huge = Bytes::from(vec![b'x'; 4096]);
     let plant = |value: Bytes| {
         let raw = raw.clone();
         let key = key.clone();
-        async move {
-            raw.set::<(), _, _>(&key, value, Some(Expiration::KEEPTTL), None, false)
-                .await
-                .expect("SET");
-        }
+        async move { write_field(&raw, &key, value).await }
     };
 
     // GET: a miss answered by the origin, which takes the lease and whose
@@ -719,8 +717,9 @@ async fn a_huge_value_at_an_entry_key_is_dropped_and_replaced() {
     assert_eq!(reply.cache_status(), STORED);
     assert_eq!(origin.calls_for("/doc"), 2);
     store.wait_puts(2).await;
-    let now: Option<Bytes> = raw.get(&key).await.expect("GET");
-    let now = now.expect("a fresh entry at the key");
+    let now = read_field(&raw, &key)
+        .await
+        .expect("a fresh entry at the key");
     assert!(
         now.starts_with(b"TCA") && now.len() < max as usize,
         "a fresh small entry, not the huge value ({} bytes)",
@@ -735,8 +734,11 @@ async fn a_huge_value_at_an_entry_key_is_dropped_and_replaced() {
     let reply = send(&svc, head("/doc")).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.cache_status(), MISS);
-    let gone: Option<Bytes> = raw.get(&key).await.expect("GET");
-    assert_eq!(gone, None, "the huge value was deleted");
+    assert_eq!(
+        read_field(&raw, &key).await,
+        None,
+        "the huge value was deleted"
+    );
     assert_eq!(origin.calls(), 3);
 }
 

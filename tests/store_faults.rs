@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::interfaces::{ClientLike, KeysInterface};
-use fred::types::Expiration;
 use http::{Method, Response, StatusCode};
 use tower::Layer;
 use tower_cache_aside::{
@@ -22,8 +21,9 @@ use tower_cache_aside::{
 };
 
 use support::{
-    assert_hit, flush_spawned, fred_client, get, head, request, scan_keys, send, send_unread,
-    shared_redis, CountingStore, Origin, RedisServer, TestBody, CACHE, METHOD, STORED,
+    assert_hit, cached_fields, flush_spawned, fred_client, get, head, read_field, request, send,
+    send_unread, shared_redis, write_field, CountingStore, Origin, RedisServer, TestBody, CACHE,
+    METHOD, STORED,
 };
 
 /// An origin whose body names the path it answered.
@@ -57,27 +57,16 @@ async fn redis_layer(
     (store, layer)
 }
 
-/// The one entry key stored for `path` under `prefix`, found by SCAN.
+/// The one entry stored for `path` under `prefix` (named as
+/// [`cached_fields`] names it).
 async fn entry_key_of(raw: &fred::clients::Client, prefix: &str, path: &str) -> String {
-    let keys: Vec<String> = scan_keys(raw, &format!("{prefix}*:v:*"))
-        .await
-        .into_iter()
-        .filter(|k| k.contains(&format!("{{{path}}}:v:")))
-        .collect();
+    let keys = cached_fields(raw, &format!("{prefix}{{{path}}}")).await;
     assert_eq!(keys.len(), 1, "one entry for {path}: {keys:?}");
     keys.into_iter().next().unwrap()
 }
 
 async fn overwrite(raw: &fred::clients::Client, key: &str, value: Vec<u8>) {
-    raw.set::<(), _, _>(
-        key,
-        Bytes::from(value),
-        Some(Expiration::KEEPTTL),
-        None,
-        false,
-    )
-    .await
-    .expect("SET");
+    write_field(raw, key, Bytes::from(value)).await;
 }
 
 /// Offset of the fingerprint length in the entry layout (magic, version,
@@ -127,7 +116,7 @@ async fn corrupted_entries_are_misses_and_get_replaced() {
         store.wait_puts(2 * i + 1).await;
 
         let key = entry_key_of(&raw, prefix, &path).await;
-        let good: Bytes = raw.get(&key).await.expect("GET");
+        let good = read_field(&raw, &key).await.expect("the entry");
         assert!(good.starts_with(b"TCA"), "{what}: the layer's entry");
         let bad = spoil(good.to_vec());
         overwrite(&raw, &key, bad.clone()).await;
@@ -143,7 +132,7 @@ async fn corrupted_entries_are_misses_and_get_replaced() {
         // The layer removes the bad value in the background; wait for that
         // before the body ends (which starts the write of the fresh entry).
         store.wait_removes(i + 1).await;
-        let gone: Option<Bytes> = raw.get(&key).await.expect("GET");
+        let gone = read_field(&raw, &key).await;
         assert_eq!(gone, None, "{what}: the bad value was removed");
         let body = http_body_util::BodyExt::collect(response.into_body())
             .await
@@ -154,7 +143,7 @@ async fn corrupted_entries_are_misses_and_get_replaced() {
 
         // The fresh answer replaced it, and is served.
         store.wait_puts(2 * i + 2).await;
-        let now: Bytes = raw.get(&key).await.expect("GET");
+        let now = read_field(&raw, &key).await.expect("the fresh entry");
         assert!(now.starts_with(b"TCA") && now != bad, "{what}: replaced");
         let hit = send(&svc, get(&path)).await;
         assert_hit(&hit);
@@ -182,7 +171,9 @@ async fn an_entry_planted_under_another_key_is_never_served() {
     // A valid entry, but for another URL, under /victim's key.
     let public = entry_key_of(&raw, prefix, "/public").await;
     let victim = entry_key_of(&raw, prefix, "/victim").await;
-    let planted: Bytes = raw.get(&public).await.unwrap();
+    let planted = read_field(&raw, &public)
+        .await
+        .expect("the entry of /public");
     overwrite(&raw, &victim, planted.to_vec()).await;
 
     let reply = send(&svc, get("/victim")).await;
@@ -215,12 +206,22 @@ async fn a_value_of_the_wrong_type_is_a_store_error_miss() {
 
     assert_eq!(send(&svc, get("/typed")).await.cache_status(), STORED);
     store.wait_puts(1).await;
-    let key = entry_key_of(&raw, prefix, "/typed").await;
-    let _: i64 = raw.del(&key).await.unwrap();
+    // A string where the resource's hash was, and a hash where its expiry
+    // set was.
+    let hash = format!("{prefix}{{/typed}}");
+    let times = format!("{hash}:t");
+    let _: i64 = raw.del(vec![hash.clone(), times.clone()]).await.unwrap();
+    let _: Value = raw
+        .custom(
+            CustomCommand::new_static("SET", None, false),
+            vec![hash.clone(), "not ours".into()],
+        )
+        .await
+        .unwrap();
     let _: Value = raw
         .custom(
             CustomCommand::new_static("HSET", None, false),
-            vec![key.clone(), "field".into(), "value".into()],
+            vec![times.clone(), "field".into(), "value".into()],
         )
         .await
         .unwrap();

@@ -1,135 +1,247 @@
 //! The Redis store, through fred. Every Redis command and Lua script of the
 //! crate lives in this file.
 //!
-//! Key layout (see ARCHITECTURE.md), one hash tag per resource so that an
-//! entry and its resource's index live in one Cluster slot and one script
-//! can change them together:
+//! Key layout (see ARCHITECTURE.md): one hash per resource, and beside it,
+//! under the same hash tag (so in one Cluster slot), the expiry of each of
+//! its fields:
 //!
 //! ```text
-//! <prefix>{<resource>}:v:<variant>      the entry, PX = its ttl
-//! <prefix>{<resource>}:lease:<variant>  its fill lease, value = a random token
-//! <prefix>{<resource>}:idx              sorted set: entry and lease keys scored by expiry (ms)
+//! <prefix>{<resource>}     hash: v:<variant> = an entry, l:<variant> = its fill lease (the token)
+//! <prefix>{<resource>}:t   sorted set: each field of the hash, scored by its expiry (ms, Redis's clock)
 //! ```
 //!
-//! The index lets a purge of one resource cost O(its variants) instead of a
-//! scan of the keyspace. Scoring members by expiry lets every write drop the
-//! members that have expired, so the index of a busy resource does not grow
-//! without bound.
+//! The hash is its own index: a purge of a resource is one `UNLINK` of the
+//! two keys, which drops every variant and every lease at once, and
+//! `maxmemory` eviction can only take a resource whole. So nothing that a
+//! purge cannot find is ever there to be served, and a hit on an entry
+//! seen fresh lately is one plain `HGET` (see [`Hints`]); other reads go
+//! through the lookup script, which also checks expiry and takes the fill
+//! lease on a miss.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fred::bytes_utils::Str;
 use fred::clients::{Client, Pool, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, KeysInterface, LuaInterface, PubsubInterface};
+use fred::interfaces::{
+    ClientLike, EventInterface, HashesInterface, LuaInterface, PubsubInterface,
+};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scan::Scanner;
 use fred::types::Builder;
 use fred::types::{Key, Value};
 use futures_util::StreamExt;
 
+use super::hints::{resource_hash, HintKey, Hints};
 use super::waiters::Waiters;
 use super::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::decimal::Decimal;
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 use crate::Error;
 
-/// Looks an entry up, and on a miss takes its fill lease (`SET NX PX`), in
-/// one round trip.
-///
-/// An entry may be read only while its resource's index still names it:
-/// the index is the authority on what may be served. If an index is lost
-/// (evicted under `maxmemory`, say) while entries survive, those entries
-/// can no longer escape a purge, because they are no longer served. A
-/// value of another type at the entry's key (not ours), or one over the
-/// size bound, is deleted and read as absent.
+/// Looks an entry up, and on a miss takes its fill lease, in one round
+/// trip.
 ///
 /// A small value (at most `INLINE_BYTES`) is returned by the script
 /// itself. A larger one is not: Lua copies every string it touches, which
 /// made a 16 KiB hit cost Redis four times a `GET`. The script then only
-/// says the entry is readable, and the value is read by a plain `GET`
-/// sent right behind it on the same connection (see [`Hints`]).
+/// says the entry is readable, and the value is read by a plain `HGET`.
 ///
-/// The lease is indexed like an entry, so a purge of the resource drops it
-/// too.
-///
-/// KEYS: entry, index, lease. ARGV: the lease, as the token (32 bytes)
-/// followed by its ttl in ms ('' = no lease, only look). `MAX_VALUE_BYTES`
-/// and `INLINE_BYTES` are replaced when the script is made.
-/// Returns the value (a bulk string), or 1 (readable, not inline), 0 (not
-/// readable, no lease asked), 2 (lease taken), 3 (lease held elsewhere) or
-/// 4 (the server refuses writes, e.g. a full `maxmemory`: no lease).
+/// KEYS: hash, times. ARGV: the variant, and the lease as the token (32
+/// bytes) followed by its ttl in ms ('' = no lease, only look).
+/// Returns `{ms left, value}` (readable, inline), `{ms left}` (readable,
+/// not inline), or 0 (not readable, no lease asked), 2 (lease taken), 3
+/// (lease held elsewhere), 4 (the server refuses writes, e.g. a full
+/// `maxmemory`: no lease).
 const LOOKUP_SCRIPT: &str = r#"
-local entry, index = KEYS[1], KEYS[2]
+local hash, times = KEYS[1], KEYS[2]
+local field = 'v:' .. ARGV[1]
+CLOCK
+OURS
 READABLE
 if size then
   if size <= INLINE_BYTES then
-    return redis.call('GET', KEYS[1])
+    return {left, redis.call('HGET', hash, field)}
   end
-  return 1
+  return {left}
 end
-if ARGV[1] == '' then
+if ARGV[2] == '' then
   return 0
 end
-local token = string.sub(ARGV[1], 1, 32)
-local ttl = tonumber(string.sub(ARGV[1], 33))
-local taken = redis.pcall('SET', KEYS[3], token, 'NX', 'PX', ttl)
+TAKE
+"#;
+
+/// Takes an entry's fill lease whether or not the entry exists (to refresh
+/// a stale one). KEYS: hash, times. ARGV: the variant, the lease (token
+/// and ttl, as for the lookup). Returns 2 (taken), 3 (held elsewhere) or 4
+/// (refused).
+const LEASE_SCRIPT: &str = r#"
+local hash, times = KEYS[1], KEYS[2]
+CLOCK
+OURS
+TAKE
+"#;
+
+/// Sets `now`, ms on Redis's clock; written into the scripts where a line
+/// says `CLOCK`.
+const CLOCK: &str = r#"local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"#;
+
+/// Deletes `hash` and `times` when they hold another type than ours (not
+/// ours: another program's, or an attacker's), so the commands after it
+/// cannot fail on them; written where a line says `OURS`.
+const OURS: &str = r#"local kind = redis.call('TYPE', hash).ok
+if kind ~= 'hash' and kind ~= 'none' then
+  redis.call('DEL', hash)
+end
+kind = redis.call('TYPE', times).ok
+if kind ~= 'zset' and kind ~= 'none' then
+  redis.call('DEL', times)
+end"#;
+
+/// Whether the entry `field` of `hash` may be read (written where a line
+/// says `READABLE`, after `hash`, `times`, `field` and `now` are set, and
+/// `OURS`): leaves `size` its length and `left` the ms it has left while it
+/// is there and unexpired, `size` nil otherwise. A value over the size
+/// bound is deleted unread.
+const READABLE: &str = r#"local size = redis.call('HSTRLEN', hash, field)
+local left = nil
+if size > MAX_VALUE_BYTES then
+  redis.call('HDEL', hash, field)
+  size = nil
+else
+  local expiry = redis.call('ZSCORE', times, field)
+  if expiry then
+    left = tonumber(expiry) - now
+  end
+  if not left or left <= 0 or (size == 0 and redis.call('HEXISTS', hash, field) == 0) then
+    size = nil
+  end
+end"#;
+
+/// Takes the lease of the entry `ARGV[1]` with the lease argument
+/// `ARGV[2]` unless someone holds it unexpired, and returns 2 (taken), 3
+/// (held) or 4 (refused); written where a line says `TAKE`, after `hash`,
+/// `times`, `now` and `OURS`.
+const TAKE: &str = r#"local lease = 'l:' .. ARGV[1]
+local held = redis.call('ZSCORE', times, lease)
+if held and tonumber(held) > now and redis.call('HEXISTS', hash, lease) == 1 then
+  return 3
+end
+local ttl = tonumber(string.sub(ARGV[2], 33))
+local taken = redis.pcall('HSET', hash, lease, string.sub(ARGV[2], 1, 32))
 if type(taken) == 'table' and taken.err then
   return 4
 end
-if taken then
-  local member = KEYS[3]
-  INDEX
-  return 2
+redis.call('ZADD', times, now + ttl, lease)
+EXTEND
+return 2"#;
+
+/// Makes `hash` and `times` live at least `ttl` ms more; written where a
+/// line says `EXTEND`.
+const EXTEND: &str = r#"if redis.call('PTTL', hash) < ttl then
+  redis.call('PEXPIRE', hash, ttl)
 end
-return 3
-"#;
-
-/// Whether `entry` may be read, for the scripts that read (written into
-/// them where a line says `READABLE`, after they set `entry` and `index`):
-/// leaves `size` the value's length while the index names the entry, nil
-/// otherwise; deletes a value of another type (`STRLEN` fails) or over the
-/// size bound, unread.
-const READABLE: &str = r#"local size = redis.pcall('STRLEN', entry)
-if type(size) ~= 'number' or size > MAX_VALUE_BYTES then
-  redis.call('DEL', entry)
-  size = nil
-elseif not ((size > 0 or redis.call('EXISTS', entry) == 1)
-    and redis.call('ZSCORE', index, entry)) then
-  size = nil
-end"#;
-
-/// Records `member` (an entry or a lease) in `index`, scored by its expiry
-/// `ttl` ms from now, and makes the index live at least as long; written
-/// into the scripts where a line says `INDEX`, after they set those three.
-/// Leaves `now` (ms, the server's clock).
-const INDEX: &str = r#"local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', index, now + ttl, member)
-if redis.call('PTTL', index) < ttl then
-  redis.call('PEXPIRE', index, ttl)
+if redis.call('PTTL', times) < ttl then
+  redis.call('PEXPIRE', times, ttl)
 end"#;
 
 /// Reads several entries of one Cluster slot, each under the same rules as
-/// `LOOKUP_SCRIPT` (read only while its index names it; foreign or
-/// oversized values deleted unread), without leases. KEYS: entry, index,
-/// entry, index, … Returns one value or nil per entry. Values pass through
-/// Lua: the typed cache's values are small, and one round trip per slot
-/// matters more here.
+/// `LOOKUP_SCRIPT`, without leases. KEYS: hash, times, hash, times, …
+/// ARGV: one variant per entry. Returns one value or nil per entry. Values
+/// pass through Lua: the typed cache's values are small, and one round
+/// trip per slot matters more here.
 const GET_MANY_SCRIPT: &str = r#"
+CLOCK
 local out = {}
-for i = 1, #KEYS, 2 do
+for i = 1, #ARGV do
   local value = false
-  local entry, index = KEYS[i], KEYS[i + 1]
+  local hash, times = KEYS[2 * i - 1], KEYS[2 * i]
+  local field = 'v:' .. ARGV[i]
+  OURS
   READABLE
   if size then
-    value = redis.call('GET', KEYS[i])
+    value = redis.call('HGET', hash, field)
   end
   out[#out + 1] = value
 end
 return out
+"#;
+
+/// Writes an entry. With a token, only while that token holds the entry's
+/// lease unexpired (else nothing is written and 0 returned); the lease is
+/// then dropped and the fill announced. Drops up to 64 expired fields of
+/// the resource on the way. KEYS: hash, times. ARGV: variant, value, ttl
+/// in ms, token ('' = unfenced), channel.
+const STORE_SCRIPT: &str = r#"
+local hash, times = KEYS[1], KEYS[2]
+CLOCK
+OURS
+local lease = 'l:' .. ARGV[1]
+if ARGV[4] ~= '' then
+  local expiry = redis.call('ZSCORE', times, lease)
+  if redis.call('HGET', hash, lease) ~= ARGV[4] or not expiry or tonumber(expiry) <= now then
+    redis.call('PUBLISH', ARGV[5], 'f:' .. hash .. ':' .. lease)
+    return 0
+  end
+  redis.call('HDEL', hash, lease)
+  redis.call('ZREM', times, lease)
+end
+local field, ttl = 'v:' .. ARGV[1], tonumber(ARGV[3])
+redis.call('HSET', hash, field, ARGV[2])
+redis.call('ZADD', times, now + ttl, field)
+EXTEND
+local old = redis.call('ZRANGEBYSCORE', times, '-inf', now, 'LIMIT', 0, 64)
+if #old > 0 then
+  redis.call('HDEL', hash, unpack(old))
+  redis.call('ZREM', times, unpack(old))
+end
+if ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[5], 'f:' .. hash .. ':' .. lease)
+end
+return 1
+"#;
+
+/// Drops a lease if the token still holds it, and announces it.
+/// KEYS: hash, times. ARGV: variant, token, channel.
+const RELEASE_SCRIPT: &str = r#"
+local hash, times = KEYS[1], KEYS[2]
+OURS
+local lease = 'l:' .. ARGV[1]
+if redis.call('HGET', hash, lease) == ARGV[2] then
+  redis.call('HDEL', hash, lease)
+  redis.call('ZREM', times, lease)
+  redis.call('PUBLISH', ARGV[3], 'r:' .. hash .. ':' .. lease)
+  return 1
+end
+return 0
+"#;
+
+/// Removes a resource: its hash (every entry and lease) and its expiries,
+/// and announces it unless ARGV[2] is ''. KEYS: hash, times. ARGV:
+/// channel, announce. Returns how many unexpired entries (not leases)
+/// there were.
+const PURGE_SCRIPT: &str = r#"
+local hash, times = KEYS[1], KEYS[2]
+CLOCK
+local removed = 0
+local fields = redis.pcall('HKEYS', hash)
+if fields.err == nil then
+  for _, field in ipairs(fields) do
+    if string.sub(field, 1, 2) == 'v:' then
+      local expiry = redis.pcall('ZSCORE', times, field)
+      if type(expiry) == 'string' and tonumber(expiry) > now then
+        removed = removed + 1
+      end
+    end
+  end
+end
+redis.call('UNLINK', hash, times)
+if ARGV[2] ~= '' then
+  redis.call('PUBLISH', ARGV[1], 'p:' .. hash)
+end
+return removed
 "#;
 
 /// Values up to this size come back inline from the lookup script. Above
@@ -138,130 +250,9 @@ return out
 /// value costs about 1.2 µs per KiB, a `GET`'s 0.3).
 const INLINE_BYTES: u64 = 2048;
 
-/// Which entries were last seen large, so that their lookups send the `GET`
-/// along with the script (one round trip) instead of after it (two).
-///
-/// A direct-mapped table of entry hashes: no allocation, no lock. A
-/// collision only costs a lookup the other way round; a wrong hint is never
-/// wrong data, as either way the script decides what is readable.
-#[derive(Debug)]
-struct Hints {
-    slots: Box<[AtomicU64]>,
-}
-
-/// Slots in [`Hints`]: 32 KiB of hints.
-const HINT_SLOTS: usize = 4096;
-
-impl Default for Hints {
-    fn default() -> Self {
-        Hints {
-            slots: (0..HINT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-}
-
-impl Hints {
-    fn hash(key: &EntryKey) -> u64 {
-        use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
-        // The resource too: every key of the typed cache has one variant.
-        let resource = xxh3_64(key.resource().resource().as_bytes());
-        // 0 marks an empty slot.
-        xxh3_64_with_seed(key.variant().as_bytes(), resource).max(1)
-    }
-
-    fn slot(&self, hash: u64) -> &AtomicU64 {
-        &self.slots[(hash as usize) % self.slots.len()]
-    }
-
-    fn is_large(&self, hash: u64) -> bool {
-        self.slot(hash).load(Ordering::Relaxed) == hash
-    }
-
-    fn set_large(&self, hash: u64, large: bool) {
-        let slot = self.slot(hash);
-        if large {
-            slot.store(hash, Ordering::Relaxed);
-        } else {
-            let _ = slot.compare_exchange(hash, 0, Ordering::Relaxed, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Takes an entry's fill lease whether or not the entry exists (to refresh
-/// a stale one), and indexes it. KEYS: index, lease. ARGV: token, lease ttl
-/// in ms. Returns 1 when taken.
-const LEASE_SCRIPT: &str = r#"
-local ttl = tonumber(ARGV[2])
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ttl) then
-  return 0
-end
-local index, member = KEYS[1], KEYS[2]
-INDEX
-return 1
-"#;
-
-/// Writes an entry and records it in its resource's index. With a token,
-/// only while that token holds the entry's lease (else nothing is written
-/// and 0 returned); the lease is then dropped and the fill announced.
-/// KEYS: entry, index, lease. ARGV: value, ttl in ms, token ('' = unfenced),
-/// channel.
-const STORE_SCRIPT: &str = r#"
-if ARGV[3] ~= '' then
-  if redis.call('GET', KEYS[3]) ~= ARGV[3] then
-    redis.call('PUBLISH', ARGV[4], 'f:' .. KEYS[3])
-    return 0
-  end
-  redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[2], KEYS[3])
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local index, member, ttl = KEYS[2], KEYS[1], tonumber(ARGV[2])
-INDEX
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if ARGV[3] ~= '' then
-  redis.call('PUBLISH', ARGV[4], 'f:' .. KEYS[3])
-end
-return 1
-"#;
-
-/// Drops a lease if the token still holds it, and announces it.
-/// KEYS: lease, index. ARGV: token, channel.
-const RELEASE_SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], KEYS[1])
-  redis.call('PUBLISH', ARGV[2], 'r:' .. KEYS[1])
-  return 1
-end
-return 0
-"#;
-
-/// Removes every entry and lease a resource's index names, then the index.
-/// KEYS: index. Returns how many entries (not leases) existed.
-const PURGE_SCRIPT: &str = r#"
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-local removed = 0
-for i = 1, #members, 500 do
-  local last = math.min(i + 499, #members)
-  local entries = {}
-  for j = i, last do
-    if string.sub(members[j], -35, -33) == ':v:' then
-      entries[#entries + 1] = members[j]
-    else
-      redis.call('UNLINK', members[j])
-    end
-  end
-  if #entries > 0 then
-    removed = removed + redis.call('UNLINK', unpack(entries))
-  end
-end
-redis.call('UNLINK', KEYS[1])
-return removed
-"#;
-
 /// What a read found.
 enum Read {
-    /// A value the index names.
+    /// A readable value.
     Value(Bytes),
     /// Readable when checked, gone when read (purged in between).
     Gone,
@@ -269,9 +260,14 @@ enum Read {
     Verdict(i64),
 }
 
-/// The channel every instance announces fills on (`f:<lease key>`: look
-/// again; `r:<lease key>`: released without a write).
-const FILLS_CHANNEL: &str = "tower-cache-aside:fills";
+/// The channel every instance announces on: `f:<lease>` (a fill ended
+/// with a write: look again), `r:<lease>` (released without a write),
+/// `p:<hash>` (a resource was purged), `P` (a pattern purge). `<lease>` is
+/// `<hash>:l:<variant>`.
+const EVENTS_CHANNEL: &str = "tower-cache-aside:events";
+
+/// The message of a pattern purge.
+const PATTERN_PURGED: &str = "P";
 
 /// A Lua script sent by hash, and in full when the server does not know it
 /// yet (after a restart or on a new Cluster node).
@@ -316,38 +312,41 @@ impl Script {
     }
 }
 
-/// `<prefix>{<resource>}<suffix...>` in one exactly sized allocation.
-fn name(resource: &ResourceKey, suffix: &[&[u8]]) -> Bytes {
+/// The resource's hash, `<prefix>{<resource>}`: its entries and leases,
+/// in one exactly sized allocation.
+fn hash_name(resource: &ResourceKey) -> Bytes {
     let (prefix, path) = (resource.prefix().as_bytes(), resource.resource().as_bytes());
-    let len = prefix.len() + path.len() + 2 + suffix.iter().map(|s| s.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(len);
+    let mut out = Vec::with_capacity(prefix.len() + path.len() + 2);
     out.extend_from_slice(prefix);
     out.push(b'{');
     out.extend_from_slice(path);
     out.push(b'}');
-    for part in suffix {
-        out.extend_from_slice(part);
-    }
     // Exactly full, so the conversion keeps the allocation as it is.
     Bytes::from(out)
 }
 
-fn entry_name(key: &EntryKey) -> Key {
-    Key::from(name(key.resource(), &[b":v:", key.variant().as_bytes()]))
+/// The resource's hash and, beside it, its sorted set of field expiries
+/// (`<hash>:t`), from the hash's name.
+fn resource_keys(hash: &Bytes) -> Vec<Key> {
+    let mut times = Vec::with_capacity(hash.len() + 2);
+    times.extend_from_slice(hash);
+    times.extend_from_slice(b":t");
+    vec![Key::from(hash.clone()), Key::from(Bytes::from(times))]
 }
 
-fn index_name(resource: &ResourceKey) -> Key {
-    Key::from(name(resource, &[b":idx"]))
+/// The entry's field in its resource's hash.
+fn entry_field(key: &EntryKey) -> Bytes {
+    let mut field = Vec::with_capacity(2 + 32);
+    field.extend_from_slice(b"v:");
+    field.extend_from_slice(key.variant().as_bytes());
+    Bytes::from(field)
 }
 
-fn lease_name(key: &EntryKey) -> Key {
-    Key::from(name(
-        key.resource(),
-        &[b":lease:", key.variant().as_bytes()],
-    ))
+fn variant_arg(key: &EntryKey) -> Value {
+    Value::Bytes(Bytes::copy_from_slice(key.variant().as_bytes()))
 }
 
-/// A lease as the lookup script reads it: the token, then the ttl in ms.
+/// A lease as the scripts read it: the token, then the ttl in ms.
 fn lease_arg(lease: &LeaseRequest) -> Value {
     let ttl = u64::try_from(lease.ttl.as_millis())
         .unwrap_or(u64::MAX)
@@ -361,6 +360,11 @@ fn lease_arg(lease: &LeaseRequest) -> Value {
 
 fn token_arg(token: &LeaseToken) -> Value {
     Value::Bytes(Bytes::copy_from_slice(token.as_bytes()))
+}
+
+/// How a lease is named in announcements: `<hash>:l:<variant>`.
+fn lease_announced(hash: &[u8], key: &EntryKey) -> String {
+    format!("{}:l:{}", String::from_utf8_lossy(hash), key.variant())
 }
 
 #[derive(Clone)]
@@ -387,16 +391,12 @@ pub struct RedisStore {
     connection: Connection,
     max_value_bytes: u64,
     scripts: Arc<Scripts>,
-    hints: Arc<Hints>,
-    notifier: Arc<Notifier>,
+    local: Arc<Local>,
 }
 
 #[derive(Debug)]
 struct Scripts {
-    /// Returns small values inline.
     lookup: Script,
-    /// Never returns a value: for lookups that send their `GET` along.
-    check: Script,
     get_many: Script,
     lease: Script,
     store: Script,
@@ -407,41 +407,44 @@ struct Scripts {
 impl Scripts {
     /// The scripts, the reads bounded to `max_value_bytes`.
     fn new(max_value_bytes: u64) -> Scripts {
-        let make = |source: &str, inline: i64| {
+        let make = |source: &str| {
             Script::new(
                 expand(source)
                     .replace("MAX_VALUE_BYTES", &max_value_bytes.to_string())
-                    .replace("INLINE_BYTES", &inline.to_string()),
+                    .replace("INLINE_BYTES", &INLINE_BYTES.to_string()),
             )
         };
         Scripts {
-            lookup: make(LOOKUP_SCRIPT, INLINE_BYTES as i64),
-            check: make(LOOKUP_SCRIPT, -1),
-            get_many: make(GET_MANY_SCRIPT, -1),
-            lease: make(LEASE_SCRIPT, -1),
-            store: make(STORE_SCRIPT, -1),
-            release: make(RELEASE_SCRIPT, -1),
-            purge: make(PURGE_SCRIPT, -1),
+            lookup: make(LOOKUP_SCRIPT),
+            get_many: make(GET_MANY_SCRIPT),
+            lease: make(LEASE_SCRIPT),
+            store: make(STORE_SCRIPT),
+            release: make(RELEASE_SCRIPT),
+            purge: make(PURGE_SCRIPT),
         }
     }
 }
 
-/// Writes the shared pieces ([`READABLE`], [`INDEX`]) into a script, at
-/// the lines that name them.
+/// Writes the shared pieces ([`CLOCK`], [`OURS`], [`READABLE`], [`TAKE`],
+/// [`EXTEND`]) into a script, at the lines that name them (pieces may name
+/// pieces).
 fn expand(source: &str) -> String {
-    let mut out = String::with_capacity(source.len() + 512);
+    let mut out = String::with_capacity(source.len() + 1024);
     for line in source.lines() {
         let (indent, name) = line.split_at(line.len() - line.trim_start().len());
         let piece = match name {
+            "CLOCK" => CLOCK,
+            "OURS" => OURS,
             "READABLE" => READABLE,
-            "INDEX" => INDEX,
+            "TAKE" => TAKE,
+            "EXTEND" => EXTEND,
             _ => {
                 out.push_str(line);
                 out.push('\n');
                 continue;
             }
         };
-        for piece_line in piece.lines() {
+        for piece_line in expand(piece).lines() {
             out.push_str(indent);
             out.push_str(piece_line);
             out.push('\n');
@@ -449,27 +452,34 @@ fn expand(source: &str) -> String {
     }
     out
 }
-/// Listens to the fills channel on a connection of its own (started on the
-/// first lookup that has to wait) and wakes the local waiters.
+
+/// What this process keeps beside Redis: the hints of entries seen fresh,
+/// the callers waiting on fills held elsewhere, and the subscription to
+/// the events channel that keeps both up to date.
 #[derive(Debug)]
-struct Notifier {
+struct Local {
+    hints: Hints,
     waiters: Waiters,
     started: std::sync::atomic::AtomicBool,
     /// Whether the subscription is in place (announcements are heard).
     subscribed: tokio::sync::watch::Sender<bool>,
+    /// Purge announcements heard so far.
+    purges_heard: tokio::sync::watch::Sender<u64>,
 }
 
-impl Default for Notifier {
+impl Default for Local {
     fn default() -> Self {
-        Notifier {
+        Local {
+            hints: Hints::default(),
             waiters: Waiters::default(),
             started: std::sync::atomic::AtomicBool::new(false),
             subscribed: tokio::sync::watch::Sender::new(false),
+            purges_heard: tokio::sync::watch::Sender::new(0),
         }
     }
 }
 
-impl Notifier {
+impl Local {
     /// Starts the subscriber if need be and waits (at most `timeout`) until
     /// it listens, so that no announcement made after this returns is
     /// missed. Past the timeout, waits end at their bound.
@@ -483,7 +493,7 @@ impl Notifier {
     /// reconnection.
     fn start(self: &Arc<Self>, client: &Client) {
         use std::sync::atomic::Ordering;
-        if self.started.swap(true, Ordering::AcqRel) {
+        if self.started.load(Ordering::Acquire) || self.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -500,45 +510,81 @@ impl Notifier {
                     .unwrap_or_else(|| ReconnectPolicy::new_exponential(0, 100, 5_000, 2)),
             ),
         );
-        let notifier = Arc::downgrade(self);
+        let local = Arc::downgrade(self);
         runtime.spawn(async move {
             let mut messages = subscriber.message_rx();
             let _connection = subscriber.connect();
             let _resubscribe = subscriber.manage_subscriptions();
             let mut delay = Duration::from_millis(100);
-            while let Err(error) = subscriber.subscribe(FILLS_CHANNEL).await {
-                tracing::warn!(target: "tower_cache_aside", %error, "cannot subscribe to fill announcements yet");
+            while let Err(error) = subscriber.subscribe(EVENTS_CHANNEL).await {
+                tracing::warn!(target: "tower_cache_aside", %error, "cannot subscribe to cache announcements yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
-                if notifier.strong_count() == 0 {
+                if local.strong_count() == 0 {
                     return;
                 }
             }
-            if let Some(notifier) = notifier.upgrade() {
-                notifier.subscribed.send_replace(true);
+            if let Some(local) = local.upgrade() {
+                local.subscribed.send_replace(true);
             }
+            // Made only now, so the first connection is not taken for a
+            // reconnection.
+            let mut reconnections = subscriber.reconnect_rx();
             loop {
-                let message = messages.recv().await;
-                let Some(notifier) = notifier.upgrade() else {
+                let message = tokio::select! {
+                    message = messages.recv() => message,
+                    reconnected = reconnections.recv() => {
+                        // Announcements made while the connection was down
+                        // are lost: forget every hint, wake every waiter.
+                        if let Some(local) = local.upgrade() {
+                            local.lost_announcements();
+                        }
+                        if reconnected.is_err() {
+                            reconnections = subscriber.reconnect_rx();
+                        }
+                        continue;
+                    }
+                };
+                let Some(local) = local.upgrade() else {
                     let _ = subscriber.quit().await;
                     return;
                 };
                 match message {
                     Ok(message) => {
-                        let Some(text) = message.value.as_str() else { continue };
-                        if let Some(lease) = text.strip_prefix("f:") {
-                            notifier.waiters.wake(lease, FillEnd::Filled);
-                        } else if let Some(lease) = text.strip_prefix("r:") {
-                            notifier.waiters.wake(lease, FillEnd::Released);
+                        if let Some(text) = message.value.as_bytes() {
+                            local.heard(text);
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        notifier.waiters.wake_all();
+                        local.lost_announcements();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
+    }
+
+    /// Acts on one announcement.
+    fn heard(&self, message: &[u8]) {
+        let lossy = || String::from_utf8_lossy(&message[2..]);
+        match message {
+            [b'f', b':', ..] => self.waiters.wake(&lossy(), FillEnd::Filled),
+            [b'r', b':', ..] => self.waiters.wake(&lossy(), FillEnd::Released),
+            [b'p', b':', hash @ ..] => {
+                self.hints.purged(resource_hash(hash));
+                self.purges_heard.send_modify(|n| *n += 1);
+            }
+            _ if message == PATTERN_PURGED.as_bytes() => {
+                self.hints.purged_all();
+                self.purges_heard.send_modify(|n| *n += 1);
+            }
+            _ => {}
+        }
+    }
+
+    fn lost_announcements(&self) {
+        self.hints.purged_all();
+        self.waiters.wake_all();
     }
 }
 
@@ -546,8 +592,9 @@ impl Notifier {
 /// cap (1 MiB) plus headers.
 const DEFAULT_MAX_VALUE_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Keys asked for per `SCAN` call in a pattern purge; each page's indexes
-/// are purged before the next page is read, so memory stays bounded.
+/// Keys asked for per `SCAN` call in a pattern purge; each page's
+/// resources are purged before the next page is read, so memory stays
+/// bounded.
 const SCAN_COUNT: u32 = 1000;
 
 impl std::fmt::Debug for RedisStore {
@@ -580,8 +627,7 @@ impl RedisStore {
             connection,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             scripts: Arc::new(Scripts::new(DEFAULT_MAX_VALUE_BYTES)),
-            hints: Arc::default(),
-            notifier: Arc::default(),
+            local: Arc::default(),
         }
     }
 
@@ -595,9 +641,12 @@ impl RedisStore {
         Ok(RedisStore::from(client))
     }
 
-    /// The largest value a read accepts (default 32 MiB); a larger one at
-    /// an entry's key is deleted unread and is a miss. Raise it if you
-    /// raise the layer's `max_body_bytes` near it.
+    /// The largest value a read accepts (default 32 MiB). The lookup
+    /// script deletes a larger value at an entry's field unread, and it is
+    /// a miss; one read by a plain `HGET` (an entry hinted fresh that
+    /// someone replaced since) is dropped once read, and looked up again
+    /// through the script. Raise it if you raise the layer's
+    /// `max_body_bytes` near it.
     pub fn with_max_value_bytes(mut self, bytes: u64) -> RedisStore {
         self.max_value_bytes = bytes.min(i64::MAX as u64);
         self.scripts = Arc::new(Scripts::new(self.max_value_bytes));
@@ -636,6 +685,22 @@ impl RedisStore {
             .build()?)
     }
 
+    /// Purge announcements this store has heard from the events channel
+    /// (its own included), for tests that must know a purge was heard
+    /// before they look again. Not part of the API.
+    #[doc(hidden)]
+    pub fn purges_heard(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.local.purges_heard.subscribe()
+    }
+
+    /// Starts listening to the events channel, and resolves once it
+    /// listens (or after `timeout`). Not part of the API: the store starts
+    /// listening by itself on its first hinted read or fill wait.
+    #[doc(hidden)]
+    pub async fn listen(&self, timeout: Duration) {
+        self.local.listen(self.client(), timeout).await;
+    }
+
     fn client(&self) -> &Client {
         match &self.connection {
             Connection::Client(client) => client,
@@ -651,104 +716,89 @@ impl RedisStore {
         key: &EntryKey,
         lease: &LeaseRequest,
     ) -> Result<Lookup, Error> {
-        self.notifier.listen(client, lease.ttl).await;
-        let lease_key = lease_name(key);
-        let wait = self
-            .notifier
-            .waiters
-            .register(&String::from_utf8_lossy(lease_key.as_bytes()));
-        let held: i64 = client.exists(lease_key).await?;
+        self.local.listen(client, lease.ttl).await;
+        let hash = hash_name(key.resource());
+        let wait = self.local.waiters.register(&lease_announced(&hash, key));
+        let mut field = b"l:".to_vec();
+        field.extend_from_slice(key.variant().as_bytes());
+        let held: i64 = client
+            .hexists(Key::from(hash), Key::from(Bytes::from(field)))
+            .await?;
         if held == 0 {
             return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
         }
         Ok(Lookup::Busy(wait))
     }
 
-    /// Runs the lookup script, with the lease `lease` asks for, and reads
-    /// the value: inline for a small one; for a large one with a `GET`
-    /// sent along (when [`Hints`] expected it to be large) or after.
+    /// Reads an entry: with a plain `HGET` when it was seen fresh lately
+    /// (see [`Hints`]), else (or when that finds nothing) with the lookup
+    /// script, which takes the lease `lease` asks for on a miss.
     async fn read(
         &self,
         client: &Client,
         key: &EntryKey,
         lease: Option<&LeaseRequest>,
     ) -> Result<Read, Error> {
-        let hash = Hints::hash(key);
-        let command = || {
-            (
-                vec![entry_name(key), index_name(key.resource()), lease_name(key)],
-                vec![lease.map_or_else(|| Value::Bytes(Bytes::new()), lease_arg)],
-            )
-        };
-        if self.hints.is_large(hash) {
-            // Boxed, as are the other ways below that most lookups do not
-            // take: the common one's future stays small (see `Script::run`).
-            let (verdict, value) = Box::pin(self.check_and_get(client, key, command)).await?;
-            return Ok(match (verdict, value) {
-                (1, Some(value)) => {
-                    self.hints
-                        .set_large(hash, value.len() as u64 > INLINE_BYTES);
-                    Read::Value(value)
-                }
-                (1, None) => Read::Gone,
-                (verdict, _) => Read::Verdict(verdict),
-            });
+        let hints = &self.local.hints;
+        let hash = hash_name(key.resource());
+        let hint = HintKey::new(&hash, key.variant().as_bytes());
+        let stamp = hints.stamp(&hint);
+        if hints.is_fresh(&hint, stamp) {
+            match client
+                .hget::<Option<Bytes>, _, _>(Key::from(hash.clone()), entry_field(key))
+                .await
+            {
+                Ok(Some(value)) if self.within_bound(&value) => return Ok(Read::Value(value)),
+                // Purged or evicted since (or replaced by something too
+                // large, or not ours): the script finds out which, and
+                // takes the lease on a miss.
+                Ok(_) => hints.clear(&hint),
+                Err(error) if error.details().starts_with("WRONGTYPE") => hints.clear(&hint),
+                Err(error) => return Err(error.into()),
+            }
         }
-        let reply: Value = self.scripts.lookup.run(client, command).await?;
+        let reply: Value = self
+            .scripts
+            .lookup
+            .run(client, || {
+                (
+                    resource_keys(&hash),
+                    vec![
+                        variant_arg(key),
+                        lease.map_or_else(|| Value::Bytes(Bytes::new()), lease_arg),
+                    ],
+                )
+            })
+            .await?;
         match reply {
-            Value::Bytes(value) => Ok(Read::Value(value)),
-            Value::String(value) => Ok(Read::Value(value.into_inner())),
-            Value::Integer(1) => {
-                // Readable but large: read it now, and send the next
-                // lookup's `GET` along with its script.
-                self.hints.set_large(hash, true);
-                let value: Option<Bytes> = Box::pin(client.get(entry_name(key))).await?;
-                Ok(match self.within_bound(value) {
-                    Some(value) => Read::Value(value),
-                    None => Read::Gone,
-                })
+            Value::Array(mut parts) if !parts.is_empty() && parts.len() <= 2 => {
+                let left = parts[0].as_i64().unwrap_or(0).max(0);
+                let value = match parts.pop() {
+                    Some(Value::Bytes(value)) if parts.len() == 1 => value,
+                    Some(Value::String(value)) if parts.len() == 1 => value.into_inner(),
+                    // Readable but large: read it now.
+                    _ => {
+                        let read =
+                            client.hget::<Option<Bytes>, _, _>(Key::from(hash), entry_field(key));
+                        match Box::pin(read).await? {
+                            Some(value) if self.within_bound(&value) => value,
+                            _ => return Ok(Read::Gone),
+                        }
+                    }
+                };
+                hints.set(&hint, stamp, Duration::from_millis(left as u64));
+                self.local.start(client);
+                Ok(Read::Value(value))
             }
             Value::Integer(verdict) => Ok(Read::Verdict(verdict)),
             _ => Err(Error::Store("unexpected lookup script reply".into())),
         }
     }
 
-    /// The check script (which never returns the value) and a `GET` of the
-    /// entry, in one round trip: both go out on one connection, the script
-    /// first (the `join` polls, and so queues, its futures in order), so
-    /// the `GET` reads what the script judged, or something newer.
-    async fn check_and_get(
-        &self,
-        client: &Client,
-        key: &EntryKey,
-        command: impl Fn() -> Command,
-    ) -> Result<(i64, Option<Bytes>), Error> {
-        let script = &self.scripts.check;
-        let (keys, args) = command();
-        let (verdict, value) = futures_util::future::join(
-            client.evalsha::<i64, _, _, _>(script.sha1.clone(), keys, Value::Array(args)),
-            client.get::<Option<Bytes>, _>(entry_name(key)),
-        )
-        .await;
-        let (verdict, value) = match verdict {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                // The server does not know the script yet (a restart, a new
-                // node): send it in full, then read, one after the other.
-                let verdict: i64 = script.run(client, command).await?;
-                (
-                    verdict,
-                    client.get::<Option<Bytes>, _>(entry_name(key)).await?,
-                )
-            }
-            verdict => (verdict?, value?),
-        };
-        Ok((verdict, self.within_bound(value)))
-    }
-
-    /// A value read by a plain `GET` after the script checked its size: one
-    /// that grew past the bound in between is not used.
-    fn within_bound(&self, value: Option<Bytes>) -> Option<Bytes> {
-        value.filter(|v| v.len() as u64 <= self.max_value_bytes)
+    /// A value read by a plain `HGET`, which cannot check its size first:
+    /// one over the bound is not used.
+    fn within_bound(&self, value: &Bytes) -> bool {
+        value.len() as u64 <= self.max_value_bytes
     }
 
     async fn store(
@@ -759,22 +809,53 @@ impl RedisStore {
         token: Option<&LeaseToken>,
     ) -> Result<bool, Error> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let hash = hash_name(key.resource());
+        let hint = HintKey::new(&hash, key.variant().as_bytes());
+        let stamp = self.local.hints.stamp(&hint);
+        let client = self.client();
         let stored: i64 = self
             .scripts
             .store
-            .run(self.client(), || {
+            .run(client, || {
                 (
-                    vec![entry_name(key), index_name(key.resource()), lease_name(key)],
+                    resource_keys(&hash),
                     vec![
+                        variant_arg(key),
                         Value::Bytes(value.clone()),
                         ttl_ms.into(),
                         token.map_or(Value::Bytes(Bytes::new()), token_arg),
-                        Value::from_static_str(FILLS_CHANNEL),
+                        Value::from_static_str(EVENTS_CHANNEL),
                     ],
                 )
             })
             .await?;
+        if stored == 1 {
+            self.local.hints.set(&hint, stamp, ttl);
+            self.local.start(client);
+        }
         Ok(stored == 1)
+    }
+
+    /// Runs the purge script on one resource's hash; `announce` publishes
+    /// it to every instance (a pattern purge announces once, at the end).
+    async fn purge_hash(&self, client: &Client, hash: Bytes, announce: bool) -> Result<u64, Error> {
+        let removed: i64 = self
+            .scripts
+            .purge
+            .run(client, || {
+                (
+                    resource_keys(&hash),
+                    vec![
+                        Value::from_static_str(EVENTS_CHANNEL),
+                        Value::from_static_str(if announce { "1" } else { "" }),
+                    ],
+                )
+            })
+            .await?;
+        if announce {
+            self.local.hints.purged(resource_hash(&hash));
+        }
+        Ok(u64::try_from(removed).unwrap_or(0))
     }
 }
 
@@ -818,20 +899,18 @@ impl Store for RedisStore {
 
     fn lease<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let lease_ttl = i64::try_from(lease.ttl.as_millis())
-                .unwrap_or(i64::MAX)
-                .max(1);
+            let hash = hash_name(key.resource());
             let taken: i64 = self
                 .scripts
                 .lease
                 .run(self.client(), || {
                     (
-                        vec![index_name(key.resource()), lease_name(key)],
-                        vec![token_arg(&lease.token), lease_ttl.into()],
+                        resource_keys(&hash),
+                        vec![variant_arg(key), lease_arg(lease)],
                     )
                 })
                 .await?;
-            Ok(taken == 1)
+            Ok(taken == 2)
         })
     }
 
@@ -847,12 +926,17 @@ impl Store for RedisStore {
 
     fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let hash = hash_name(key.resource());
             self.scripts
                 .release
                 .run::<i64>(self.client(), || {
                     (
-                        vec![lease_name(key), index_name(key.resource())],
-                        vec![token_arg(token), Value::from_static_str(FILLS_CHANNEL)],
+                        resource_keys(&hash),
+                        vec![
+                            variant_arg(key),
+                            token_arg(token),
+                            Value::from_static_str(EVENTS_CHANNEL),
+                        ],
                     )
                 })
                 .await?;
@@ -861,14 +945,14 @@ impl Store for RedisStore {
     }
 
     /// One script per Cluster slot (one in all on a standalone server),
-    /// sent concurrently; each entry is read as `get` reads it.
+    /// sent concurrently; each entry is read as the lookup script reads it.
     fn get_many<'a>(&'a self, keys: &'a [EntryKey]) -> StoreFuture<'a, Vec<Option<Bytes>>> {
         Box::pin(async move {
             let client = self.client();
             let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
             for (i, key) in keys.iter().enumerate() {
                 let slot = if client.is_clustered() {
-                    fred::util::redis_keyslot(entry_name(key).as_bytes())
+                    fred::util::redis_keyslot(&hash_name(key.resource()))
                 } else {
                     0
                 };
@@ -883,11 +967,12 @@ impl Store for RedisStore {
                     .get_many
                     .run(client, || {
                         let mut names = Vec::with_capacity(2 * members.len());
+                        let mut variants = Vec::with_capacity(members.len());
                         for &i in members {
-                            names.push(entry_name(&keys[i]));
-                            names.push(index_name(keys[i].resource()));
+                            names.extend(resource_keys(&hash_name(keys[i].resource())));
+                            variants.push(variant_arg(&keys[i]));
                         }
-                        (names, vec![])
+                        (names, variants)
                     })
                     .await?;
                 if values.len() != members.len() {
@@ -916,34 +1001,37 @@ impl Store for RedisStore {
 
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.client().unlink::<i64, _>(entry_name(key)).await?;
+            let hash = hash_name(key.resource());
+            self.local
+                .hints
+                .clear(&HintKey::new(&hash, key.variant().as_bytes()));
+            // Its expiry stays in the sorted set until a fill trims it; an
+            // expiry without a field reads as nothing.
+            self.client()
+                .hdel::<i64, _, _>(Key::from(hash), entry_field(key))
+                .await?;
             Ok(())
         })
     }
 
     fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            let removed: i64 = self
-                .scripts
-                .purge
-                .run(self.client(), || (vec![index_name(resource)], vec![]))
-                .await?;
-            Ok(u64::try_from(removed).unwrap_or(0))
-        })
+        Box::pin(self.purge_hash(self.client(), hash_name(resource), true))
     }
 
-    /// `SCAN MATCH <prefix>{<literal prefix>*}:idx` on every primary (never
-    /// `KEYS`), then the purge script on each index the pattern matches,
-    /// page by page.
+    /// `SCAN MATCH <prefix>{<literal prefix>*}` on every primary (never
+    /// `KEYS`), then the purge script on each resource hash the pattern
+    /// matches, page by page; then one announcement for them all.
     fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let client = self.client();
-            // Candidates: every index under the pattern's literal start;
+            // Candidates: every resource under the pattern's literal start;
             // `matches` then decides (it also reaches long, hashed paths).
-            let glob = format!("{}{{{}*}}:idx", pattern.prefix(), pattern.literal_prefix());
-            let resource_of = |index: &str| -> Option<String> {
-                let inner = index.strip_prefix(pattern.prefix())?.strip_prefix('{')?;
-                Some(inner.strip_suffix("}:idx")?.to_owned())
+            // A resource never holds `{` or `}`, so the glob's closing `}`
+            // leaves out the `:t` sets.
+            let glob = format!("{}{{{}*}}", pattern.prefix(), pattern.literal_prefix());
+            let resource_of = |hash: &str| -> Option<String> {
+                let inner = hash.strip_prefix(pattern.prefix())?.strip_prefix('{')?;
+                Some(inner.strip_suffix('}')?.to_owned())
             };
             let mut pages = if client.is_clustered() {
                 client.scan_cluster(glob, Some(SCAN_COUNT), None).boxed()
@@ -951,26 +1039,43 @@ impl Store for RedisStore {
                 client.scan(glob, Some(SCAN_COUNT), None).boxed()
             };
             let mut removed = 0u64;
+            let mut outcome = Ok(());
             while let Some(page) = pages.next().await {
-                let mut page = page?;
-                let indexes = page.take_results().unwrap_or_default();
-                let purges = indexes.into_iter().filter_map(|index| {
-                    let index = index.into_string()?;
-                    if !pattern.matches(&resource_of(&index)?) {
+                let mut page = match page {
+                    Ok(page) => page,
+                    Err(error) => {
+                        outcome = Err(error.into());
+                        break;
+                    }
+                };
+                let hashes = page.take_results().unwrap_or_default();
+                let purges = hashes.into_iter().filter_map(|hash| {
+                    let name = hash.as_str()?;
+                    if !pattern.matches(&resource_of(name)?) {
                         return None;
                     }
-                    Some(async move {
-                        self.scripts
-                            .purge
-                            .run::<i64>(client, || (vec![Key::from(index.as_str())], vec![]))
-                            .await
-                    })
+                    let hash = Bytes::copy_from_slice(hash.as_bytes());
+                    Some(self.purge_hash(client, hash, false))
                 });
                 for result in futures_util::future::join_all(purges).await {
-                    removed += u64::try_from(result?).unwrap_or(0);
+                    match result {
+                        Ok(n) => removed += n,
+                        Err(error) => outcome = Err(error),
+                    }
+                }
+                if outcome.is_err() {
+                    break;
                 }
                 page.next();
             }
+            // Whatever was purged, even in part, ends every hint here and,
+            // announced, in every other instance.
+            self.local.hints.purged_all();
+            let announced = client
+                .publish::<i64, _, _>(EVENTS_CHANNEL, PATTERN_PURGED)
+                .await;
+            outcome?;
+            announced?;
             Ok(removed)
         })
     }
@@ -1013,25 +1118,10 @@ mod tests {
     }
 
     #[test]
-    fn hints_are_per_entry_and_cleared_when_small() {
-        let hints = Hints::default();
-        let (a, b) = (keys().named_key("user:1"), keys().named_key("user:2"));
-        let (ha, hb) = (Hints::hash(&a), Hints::hash(&b));
-        assert_ne!(ha, hb, "typed keys share a variant, not a hint");
-        assert!(!hints.is_large(ha));
-        hints.set_large(ha, true);
-        assert!(hints.is_large(ha));
-        assert!(!hints.is_large(hb));
-        hints.set_large(ha, false);
-        assert!(!hints.is_large(ha));
-    }
-
-    #[test]
     fn shared_pieces_are_written_into_every_script() {
         let scripts = Scripts::new(1000);
         let all = [
             &scripts.lookup,
-            &scripts.check,
             &scripts.get_many,
             &scripts.lease,
             &scripts.store,
@@ -1040,33 +1130,74 @@ mod tests {
         ];
         for script in all {
             let text: &str = &script.source;
-            for left in ["READABLE\n", "INDEX\n", "MAX_VALUE_BYTES", "INLINE_BYTES"] {
+            for piece in ["CLOCK", "OURS", "READABLE", "TAKE", "EXTEND"] {
+                assert!(
+                    !text.lines().any(|line| line.trim() == piece),
+                    "{piece} left in:\n{text}"
+                );
+            }
+            for left in ["MAX_VALUE_BYTES", "INLINE_BYTES"] {
                 assert!(!text.contains(left), "{left} left in:\n{text}");
             }
         }
         let lookup: &str = &scripts.lookup.source;
-        assert!(lookup.contains("and redis.call('ZSCORE', index, entry)) then"));
-        assert!(lookup.contains("\n  redis.call('ZADD', index, now + ttl, member)\n"));
+        assert!(lookup.contains("\nlocal now = tonumber(t[1]) * 1000"));
+        assert!(lookup.contains("\nlocal size = redis.call('HSTRLEN', hash, field)\n"));
         assert!(lookup.contains("size > 1000") && lookup.contains("size <= 2048"));
+        // A piece inside a piece: EXTEND inside TAKE.
+        assert!(lookup.contains("\nif redis.call('PTTL', hash) < ttl then\n"));
         let get_many: &str = &scripts.get_many.source;
-        assert!(get_many.contains("\n      and redis.call('ZSCORE', index, entry)) then\n"));
+        assert!(get_many.contains("\n  local size = redis.call('HSTRLEN', hash, field)\n"));
+        assert!(get_many.contains("\n    redis.call('DEL', times)\n"));
         let store: &str = &scripts.store.source;
-        assert!(store.contains("\nif redis.call('PTTL', index) < ttl then\n"));
+        assert!(store.contains("\nif redis.call('PTTL', times) < ttl then\n"));
     }
 
     #[test]
     fn names_follow_the_key_layout() {
         let key = keys().named_key("user:1");
         let variant = key.variant().to_owned();
-        let text = |k: Key| String::from_utf8(k.as_bytes().to_vec()).unwrap();
+        let text = |k: &[u8]| String::from_utf8(k.to_vec()).unwrap();
+        let hash = hash_name(key.resource());
+        assert_eq!(text(&hash), "tca:{user:1}");
+        let both = resource_keys(&hash);
+        assert_eq!(text(both[0].as_bytes()), "tca:{user:1}");
+        assert_eq!(text(both[1].as_bytes()), "tca:{user:1}:t");
+        assert_eq!(text(&entry_field(&key)), format!("v:{variant}"));
         assert_eq!(
-            text(entry_name(&key)),
-            format!("tca:{{user:1}}:v:{variant}")
+            lease_announced(&hash, &key),
+            format!("tca:{{user:1}}:l:{variant}")
         );
-        assert_eq!(text(index_name(key.resource())), "tca:{user:1}:idx");
-        assert_eq!(
-            text(lease_name(&key)),
-            format!("tca:{{user:1}}:lease:{variant}")
+    }
+
+    #[test]
+    fn announcements_reach_hints_and_waiters() {
+        let local = Local::default();
+        let key = keys().named_key("user:1");
+        let hash = hash_name(key.resource());
+        let hint = HintKey::new(&hash, key.variant().as_bytes());
+        let fresh = |local: &Local| local.hints.is_fresh(&hint, local.hints.stamp(&hint));
+
+        local
+            .hints
+            .set(&hint, local.hints.stamp(&hint), Duration::from_secs(60));
+        local.heard(b"p:tca:{user:2}");
+        local.heard(b"nonsense");
+        local.heard(b"");
+        assert!(
+            fresh(&local) || (resource_hash(&hash) % 4096 == resource_hash(b"tca:{user:2}") % 4096)
         );
+        let mut message = b"p:".to_vec();
+        message.extend_from_slice(&hash);
+        local.heard(&message);
+        assert!(!fresh(&local));
+        assert_eq!(*local.purges_heard.borrow(), 2);
+
+        local
+            .hints
+            .set(&hint, local.hints.stamp(&hint), Duration::from_secs(60));
+        local.heard(PATTERN_PURGED.as_bytes());
+        assert!(!fresh(&local));
+        assert_eq!(*local.purges_heard.borrow(), 3);
     }
 }

@@ -145,6 +145,69 @@ pub async fn scan_keys(client: &fred::clients::Client, pattern: &str) -> Vec<Str
     keys
 }
 
+/// Every field of the resource hashes whose keys match `pattern` (a key
+/// glob such as `tca:*`), named `<hash>:<field>`: entries read
+/// `<prefix>{<resource>}:v:<variant>`, leases `<prefix>{<resource>}:l:<variant>`.
+/// The `:t` expiry sets are not listed.
+pub async fn cached_fields(client: &fred::clients::Client, pattern: &str) -> Vec<String> {
+    use fred::types::{CustomCommand, Value};
+    let mut out = Vec::new();
+    for key in scan_keys(client, pattern).await {
+        let kind: Value = client
+            .custom(
+                CustomCommand::new_static("TYPE", None, false),
+                vec![key.clone()],
+            )
+            .await
+            .expect("TYPE");
+        if kind.as_str().as_deref() != Some("hash") {
+            continue;
+        }
+        let fields: Vec<String> = client
+            .custom(
+                CustomCommand::new_static("HKEYS", None, false),
+                vec![key.clone()],
+            )
+            .await
+            .expect("HKEYS");
+        out.extend(fields.into_iter().map(|field| format!("{key}:{field}")));
+    }
+    out.sort();
+    out
+}
+
+/// A name from [`cached_fields`] split into its hash and its field.
+pub fn split_field(name: &str) -> (&str, &str) {
+    let at = name.rfind("}:").expect("a <hash>:<field> name");
+    (&name[..=at], &name[at + 2..])
+}
+
+/// The value of a field named as [`cached_fields`] names it.
+pub async fn read_field(client: &fred::clients::Client, name: &str) -> Option<Bytes> {
+    use fred::types::CustomCommand;
+    let (hash, field) = split_field(name);
+    client
+        .custom(
+            CustomCommand::new_static("HGET", None, false),
+            vec![hash.to_owned(), field.to_owned()],
+        )
+        .await
+        .expect("HGET")
+}
+
+/// Overwrites a field named as [`cached_fields`] names it.
+pub async fn write_field(client: &fred::clients::Client, name: &str, value: Bytes) {
+    use fred::types::{CustomCommand, Value};
+    let (hash, field) = split_field(name);
+    let _: Value = client
+        .custom(
+            CustomCommand::new_static("HSET", None, false),
+            vec![Value::from(hash), Value::from(field), Value::Bytes(value)],
+        )
+        .await
+        .expect("HSET");
+}
+
 // ---------------------------------------------------------------------------
 // A store that tells what happened to it
 // ---------------------------------------------------------------------------

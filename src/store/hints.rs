@@ -1,0 +1,224 @@
+//! What one process remembers of the entries it has seen fresh in Redis,
+//! so that a hit on them is one plain `HGET` instead of the lookup script.
+//!
+//! A hint only chooses how an entry is read, never what is served: an
+//! `HGET` reads the entry from its resource's hash, which every purge
+//! removes whole, so a hinted read of a purged entry finds nothing (and
+//! falls back to the script). What a hint saves is the script, and what a
+//! wrong or dead hint costs is one more round trip. So the table is small,
+//! direct-mapped and lock-free, and it forgets readily:
+//!
+//! - a hint ends at the entry's expiry as the script or the fill reported it;
+//! - a purge of a resource, here or announced by another instance, moves
+//!   that resource's epoch on, which ends every hint taken before it;
+//! - a pattern purge, or a lost announcement, moves the global epoch on.
+//!
+//! A hint records the epochs as they were *before* the read that made it,
+//! so a purge that ran while that read was in flight ends it too.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// Hint slots: 16,384 entries in 256 KiB.
+const SLOTS: usize = 16 * 1024;
+/// Resource epoch counters; resources that share one are purged together
+/// as far as hints are concerned.
+const EPOCHS: usize = 4096;
+/// A stamp keeps 12 bits of each epoch.
+const EPOCH_BITS: u32 = 12;
+const EPOCH_MASK: u32 = (1 << EPOCH_BITS) - 1;
+/// The stamp's share of a slot's data word; the deadline has the rest.
+const STAMP_BITS: u32 = 2 * EPOCH_BITS;
+/// Deadlines are ms since the table was made, in 40 bits (34 years).
+const MAX_DEADLINE_MS: u64 = (1 << (64 - STAMP_BITS)) - 1;
+
+/// Where an entry's hint lives and which resource epoch guards it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HintKey {
+    /// The entry's hash; never 0 (an empty slot).
+    tag: u64,
+    /// The resource's hash (of its Redis key name).
+    resource: u64,
+}
+
+impl HintKey {
+    /// The key of the entry `variant` in the resource whose Redis key
+    /// name is `resource_name`.
+    pub(super) fn new(resource_name: &[u8], variant: &[u8]) -> HintKey {
+        let resource = resource_hash(resource_name);
+        HintKey {
+            tag: xxh3_64_with_seed(variant, resource).max(1),
+            resource,
+        }
+    }
+}
+
+/// The hash a resource's epoch is found by, from its Redis key name (which
+/// is what purge announcements carry).
+pub(super) fn resource_hash(resource_name: &[u8]) -> u64 {
+    xxh3_64(resource_name)
+}
+
+/// The epochs a hint was taken under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp(u32);
+
+#[derive(Debug, Default)]
+struct Slot {
+    tag: AtomicU64,
+    /// deadline (ms since `origin`) << STAMP_BITS | stamp
+    data: AtomicU64,
+}
+
+/// The hint table (see the module docs).
+#[derive(Debug)]
+pub(super) struct Hints {
+    origin: Instant,
+    slots: Box<[Slot]>,
+    epochs: Box<[AtomicU32]>,
+    global: AtomicU32,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints {
+            origin: Instant::now(),
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            epochs: (0..EPOCHS).map(|_| AtomicU32::new(0)).collect(),
+            global: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Hints {
+    fn slot(&self, key: &HintKey) -> &Slot {
+        &self.slots[(key.tag as usize) % self.slots.len()]
+    }
+
+    fn epoch(&self, resource: u64) -> &AtomicU32 {
+        &self.epochs[(resource as usize) % self.epochs.len()]
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The epochs now: take it before a read, give it to [`set`](Self::set)
+    /// after.
+    pub(super) fn stamp(&self, key: &HintKey) -> Stamp {
+        let global = self.global.load(Ordering::Acquire) & EPOCH_MASK;
+        let resource = self.epoch(key.resource).load(Ordering::Acquire) & EPOCH_MASK;
+        Stamp(global << EPOCH_BITS | resource)
+    }
+
+    /// Whether `key` was seen fresh, until now, under the epochs `stamp`.
+    pub(super) fn is_fresh(&self, key: &HintKey, stamp: Stamp) -> bool {
+        let slot = self.slot(key);
+        if slot.tag.load(Ordering::Acquire) != key.tag {
+            return false;
+        }
+        let data = slot.data.load(Ordering::Acquire);
+        // A writer clears the tag before it changes the data: the same tag
+        // after the read means the data was this entry's.
+        if slot.tag.load(Ordering::Acquire) != key.tag {
+            return false;
+        }
+        let deadline = data >> STAMP_BITS;
+        (data & ((1 << STAMP_BITS) - 1)) as u32 == stamp.0 && self.now_ms() < deadline
+    }
+
+    /// Records that `key` was read (or written) fresh for `ttl` more, by a
+    /// read that began under `stamp`.
+    pub(super) fn set(&self, key: &HintKey, stamp: Stamp, ttl: Duration) {
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let deadline = self.now_ms().saturating_add(ttl).min(MAX_DEADLINE_MS);
+        let slot = self.slot(key);
+        slot.tag.store(0, Ordering::Release);
+        slot.data.store(
+            deadline << STAMP_BITS | u64::from(stamp.0),
+            Ordering::Release,
+        );
+        slot.tag.store(key.tag, Ordering::Release);
+    }
+
+    /// Forgets `key` (its hinted read found nothing usable).
+    pub(super) fn clear(&self, key: &HintKey) {
+        let _ =
+            self.slot(key)
+                .tag
+                .compare_exchange(key.tag, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Ends every hint of the resource with this hash (it was purged).
+    pub(super) fn purged(&self, resource: u64) {
+        self.epoch(resource).fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ends every hint (a pattern purge, or announcements were lost).
+    pub(super) fn purged_all(&self) {
+        self.global.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(resource: &str, variant: &str) -> HintKey {
+        HintKey::new(resource.as_bytes(), variant.as_bytes())
+    }
+
+    #[test]
+    fn a_hint_holds_for_its_entry_until_its_ttl() {
+        let hints = Hints::default();
+        let (a, b) = (key("tca:{/a}", "v1"), key("tca:{/a}", "v2"));
+        assert_ne!(a, b);
+        let stamp = hints.stamp(&a);
+        assert!(!hints.is_fresh(&a, stamp));
+        hints.set(&a, stamp, Duration::from_secs(60));
+        assert!(hints.is_fresh(&a, hints.stamp(&a)));
+        assert!(!hints.is_fresh(&b, hints.stamp(&b)));
+        hints.clear(&a);
+        assert!(!hints.is_fresh(&a, hints.stamp(&a)));
+        // Expired at once.
+        hints.set(&b, hints.stamp(&b), Duration::ZERO);
+        assert!(!hints.is_fresh(&b, hints.stamp(&b)));
+        // A huge ttl saturates instead of wrapping.
+        hints.set(&b, hints.stamp(&b), Duration::MAX);
+        assert!(hints.is_fresh(&b, hints.stamp(&b)));
+    }
+
+    #[test]
+    fn a_purge_ends_the_hints_of_its_resource_only() {
+        let hints = Hints::default();
+        let (a1, a2, other) = (key("p:{/a}", "1"), key("p:{/a}", "2"), key("p:{/b}", "1"));
+        for k in [&a1, &a2, &other] {
+            hints.set(k, hints.stamp(k), Duration::from_secs(60));
+        }
+        hints.purged(resource_hash(b"p:{/a}"));
+        assert!(!hints.is_fresh(&a1, hints.stamp(&a1)));
+        assert!(!hints.is_fresh(&a2, hints.stamp(&a2)));
+        // Unless the two resources share an epoch counter (1 in 4096).
+        if (a1.resource as usize) % EPOCHS != (other.resource as usize) % EPOCHS {
+            assert!(hints.is_fresh(&other, hints.stamp(&other)));
+        }
+        hints.purged_all();
+        assert!(!hints.is_fresh(&other, hints.stamp(&other)));
+    }
+
+    #[test]
+    fn a_read_that_overlapped_a_purge_leaves_no_hint() {
+        let hints = Hints::default();
+        let a = key("p:{/a}", "1");
+        let before = hints.stamp(&a);
+        hints.purged(resource_hash(b"p:{/a}"));
+        hints.set(&a, before, Duration::from_secs(60));
+        assert!(!hints.is_fresh(&a, hints.stamp(&a)));
+        let before = hints.stamp(&a);
+        hints.purged_all();
+        hints.set(&a, before, Duration::from_secs(60));
+        assert!(!hints.is_fresh(&a, hints.stamp(&a)));
+    }
+}
