@@ -6,7 +6,9 @@
 //! removes whole, so a hinted read of a purged entry finds nothing (and
 //! falls back to the script). What a hint saves is the script, and what a
 //! wrong or dead hint costs is one more round trip. So the table is small,
-//! direct-mapped and lock-free, and it forgets readily:
+//! lock-free and 4-way set-associative (a set is one cache line; entries
+//! that share a set evict each other only when five do), and it forgets
+//! readily:
 //!
 //! - a hint ends at the entry's expiry as the script or the fill reported it;
 //! - a purge of a resource, here or announced by another instance, moves
@@ -21,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-/// Hint slots: 16,384 entries in 256 KiB.
-const SLOTS: usize = 16 * 1024;
+/// Hints kept by default: 16,384 entries in 256 KiB.
+pub(super) const DEFAULT_ENTRIES: usize = 16 * 1024;
+/// Slots per set.
+const WAYS: usize = 4;
 /// Resource epoch counters; resources that share one are purged together
 /// as far as hints are concerned.
 const EPOCHS: usize = 4096;
@@ -72,29 +76,53 @@ struct Slot {
     data: AtomicU64,
 }
 
+/// The slots an entry may take: one cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Set([Slot; WAYS]);
+
 /// The hint table (see the module docs).
 #[derive(Debug)]
 pub(super) struct Hints {
     origin: Instant,
-    slots: Box<[Slot]>,
+    sets: Box<[Set]>,
     epochs: Box<[AtomicU32]>,
     global: AtomicU32,
 }
 
 impl Default for Hints {
     fn default() -> Self {
-        Hints {
-            origin: Instant::now(),
-            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
-            epochs: (0..EPOCHS).map(|_| AtomicU32::new(0)).collect(),
-            global: AtomicU32::new(0),
-        }
+        Hints::with_capacity(DEFAULT_ENTRIES)
     }
 }
 
 impl Hints {
-    fn slot(&self, key: &HintKey) -> &Slot {
-        &self.slots[(key.tag as usize) % self.slots.len()]
+    /// A table of `entries` hints (rounded up to whole sets); with 0 it
+    /// keeps none, and every read goes through the lookup script.
+    pub(super) fn with_capacity(entries: usize) -> Hints {
+        Hints {
+            origin: Instant::now(),
+            sets: (0..entries.div_ceil(WAYS))
+                .map(|_| Set::default())
+                .collect(),
+            epochs: (0..EPOCHS).map(|_| AtomicU32::new(0)).collect(),
+            global: AtomicU32::new(0),
+        }
+    }
+
+    fn set_of(&self, key: &HintKey) -> Option<&Set> {
+        if self.sets.is_empty() {
+            return None;
+        }
+        Some(&self.sets[(key.tag as usize) % self.sets.len()])
+    }
+
+    /// The slot holding `key`'s hint, if one does.
+    fn slot(&self, key: &HintKey) -> Option<&Slot> {
+        self.set_of(key)?
+            .0
+            .iter()
+            .find(|slot| slot.tag.load(Ordering::Acquire) == key.tag)
     }
 
     fn epoch(&self, resource: u64) -> &AtomicU32 {
@@ -115,10 +143,9 @@ impl Hints {
 
     /// Whether `key` was seen fresh, until now, under the epochs `stamp`.
     pub(super) fn is_fresh(&self, key: &HintKey, stamp: Stamp) -> bool {
-        let slot = self.slot(key);
-        if slot.tag.load(Ordering::Acquire) != key.tag {
+        let Some(slot) = self.slot(key) else {
             return false;
-        }
+        };
         let data = slot.data.load(Ordering::Acquire);
         // A writer clears the tag before it changes the data: the same tag
         // after the read means the data was this entry's.
@@ -134,7 +161,25 @@ impl Hints {
     pub(super) fn set(&self, key: &HintKey, stamp: Stamp, ttl: Duration) {
         let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let deadline = self.now_ms().saturating_add(ttl).min(MAX_DEADLINE_MS);
-        let slot = self.slot(key);
+        let Some(set) = self.set_of(key) else {
+            return;
+        };
+        // Its own slot, else a free one, else the one that expires first.
+        // Two writers racing for one slot can leave one entry's tag with
+        // the other's data: a wrong hint, which costs a round trip at most.
+        let expiry = |slot: &Slot| match slot.tag.load(Ordering::Acquire) {
+            0 => 0,
+            tag if tag == key.tag => 0,
+            _ => slot.data.load(Ordering::Acquire) >> STAMP_BITS,
+        };
+        let slot = match self.slot(key) {
+            Some(slot) => slot,
+            None => set
+                .0
+                .iter()
+                .min_by_key(|slot| expiry(slot))
+                .unwrap_or(&set.0[0]),
+        };
         slot.tag.store(0, Ordering::Release);
         slot.data.store(
             deadline << STAMP_BITS | u64::from(stamp.0),
@@ -145,10 +190,11 @@ impl Hints {
 
     /// Forgets `key` (its hinted read found nothing usable).
     pub(super) fn clear(&self, key: &HintKey) {
-        let _ =
-            self.slot(key)
+        if let Some(slot) = self.slot(key) {
+            let _ = slot
                 .tag
                 .compare_exchange(key.tag, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
     }
 
     /// Ends every hint of the resource with this hash (it was purged).
@@ -206,6 +252,33 @@ mod tests {
         }
         hints.purged_all();
         assert!(!hints.is_fresh(&other, hints.stamp(&other)));
+    }
+
+    #[test]
+    fn four_entries_share_a_set_and_a_fifth_evicts_the_first_to_expire() {
+        // One set: every key falls into it.
+        let hints = Hints::with_capacity(WAYS);
+        let keys: Vec<HintKey> = (0..5).map(|i| key("p:{/a}", &i.to_string())).collect();
+        let fresh = |k: &HintKey| hints.is_fresh(k, hints.stamp(k));
+        for (i, k) in keys[..4].iter().enumerate() {
+            hints.set(k, hints.stamp(k), Duration::from_secs(60 + i as u64));
+        }
+        assert!(keys[..4].iter().all(fresh));
+        hints.set(&keys[4], hints.stamp(&keys[4]), Duration::from_secs(600));
+        assert!(!fresh(&keys[0]), "the first to expire made room");
+        assert!(keys[1..].iter().all(fresh));
+        // A hint set again keeps its slot.
+        hints.set(&keys[2], hints.stamp(&keys[2]), Duration::from_secs(1));
+        assert!(keys[1..].iter().all(fresh));
+    }
+
+    #[test]
+    fn a_table_of_no_entries_keeps_no_hint() {
+        let hints = Hints::with_capacity(0);
+        let a = key("p:{/a}", "1");
+        hints.set(&a, hints.stamp(&a), Duration::from_secs(60));
+        assert!(!hints.is_fresh(&a, hints.stamp(&a)));
+        hints.clear(&a);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use fred::types::Builder;
 use fred::types::{Key, Value};
 use futures_util::StreamExt;
 
-use super::hints::{resource_hash, HintKey, Hints};
+use super::hints::{resource_hash, HintKey, Hints, DEFAULT_ENTRIES};
 use super::waiters::Waiters;
 use super::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::decimal::Decimal;
@@ -469,8 +469,14 @@ struct Local {
 
 impl Default for Local {
     fn default() -> Self {
+        Local::with_hints(DEFAULT_ENTRIES)
+    }
+}
+
+impl Local {
+    fn with_hints(entries: usize) -> Local {
         Local {
-            hints: Hints::default(),
+            hints: Hints::with_capacity(entries),
             waiters: Waiters::default(),
             started: std::sync::atomic::AtomicBool::new(false),
             subscribed: tokio::sync::watch::Sender::new(false),
@@ -650,6 +656,17 @@ impl RedisStore {
     pub fn with_max_value_bytes(mut self, bytes: u64) -> RedisStore {
         self.max_value_bytes = bytes.min(i64::MAX as u64);
         self.scripts = Arc::new(Scripts::new(self.max_value_bytes));
+        self
+    }
+
+    /// How many entries this store remembers as seen fresh (default
+    /// 16,384, in 256 KiB), so that a hit on one of them is a plain `HGET`
+    /// rather than the lookup script. Size it to the entries that are hot
+    /// at once; past that, hits on the rest go through the script (still
+    /// one round trip, but more work for Redis). 0 sends every read
+    /// through the script.
+    pub fn with_hints(mut self, entries: usize) -> RedisStore {
+        self.local = Arc::new(Local::with_hints(entries));
         self
     }
 
