@@ -25,7 +25,7 @@ use bytes::Bytes;
 use fred::bytes_utils::Str;
 use fred::clients::{Client, Pool, SubscriberClient};
 use fred::interfaces::{
-    ClientLike, EventInterface, HashesInterface, LuaInterface, PubsubInterface,
+    ClientLike, EventInterface, HashesInterface, LuaInterface, PubsubInterface, SortedSetsInterface,
 };
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scan::Scanner;
@@ -221,19 +221,16 @@ return 0
 /// Removes a resource: its hash (every entry and lease) and its expiries,
 /// and announces it unless ARGV[2] is ''. KEYS: hash, times. ARGV:
 /// channel, announce. Returns how many unexpired entries (not leases)
-/// there were.
+/// there were, by their expiries.
 const PURGE_SCRIPT: &str = r#"
 local hash, times = KEYS[1], KEYS[2]
 CLOCK
 local removed = 0
-local fields = redis.pcall('HKEYS', hash)
-if fields.err == nil then
-  for _, field in ipairs(fields) do
+local live = redis.pcall('ZRANGEBYSCORE', times, '(' .. now, '+inf')
+if live.err == nil then
+  for _, field in ipairs(live) do
     if string.sub(field, 1, 2) == 'v:' then
-      local expiry = redis.pcall('ZSCORE', times, field)
-      if type(expiry) == 'string' and tonumber(expiry) > now then
-        removed = removed + 1
-      end
+      removed = removed + 1
     end
   end
 end
@@ -327,11 +324,11 @@ fn hash_name(resource: &ResourceKey) -> Bytes {
 
 /// The resource's hash and, beside it, its sorted set of field expiries
 /// (`<hash>:t`), from the hash's name.
-fn resource_keys(hash: &Bytes) -> Vec<Key> {
+fn resource_keys(hash: &Bytes) -> [Key; 2] {
     let mut times = Vec::with_capacity(hash.len() + 2);
     times.extend_from_slice(hash);
     times.extend_from_slice(b":t");
-    vec![Key::from(hash.clone()), Key::from(Bytes::from(times))]
+    [Key::from(hash.clone()), Key::from(Bytes::from(times))]
 }
 
 /// The entry's field in its resource's hash.
@@ -779,7 +776,7 @@ impl RedisStore {
             .lookup
             .run(client, || {
                 (
-                    resource_keys(&hash),
+                    resource_keys(&hash).into(),
                     vec![
                         variant_arg(key),
                         lease.map_or_else(|| Value::Bytes(Bytes::new()), lease_arg),
@@ -835,7 +832,7 @@ impl RedisStore {
             .store
             .run(client, || {
                 (
-                    resource_keys(&hash),
+                    resource_keys(&hash).into(),
                     vec![
                         variant_arg(key),
                         Value::Bytes(value.clone()),
@@ -861,7 +858,7 @@ impl RedisStore {
             .purge
             .run(client, || {
                 (
-                    resource_keys(&hash),
+                    resource_keys(&hash).into(),
                     vec![
                         Value::from_static_str(EVENTS_CHANNEL),
                         Value::from_static_str(if announce { "1" } else { "" }),
@@ -922,7 +919,7 @@ impl Store for RedisStore {
                 .lease
                 .run(self.client(), || {
                     (
-                        resource_keys(&hash),
+                        resource_keys(&hash).into(),
                         vec![variant_arg(key), lease_arg(lease)],
                     )
                 })
@@ -948,7 +945,7 @@ impl Store for RedisStore {
                 .release
                 .run::<i64>(self.client(), || {
                     (
-                        resource_keys(&hash),
+                        resource_keys(&hash).into(),
                         vec![
                             variant_arg(key),
                             token_arg(token),
@@ -1022,11 +1019,17 @@ impl Store for RedisStore {
             self.local
                 .hints
                 .clear(&HintKey::new(&hash, key.variant().as_bytes()));
-            // Its expiry stays in the sorted set until a fill trims it; an
-            // expiry without a field reads as nothing.
-            self.client()
-                .hdel::<i64, _, _>(Key::from(hash), entry_field(key))
-                .await?;
+            let client = self.client();
+            let [hash, times] = resource_keys(&hash);
+            let field = entry_field(key);
+            // Two commands on one slot, sent together; the field goes
+            // first, and an expiry left alone reads as nothing.
+            let (removed, _) = futures_util::future::join(
+                client.hdel::<i64, _, _>(hash, field.clone()),
+                client.zrem::<i64, _, _>(times, field),
+            )
+            .await;
+            removed?;
             Ok(())
         })
     }
