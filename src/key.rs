@@ -9,7 +9,7 @@
 //! The authority is part of the variant, not of the resource: purges (by
 //! rule, by `Location`, from a job) name paths, and a job rarely knows which
 //! host names served them. So one purge of a path removes its entries for
-//! every host, by the resource's index, with no scan; the hosts' entries
+//! every host, in one step on the resource, with no scan; the hosts' entries
 //! still never mix.
 //!
 //! Everything here comes from the request and is untrusted, so the mapping

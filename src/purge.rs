@@ -10,7 +10,7 @@
 //! - the targets of the purge rules that match its method and path, with
 //!   the path parameters substituted.
 //!
-//! An exact path is purged through its resource's index, in O(variants);
+//! An exact path is purged as one resource (every variant), in O(variants);
 //! a target with a `*` is a pattern, purged by `SCAN` in bounded batches.
 //!
 //! # When a purge fails
