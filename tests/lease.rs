@@ -535,3 +535,31 @@ async fn a_hit_is_one_redis_command_and_a_miss_one_before_its_response() {
     assert_eq!(commands.mark("miss unheard").await, ["HGET", "EVALSHA"]);
     response.into_body().collect().await.unwrap();
 }
+
+/// `RedisStore::with_hints(0)` keeps no hints: every hit is the lookup
+/// script, and still one command.
+#[tokio::test]
+async fn without_hints_every_hit_is_the_lookup_script() {
+    let server = support::RedisServer::launch();
+    let store = CountingStore::new(Arc::new(redis_store(&server.url()).await.with_hints(0)));
+    let svc = CacheAsideLayer::builder(store.as_dyn())
+        .prefix("t:nohints:")
+        .build()
+        .unwrap()
+        .layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"body"))))
+        }));
+    let response = svc.clone().oneshot(get("/warm")).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    store.wait_puts(1).await;
+    let mut commands = Commands::start(&server.url()).await;
+    for round in 0..3 {
+        let response = svc.clone().oneshot(get("/warm")).await.unwrap();
+        assert!(cache_status_of(response.headers()).contains("hit"));
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "body"
+        );
+        assert_eq!(commands.mark("hit").await, ["EVALSHA"], "hit {round}");
+    }
+}
