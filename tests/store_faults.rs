@@ -550,3 +550,56 @@ async fn connecting_to_no_server_fails() {
         .expect("connect gives up by itself");
     assert!(result.is_err(), "nothing listens on {url}");
 }
+
+/// Expired variants do not pile up in their resource's hash: each fill
+/// drops the resource's expired fields, and their expiries with them.
+#[tokio::test]
+async fn fills_drop_the_expired_variants_of_their_resource() {
+    let server = shared_redis();
+    let prefix = "t:trim:";
+    let (store, layer) = redis_layer(&server.url(), prefix, Duration::from_secs(5)).await;
+    // `?page=keep` lives an hour; the other pages one second.
+    let origin = Origin::new(|req| {
+        let max_age = if req.uri().query() == Some("page=keep") {
+            3600
+        } else {
+            1
+        };
+        Response::builder()
+            .header("cache-control", format!("max-age={max_age}"))
+            .body(TestBody::full(format!("{}", req.uri())))
+            .unwrap()
+    });
+    let svc = layer.layer(origin.service());
+    let raw = fred_client(&server.url()).await;
+    let entries = || async { cached_fields(&raw, &format!("{prefix}{{/list}}")).await };
+    let expiries = || async {
+        let count: i64 =
+            fred::interfaces::SortedSetsInterface::zcard(&raw, format!("{prefix}{{/list}}:t"))
+                .await
+                .unwrap();
+        count
+    };
+
+    for (i, page) in ["keep", "1", "2", "3"].into_iter().enumerate() {
+        let reply = send(&svc, get(&format!("/list?page={page}"))).await;
+        assert_eq!(reply.cache_status(), STORED, "{page}");
+        store.wait_puts(i + 1).await;
+    }
+    assert_eq!(entries().await.len(), 4);
+    assert_eq!(expiries().await, 4);
+
+    // Time, not an event: the one-second pages expire.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let reply = send(&svc, get("/list?page=4")).await;
+    assert_eq!(reply.cache_status(), STORED);
+    store.wait_puts(5).await;
+    assert_eq!(
+        entries().await.len(),
+        2,
+        "keep and 4 are left: {:?}",
+        entries().await
+    );
+    assert_eq!(expiries().await, 2);
+    assert_hit(&send(&svc, get("/list?page=keep")).await);
+}
