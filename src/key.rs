@@ -186,7 +186,82 @@ pub(crate) struct KeyConfig {
 pub(crate) struct DerivedKey {
     pub(crate) key: EntryKey,
     /// The full key material; stored in the entry and checked on hits.
-    pub(crate) fingerprint: Vec<u8>,
+    pub(crate) fingerprint: Material,
+}
+
+/// Bytes of key material held inline: a path, a host and a short query
+/// fit, so most requests derive their key without allocating for it.
+const INLINE_MATERIAL: usize = 128;
+
+/// Key material: inline up to [`INLINE_MATERIAL`] bytes, on the heap past
+/// that.
+#[derive(Clone)]
+pub(crate) enum Material {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_MATERIAL],
+    },
+    Heap(Vec<u8>),
+}
+
+impl Material {
+    fn new() -> Material {
+        Material::Inline {
+            len: 0,
+            bytes: [0; INLINE_MATERIAL],
+        }
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.extend_from_slice(&[byte]);
+    }
+
+    fn extend_from_slice(&mut self, more: &[u8]) {
+        match self {
+            Material::Inline { len, bytes } => {
+                let at = usize::from(*len);
+                match bytes.get_mut(at..at + more.len()) {
+                    Some(room) => {
+                        room.copy_from_slice(more);
+                        // At most INLINE_MATERIAL (128), so it fits a u8.
+                        *len = (at + more.len()) as u8;
+                    }
+                    None => {
+                        let mut heap = Vec::with_capacity(2 * (at + more.len()));
+                        heap.extend_from_slice(&bytes[..at]);
+                        heap.extend_from_slice(more);
+                        *self = Material::Heap(heap);
+                    }
+                }
+            }
+            Material::Heap(heap) => heap.extend_from_slice(more),
+        }
+    }
+}
+
+impl std::ops::Deref for Material {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Material::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Material::Heap(heap) => heap,
+        }
+    }
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Material")
+            .field(&String::from_utf8_lossy(self))
+            .finish()
+    }
+}
+
+impl PartialEq for Material {
+    fn eq(&self, other: &Material) -> bool {
+        **self == **other
+    }
 }
 
 impl KeyConfig {
@@ -253,15 +328,16 @@ impl KeyConfig {
         // each vary header. Separators are bytes that can occur in none of
         // them (the path is encoded; URIs and header values exclude
         // 0x00-0x02), so distinct requests never share material.
-        let mut material = Vec::with_capacity(full.len() + 96);
+        let mut material = Material::new();
         material.extend_from_slice(full.as_bytes());
         material.push(0);
         if self.include_authority {
-            material.extend(
-                request_authority(req)
-                    .bytes()
-                    .map(|b| b.to_ascii_lowercase()),
-            );
+            let authority = request_authority(req).as_bytes();
+            if authority.iter().any(u8::is_ascii_uppercase) {
+                material.extend_from_slice(&authority.to_ascii_lowercase());
+            } else {
+                material.extend_from_slice(authority);
+            }
         }
         material.push(0);
         self.push_canonical_query(&mut material, req.uri().query().unwrap_or(""));
@@ -284,7 +360,7 @@ impl KeyConfig {
         }
     }
 
-    fn push_canonical_query(&self, out: &mut Vec<u8>, query: &str) {
+    fn push_canonical_query(&self, out: &mut Material, query: &str) {
         if query.is_empty() {
             return;
         }
@@ -551,6 +627,51 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(c.derive(&get("/users/1")).key, c.derive(&other_host).key);
+    }
+
+    #[test]
+    fn material_moves_to_the_heap_past_its_inline_room_and_keeps_every_byte() {
+        let mut expected = Vec::new();
+        let mut material = Material::new();
+        for i in 0..300u32 {
+            let piece = [(i % 251) as u8; 3];
+            let piece = &piece[..(i % 3) as usize + 1];
+            material.extend_from_slice(piece);
+            material.push(0);
+            expected.extend_from_slice(piece);
+            expected.push(0);
+            assert_eq!(&*material, &expected[..], "after {i} pieces");
+            assert_eq!(
+                matches!(material, Material::Inline { .. }),
+                expected.len() <= INLINE_MATERIAL
+            );
+        }
+        let mut inline = Material::new();
+        inline.extend_from_slice(b"/a");
+        let mut heap = Material::Heap(Vec::new());
+        heap.extend_from_slice(b"/a");
+        assert_eq!(inline, heap);
+    }
+
+    #[test]
+    fn keys_with_long_material_are_derived_like_short_ones() {
+        let c = config();
+        let long_query = format!("/search?{}", "q=x&".repeat(60));
+        let a = c.derive(&get(&long_query));
+        let b = c.derive(&get(&long_query));
+        assert!(a.fingerprint.len() > INLINE_MATERIAL);
+        assert!(matches!(a.fingerprint, Material::Heap(_)));
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.key, b.key);
+        let upper = Request::get("/users/1")
+            .header("host", "EXAMPLE.com")
+            .body(())
+            .unwrap();
+        let lower = Request::get("/users/1")
+            .header("host", "example.com")
+            .body(())
+            .unwrap();
+        assert_eq!(c.derive(&upper).fingerprint, c.derive(&lower).fingerprint);
     }
 
     #[test]

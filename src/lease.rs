@@ -257,7 +257,7 @@ fn usable(
         tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
         Some("bad-entry")
     })?;
-    if entry.fingerprint != miss.key.fingerprint {
+    if entry.fingerprint[..] != miss.key.fingerprint[..] {
         // A hash collision, or a value planted under this key.
         return Err(None);
     }
