@@ -31,6 +31,8 @@ use std::sync::Arc;
 
 use http::{header, HeaderName, Request};
 
+use crate::inline::InlineBytes;
+
 /// Longest encoded resource kept verbatim in a key.
 pub(crate) const MAX_RESOURCE_LEN: usize = 512;
 /// The one variant of a typed cache key.
@@ -45,7 +47,8 @@ const HASHED_HEAD_LEN: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResourceKey {
     prefix: Arc<str>,
-    resource: String,
+    /// ASCII only (the resource encoding).
+    resource: ResourceText,
 }
 
 impl ResourceKey {
@@ -57,7 +60,7 @@ impl ResourceKey {
     /// The encoded path. Never contains `{`, `}`, `*`, `?`,
     /// `[`, `]`, `\`, white space or control bytes.
     pub fn resource(&self) -> &str {
-        &self.resource
+        std::str::from_utf8(&self.resource).unwrap_or_default()
     }
 }
 
@@ -189,80 +192,12 @@ pub(crate) struct DerivedKey {
     pub(crate) fingerprint: Material,
 }
 
-/// Bytes of key material held inline: a path, a host and a short query
-/// fit, so most requests derive their key without allocating for it.
-const INLINE_MATERIAL: usize = 128;
+/// Key material, inline up to 128 bytes: a path, a host and a short
+/// query fit, so most requests derive their key without allocating for it.
+pub(crate) type Material = InlineBytes<128>;
 
-/// Key material: inline up to [`INLINE_MATERIAL`] bytes, on the heap past
-/// that.
-#[derive(Clone)]
-pub(crate) enum Material {
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE_MATERIAL],
-    },
-    Heap(Vec<u8>),
-}
-
-impl Material {
-    fn new() -> Material {
-        Material::Inline {
-            len: 0,
-            bytes: [0; INLINE_MATERIAL],
-        }
-    }
-
-    fn push(&mut self, byte: u8) {
-        self.extend_from_slice(&[byte]);
-    }
-
-    fn extend_from_slice(&mut self, more: &[u8]) {
-        match self {
-            Material::Inline { len, bytes } => {
-                let at = usize::from(*len);
-                match bytes.get_mut(at..at + more.len()) {
-                    Some(room) => {
-                        room.copy_from_slice(more);
-                        // At most INLINE_MATERIAL (128), so it fits a u8.
-                        *len = (at + more.len()) as u8;
-                    }
-                    None => {
-                        let mut heap = Vec::with_capacity(2 * (at + more.len()));
-                        heap.extend_from_slice(&bytes[..at]);
-                        heap.extend_from_slice(more);
-                        *self = Material::Heap(heap);
-                    }
-                }
-            }
-            Material::Heap(heap) => heap.extend_from_slice(more),
-        }
-    }
-}
-
-impl std::ops::Deref for Material {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Material::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Material::Heap(heap) => heap,
-        }
-    }
-}
-
-impl std::fmt::Debug for Material {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Material")
-            .field(&String::from_utf8_lossy(self))
-            .finish()
-    }
-}
-
-impl PartialEq for Material {
-    fn eq(&self, other: &Material) -> bool {
-        **self == **other
-    }
-}
+/// Resource text, inline up to 64 bytes.
+type ResourceText = InlineBytes<64>;
 
 impl KeyConfig {
     /// Derives the resource key of a path as it appears in a request
@@ -274,7 +209,7 @@ impl KeyConfig {
     /// The resource key of an application key (the typed cache's keys):
     /// encoded like a path, so that patterns over them are safe too.
     pub(crate) fn named_key(&self, name: &str) -> EntryKey {
-        let mut full = String::with_capacity(name.len() + 8);
+        let mut full = ResourceText::new();
         encode_into(&mut full, name.as_bytes());
         EntryKey {
             resource: self.shorten(full),
@@ -283,14 +218,12 @@ impl KeyConfig {
     }
 
     /// The resource key for an encoded text, hashed when it is long.
-    fn shorten(&self, full: String) -> ResourceKey {
+    fn shorten(&self, full: ResourceText) -> ResourceKey {
         let resource = if full.len() > MAX_RESOURCE_LEN {
-            let mut short = String::with_capacity(HASHED_HEAD_LEN + 33);
-            // The encoded text is ASCII, so any byte index is a char boundary.
-            short.push_str(&full[..HASHED_HEAD_LEN]);
-            short.push('#');
-            let hex = hex32(xxhash_rust::xxh3::xxh3_128(full.as_bytes()));
-            short.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+            let mut short = ResourceText::new();
+            short.extend_from_slice(&full[..HASHED_HEAD_LEN]);
+            short.push(b'#');
+            short.extend_from_slice(&hex32(xxhash_rust::xxh3::xxh3_128(&full)));
             short
         } else {
             full
@@ -329,7 +262,7 @@ impl KeyConfig {
         // them (the path is encoded; URIs and header values exclude
         // 0x00-0x02), so distinct requests never share material.
         let mut material = Material::new();
-        material.extend_from_slice(full.as_bytes());
+        material.extend_from_slice(&full);
         material.push(0);
         if self.include_authority {
             let authority = request_authority(req).as_bytes();
@@ -468,9 +401,8 @@ fn is_safe(byte: u8) -> bool {
 }
 
 /// Appends `bytes` to `out` in the resource encoding.
-pub(crate) fn encode_into(out: &mut String, mut bytes: &[u8]) {
+pub(crate) fn encode_into(out: &mut impl Encoded, mut bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.reserve(bytes.len());
     // Runs of safe bytes (the common case: all of a path) go in at once.
     while !bytes.is_empty() {
         let safe = bytes
@@ -478,34 +410,47 @@ pub(crate) fn encode_into(out: &mut String, mut bytes: &[u8]) {
             .position(|&b| !is_safe(b))
             .unwrap_or(bytes.len());
         let (run, rest) = bytes.split_at(safe);
-        // Safe bytes are ASCII.
-        out.push_str(std::str::from_utf8(run).unwrap_or_default());
+        out.put(run);
         let Some((&byte, rest)) = rest.split_first() else {
             break;
         };
-        out.push('%');
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        out.put(&[
+            b'%',
+            HEX[usize::from(byte >> 4)],
+            HEX[usize::from(byte & 0x0f)],
+        ]);
         bytes = rest;
     }
 }
 
+/// Where [`encode_into`] writes: text it builds, which is ASCII.
+pub(crate) trait Encoded {
+    /// Appends encoded bytes (ASCII only).
+    fn put(&mut self, ascii: &[u8]);
+}
+
+impl Encoded for String {
+    fn put(&mut self, ascii: &[u8]) {
+        self.push_str(std::str::from_utf8(ascii).unwrap_or_default());
+    }
+}
+
+impl<const N: usize> Encoded for InlineBytes<N> {
+    fn put(&mut self, ascii: &[u8]) {
+        self.extend_from_slice(ascii);
+    }
+}
+
 /// A request path in the resource encoding (`/` for an empty one).
-fn encoded_path(path: &str) -> String {
+fn encoded_path(path: &str) -> ResourceText {
     let path = if path.is_empty() {
         b"/"
     } else {
         path.as_bytes()
     };
-    let mut full = String::with_capacity(encoded_len(path));
+    let mut full = ResourceText::new();
     encode_into(&mut full, path);
     full
-}
-
-/// The length of `bytes` in the resource encoding (each unsafe byte
-/// takes three).
-fn encoded_len(bytes: &[u8]) -> usize {
-    bytes.len() + 2 * bytes.iter().filter(|&&b| !is_safe(b)).count()
 }
 
 /// `value` as 32 lowercase hex digits.
@@ -630,37 +575,17 @@ mod tests {
     }
 
     #[test]
-    fn material_moves_to_the_heap_past_its_inline_room_and_keeps_every_byte() {
-        let mut expected = Vec::new();
-        let mut material = Material::new();
-        for i in 0..300u32 {
-            let piece = [(i % 251) as u8; 3];
-            let piece = &piece[..(i % 3) as usize + 1];
-            material.extend_from_slice(piece);
-            material.push(0);
-            expected.extend_from_slice(piece);
-            expected.push(0);
-            assert_eq!(&*material, &expected[..], "after {i} pieces");
-            assert_eq!(
-                matches!(material, Material::Inline { .. }),
-                expected.len() <= INLINE_MATERIAL
-            );
-        }
-        let mut inline = Material::new();
-        inline.extend_from_slice(b"/a");
-        let mut heap = Material::Heap(Vec::new());
-        heap.extend_from_slice(b"/a");
-        assert_eq!(inline, heap);
-    }
-
-    #[test]
     fn keys_with_long_material_are_derived_like_short_ones() {
         let c = config();
         let long_query = format!("/search?{}", "q=x&".repeat(60));
         let a = c.derive(&get(&long_query));
         let b = c.derive(&get(&long_query));
-        assert!(a.fingerprint.len() > INLINE_MATERIAL);
-        assert!(matches!(a.fingerprint, Material::Heap(_)));
+        assert!(a.fingerprint.spilled());
+        // A resource past its inline room (64 bytes) is kept whole.
+        let path = format!("/{}", "segment/".repeat(20));
+        let key = c.derive(&get(&path)).key;
+        assert_eq!(key.resource().resource(), path);
+        assert_eq!(key, c.derive(&get(&path)).key);
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_eq!(a.key, b.key);
         let upper = Request::get("/users/1")

@@ -77,6 +77,7 @@ mod decimal;
 mod entry;
 mod error;
 mod future;
+mod inline;
 mod key;
 mod layer;
 mod lease;
