@@ -20,6 +20,16 @@ impl<const N: usize> InlineBytes<N> {
         }
     }
 
+    /// Empty, with room for `capacity` bytes: on the heap at once when
+    /// they will not fit inline.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        if capacity > N || capacity > usize::from(u8::MAX) {
+            InlineBytes::Heap(Vec::with_capacity(capacity))
+        } else {
+            InlineBytes::new()
+        }
+    }
+
     pub(crate) fn push(&mut self, byte: u8) {
         self.extend_from_slice(&[byte]);
     }
@@ -126,6 +136,8 @@ mod tests {
         assert_eq!(inline, heap);
         assert_eq!(hash_of(&inline), hash_of(&heap));
         assert_ne!(inline, InlineBytes::<8>::from(&b"/b"[..]));
+        assert!(InlineBytes::<8>::with_capacity(9).spilled());
+        assert!(!InlineBytes::<8>::with_capacity(8).spilled());
         // 255 is the most an inline length can say.
         let big = InlineBytes::<255>::from(&[7u8; 255][..]);
         assert!(!big.spilled());

@@ -209,7 +209,7 @@ impl KeyConfig {
     /// The resource key of an application key (the typed cache's keys):
     /// encoded like a path, so that patterns over them are safe too.
     pub(crate) fn named_key(&self, name: &str) -> EntryKey {
-        let mut full = ResourceText::new();
+        let mut full = ResourceText::with_capacity(name.len());
         encode_into(&mut full, name.as_bytes());
         EntryKey {
             resource: self.shorten(full),
@@ -220,7 +220,7 @@ impl KeyConfig {
     /// The resource key for an encoded text, hashed when it is long.
     fn shorten(&self, full: ResourceText) -> ResourceKey {
         let resource = if full.len() > MAX_RESOURCE_LEN {
-            let mut short = ResourceText::new();
+            let mut short = ResourceText::with_capacity(HASHED_HEAD_LEN + 33);
             short.extend_from_slice(&full[..HASHED_HEAD_LEN]);
             short.push(b'#');
             short.extend_from_slice(&hex32(xxhash_rust::xxh3::xxh3_128(&full)));
@@ -261,19 +261,24 @@ impl KeyConfig {
         // each vary header. Separators are bytes that can occur in none of
         // them (the path is encoded; URIs and header values exclude
         // 0x00-0x02), so distinct requests never share material.
-        let mut material = Material::new();
+        // Room for what usually goes in: a longer query or vary values
+        // make it grow.
+        let authority = if self.include_authority {
+            request_authority(req).as_bytes()
+        } else {
+            b""
+        };
+        let query = req.uri().query().unwrap_or("");
+        let mut material = Material::with_capacity(full.len() + authority.len() + query.len() + 3);
         material.extend_from_slice(&full);
         material.push(0);
-        if self.include_authority {
-            let authority = request_authority(req).as_bytes();
-            if authority.iter().any(u8::is_ascii_uppercase) {
-                material.extend_from_slice(&authority.to_ascii_lowercase());
-            } else {
-                material.extend_from_slice(authority);
-            }
+        if authority.iter().any(u8::is_ascii_uppercase) {
+            material.extend_from_slice(&authority.to_ascii_lowercase());
+        } else {
+            material.extend_from_slice(authority);
         }
         material.push(0);
-        self.push_canonical_query(&mut material, req.uri().query().unwrap_or(""));
+        self.push_canonical_query(&mut material, query);
         for name in &self.vary_by {
             material.push(0);
             material.extend_from_slice(name.as_str().as_bytes());
@@ -448,7 +453,9 @@ fn encoded_path(path: &str) -> ResourceText {
     } else {
         path.as_bytes()
     };
-    let mut full = ResourceText::new();
+    // At least the path's length (escapes make it longer); not counted
+    // exactly, which would read the path twice.
+    let mut full = ResourceText::with_capacity(path.len());
     encode_into(&mut full, path);
     full
 }
