@@ -563,3 +563,70 @@ async fn without_hints_every_hit_is_the_lookup_script() {
         assert_eq!(commands.mark("hit").await, ["EVALSHA"], "hit {round}");
     }
 }
+
+/// The next message on a subscription, as text.
+async fn next(messages: &mut tokio::sync::broadcast::Receiver<fred::types::Message>) -> String {
+    let message = tokio::time::timeout(SIGNAL_TIMEOUT, messages.recv())
+        .await
+        .expect("an announcement")
+        .unwrap();
+    message.value.as_string().unwrap()
+}
+
+/// Purges are announced on `tower-cache-aside:events` only when they
+/// removed something: a purge of a path never cached, or a pattern that
+/// matched nothing, leaves every other instance's hints alone.
+#[tokio::test]
+async fn only_purges_that_removed_something_are_announced() {
+    use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+
+    let server = support::RedisServer::launch();
+    let listener = fred::clients::SubscriberClient::new(
+        fred::types::config::Config::from_url(&server.url()).unwrap(),
+        None,
+        None,
+        None,
+    );
+    let mut messages = listener.message_rx();
+    let _connection = listener.connect();
+    listener.wait_for_connect().await.unwrap();
+    listener
+        .subscribe("tower-cache-aside:events")
+        .await
+        .unwrap();
+
+    let store = CountingStore::new(Arc::new(redis_store(&server.url()).await));
+    let layer = CacheAsideLayer::builder(store.as_dyn())
+        .prefix("t:announce:")
+        .build()
+        .unwrap();
+    let purger = layer.purger();
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"body"))))
+    }));
+
+    assert_eq!(purger.purge_path("/never").await.unwrap(), 0);
+    assert_eq!(purger.purge_glob("/nothing/*").await.unwrap(), 0);
+    let response = svc.clone().oneshot(get("/x")).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    store.wait_puts(1).await;
+    // The fill's own announcement, then the purge's, and nothing before.
+    assert!(next(&mut messages)
+        .await
+        .starts_with("f:t:announce:{/x}:l:"));
+    assert_eq!(purger.purge_path("/x").await.unwrap(), 1);
+    assert_eq!(next(&mut messages).await, "p:t:announce:{/x}");
+
+    let response = svc.clone().oneshot(get("/x")).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    store.wait_puts(2).await;
+    assert!(next(&mut messages).await.starts_with("f:"));
+    assert_eq!(purger.purge_glob("/nothing/*").await.unwrap(), 0);
+    assert_eq!(purger.purge_glob("/x*").await.unwrap(), 1);
+    assert_eq!(
+        next(&mut messages).await,
+        "P",
+        "one announcement for the pattern"
+    );
+    let _ = listener.quit().await;
+}

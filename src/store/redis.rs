@@ -219,7 +219,7 @@ return 0
 "#;
 
 /// Removes a resource: its hash (every entry and lease) and its expiries,
-/// and announces it unless ARGV[2] is ''. KEYS: hash, times. ARGV:
+/// and announces it, if there was anything, unless ARGV[2] is ''. KEYS: hash, times. ARGV:
 /// channel, announce. Returns how many unexpired entries (not leases)
 /// there were, by their expiries.
 const PURGE_SCRIPT: &str = r#"
@@ -234,8 +234,7 @@ if live.err == nil then
     end
   end
 end
-redis.call('UNLINK', hash, times)
-if ARGV[2] ~= '' then
+if redis.call('UNLINK', hash, times) > 0 and ARGV[2] ~= '' then
   redis.call('PUBLISH', ARGV[1], 'p:' .. hash)
 end
 return removed
@@ -1059,6 +1058,7 @@ impl Store for RedisStore {
                 client.scan(glob, Some(SCAN_COUNT), None).boxed()
             };
             let mut removed = 0u64;
+            let mut purged = 0usize;
             let mut outcome = Ok(());
             while let Some(page) = pages.next().await {
                 let mut page = match page {
@@ -1077,6 +1077,8 @@ impl Store for RedisStore {
                     let hash = Bytes::copy_from_slice(hash.as_bytes());
                     Some(self.purge_hash(client, hash, false))
                 });
+                let purges: Vec<_> = purges.collect();
+                purged += purges.len();
                 for result in futures_util::future::join_all(purges).await {
                     match result {
                         Ok(n) => removed += n,
@@ -1089,11 +1091,17 @@ impl Store for RedisStore {
                 page.next();
             }
             // Whatever was purged, even in part, ends every hint here and,
-            // announced, in every other instance.
-            self.local.hints.purged_all();
-            let announced = client
-                .publish::<i64, _, _>(EVENTS_CHANNEL, PATTERN_PURGED)
-                .await;
+            // announced, in every other instance. A pattern that matched
+            // nothing leaves them all.
+            let announced = if purged > 0 {
+                self.local.hints.purged_all();
+                client
+                    .publish::<i64, _, _>(EVENTS_CHANNEL, PATTERN_PURGED)
+                    .await
+                    .map(|_| ())
+            } else {
+                Ok(())
+            };
             outcome?;
             announced?;
             Ok(removed)
