@@ -372,6 +372,13 @@ enum Connection {
 /// A [`Store`] in Redis (or Valkey), standalone or Cluster, through a fred
 /// [`Client`] or [`Pool`].
 ///
+/// A hit on an entry this store has read or written fresh lately is one
+/// plain `HGET` (see [`with_hints`](Self::with_hints)); other reads, and
+/// every miss, are one Lua script that also takes the fill lease. The
+/// store listens on the `tower-cache-aside:events` channel, on a
+/// connection of its own, for fills and purges announced by every
+/// instance.
+///
 /// Requires Redis 5 or later (scripts read `TIME` before writing).
 ///
 /// ```no_run
