@@ -219,6 +219,11 @@ async fn axum_credentials_set_cookie_and_writes_are_never_cached() {
         assert_eq!(reply.cache_status(), support::miss("set-cookie"));
         assert_eq!(reply.header("set-cookie"), Some("session=fresh"));
         assert_eq!(app.reads(), 2 + round);
+        // The lease goes back in the background; a request that overtook
+        // it would wait for it and say `fill-released` instead.
+        store
+            .wait_until("the lease's release", |s| s.releases >= round)
+            .await;
     }
 
     // A write goes to the handler, is not stored, and the next GET reads it.
