@@ -630,3 +630,31 @@ async fn only_purges_that_removed_something_are_announced() {
     );
     let _ = listener.quit().await;
 }
+
+/// `RedisStore::connect` loads the scripts: the first lookup and the first
+/// fill on a fresh server are one `EVALSHA` each, never `EVALSHA` then
+/// `EVAL` in full.
+#[tokio::test]
+async fn connect_loads_the_scripts_so_no_first_call_sends_one_in_full() {
+    let server = support::RedisServer::launch();
+    let store = CountingStore::new(Arc::new(redis_store(&server.url()).await));
+    let svc = CacheAsideLayer::builder(store.as_dyn())
+        .prefix("t:loaded:")
+        .build()
+        .unwrap()
+        .layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"body"))))
+        }));
+    let mut commands = Commands::start(&server.url()).await;
+    // Only the script commands: the store's subscriber connects (and
+    // subscribes) in the background once it holds a hint.
+    let scripts = |seen: Vec<String>| -> Vec<String> {
+        seen.into_iter().filter(|c| c.starts_with("EVAL")).collect()
+    };
+    let response = svc.clone().oneshot(get("/first")).await.unwrap();
+    assert!(cache_status_of(response.headers()).contains("fwd=miss"));
+    assert_eq!(scripts(commands.mark("first lookup").await), ["EVALSHA"]);
+    response.into_body().collect().await.unwrap();
+    store.wait_puts(1).await;
+    assert_eq!(scripts(commands.mark("first fill").await), ["EVALSHA"]);
+}

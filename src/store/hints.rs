@@ -110,6 +110,11 @@ impl Hints {
         }
     }
 
+    /// Whether the table keeps any hint.
+    pub(super) fn is_enabled(&self) -> bool {
+        !self.sets.is_empty()
+    }
+
     fn set_of(&self, key: &HintKey) -> Option<&Set> {
         if self.sets.is_empty() {
             return None;
@@ -275,6 +280,7 @@ mod tests {
     #[test]
     fn a_table_of_no_entries_keeps_no_hint() {
         let hints = Hints::with_capacity(0);
+        assert!(!hints.is_enabled() && Hints::default().is_enabled());
         let a = key("p:{/a}", "1");
         hints.set(&a, hints.stamp(&a), Duration::from_secs(60));
         assert!(!hints.is_fresh(&a, hints.stamp(&a)));

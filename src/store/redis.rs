@@ -573,6 +573,15 @@ impl Local {
         });
     }
 
+    /// After a hint was set: listen for purges, so that other instances'
+    /// purges end it (not when hints are off: then only fill waits need
+    /// the subscription, and they start it themselves).
+    fn hinted(self: &Arc<Self>, client: &Client) {
+        if self.hints.is_enabled() {
+            self.start(client);
+        }
+    }
+
     /// Acts on one announcement.
     fn heard(&self, message: &[u8]) {
         let lossy = || String::from_utf8_lossy(&message[2..]);
@@ -643,11 +652,40 @@ impl RedisStore {
     /// Connects a new client to `url` (`redis://`, `rediss://` with a TLS
     /// feature of fred, `redis-cluster://`, …) with the crate's defaults:
     /// reconnect forever with exponential back-off (100 ms to 5 s) and a
-    /// 1 s command timeout. Fails when the first connection fails.
+    /// 1 s command timeout, and loads the store's Lua scripts (on every
+    /// primary of a cluster), so that no first call pays a second round
+    /// trip to send one in full. Fails when the first connection fails.
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
         let client = Self::client_for(url, true)?;
         client.init().await?;
-        Ok(RedisStore::from(client))
+        let store = RedisStore::from(client);
+        store.load_scripts().await;
+        Ok(store)
+    }
+
+    /// Loads every script by `SCRIPT LOAD`. Best effort: a script the
+    /// server does not know when it is called is sent in full then.
+    async fn load_scripts(&self) {
+        let client = self.client();
+        let scripts = &self.scripts;
+        for script in [
+            &scripts.lookup,
+            &scripts.get_many,
+            &scripts.lease,
+            &scripts.store,
+            &scripts.release,
+            &scripts.purge,
+        ] {
+            let loaded: Result<Value, _> = if client.is_clustered() {
+                client.script_load_cluster(script.source.clone()).await
+            } else {
+                client.script_load(script.source.clone()).await
+            };
+            if let Err(error) = loaded {
+                tracing::debug!(target: "tower_cache_aside", %error, "script not loaded ahead");
+                return;
+            }
+        }
     }
 
     /// The largest value a read accepts (default 32 MiB). The lookup
@@ -807,7 +845,7 @@ impl RedisStore {
                     }
                 };
                 hints.set(&hint, stamp, Duration::from_millis(left as u64));
-                self.local.start(client);
+                self.local.hinted(client);
                 Ok(Read::Value(value))
             }
             Value::Integer(verdict) => Ok(Read::Verdict(verdict)),
@@ -851,7 +889,7 @@ impl RedisStore {
             .await?;
         if stored == 1 {
             self.local.hints.set(&hint, stamp, ttl);
-            self.local.start(client);
+            self.local.hinted(client);
         }
         Ok(stored == 1)
     }
