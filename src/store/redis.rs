@@ -538,18 +538,26 @@ impl Local {
             }
             // Made only now, so the first connection is not taken for a
             // reconnection.
-            let mut reconnections = subscriber.reconnect_rx();
+            let mut reconnections = Some(subscriber.reconnect_rx());
             loop {
+                let reconnected = async {
+                    match reconnections.as_mut() {
+                        Some(events) => events.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let message = tokio::select! {
                     message = messages.recv() => message,
-                    reconnected = reconnections.recv() => {
+                    reconnected = reconnected => {
                         // Announcements made while the connection was down
-                        // are lost: forget every hint, wake every waiter.
+                        // (or past a lag) are lost: forget every hint, wake
+                        // every waiter.
                         if let Some(local) = local.upgrade() {
                             local.lost_announcements();
                         }
-                        if reconnected.is_err() {
-                            reconnections = subscriber.reconnect_rx();
+                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = reconnected {
+                            // No more reconnection events will come.
+                            reconnections = None;
                         }
                         continue;
                     }
