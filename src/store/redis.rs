@@ -284,6 +284,18 @@ impl Script {
         }
     }
 
+    /// Runs the script on a resource's two keys (its hash, then its expiry
+    /// set) and what `args` makes.
+    async fn run_on<R: fred::types::FromValue>(
+        &self,
+        client: &Client,
+        hash: &Bytes,
+        args: impl Fn() -> Vec<Value>,
+    ) -> Result<R, Error> {
+        self.run(client, || (resource_keys(hash).into(), args()))
+            .await
+    }
+
     /// Runs the script on what `command` makes, which is called again only
     /// for the `NOSCRIPT` retry, so that the common case builds its keys
     /// once and moves them into the command.
@@ -408,6 +420,18 @@ struct Scripts {
 }
 
 impl Scripts {
+    /// Every script.
+    fn all(&self) -> [&Script; 6] {
+        [
+            &self.lookup,
+            &self.get_many,
+            &self.lease,
+            &self.store,
+            &self.release,
+            &self.purge,
+        ]
+    }
+
     /// The scripts, the reads bounded to `max_value_bytes`.
     fn new(max_value_bytes: u64) -> Scripts {
         let make = |source: &str| {
@@ -675,15 +699,7 @@ impl RedisStore {
     /// server does not know when it is called is sent in full then.
     async fn load_scripts(&self) {
         let client = self.client();
-        let scripts = &self.scripts;
-        for script in [
-            &scripts.lookup,
-            &scripts.get_many,
-            &scripts.lease,
-            &scripts.store,
-            &scripts.release,
-            &scripts.purge,
-        ] {
+        for script in self.scripts.all() {
             let loaded: Result<Value, _> = if client.is_clustered() {
                 client.script_load_cluster(script.source.clone()).await
             } else {
@@ -826,14 +842,11 @@ impl RedisStore {
         let reply: Value = self
             .scripts
             .lookup
-            .run(client, || {
-                (
-                    resource_keys(&hash).into(),
-                    vec![
-                        variant_arg(key),
-                        lease.map_or_else(|| Value::Bytes(Bytes::new()), lease_arg),
-                    ],
-                )
+            .run_on(client, &hash, || {
+                vec![
+                    variant_arg(key),
+                    lease.map_or_else(|| Value::Bytes(Bytes::new()), lease_arg),
+                ]
             })
             .await?;
         match reply {
@@ -882,17 +895,14 @@ impl RedisStore {
         let stored: i64 = self
             .scripts
             .store
-            .run(client, || {
-                (
-                    resource_keys(&hash).into(),
-                    vec![
-                        variant_arg(key),
-                        Value::Bytes(value.clone()),
-                        ttl_ms.into(),
-                        token.map_or(Value::Bytes(Bytes::new()), token_arg),
-                        Value::from_static_str(EVENTS_CHANNEL),
-                    ],
-                )
+            .run_on(client, &hash, || {
+                vec![
+                    variant_arg(key),
+                    Value::Bytes(value.clone()),
+                    ttl_ms.into(),
+                    token.map_or(Value::Bytes(Bytes::new()), token_arg),
+                    Value::from_static_str(EVENTS_CHANNEL),
+                ]
             })
             .await?;
         if stored == 1 {
@@ -908,14 +918,11 @@ impl RedisStore {
         let removed: i64 = self
             .scripts
             .purge
-            .run(client, || {
-                (
-                    resource_keys(&hash).into(),
-                    vec![
-                        Value::from_static_str(EVENTS_CHANNEL),
-                        Value::from_static_str(if announce { "1" } else { "" }),
-                    ],
-                )
+            .run_on(client, &hash, || {
+                vec![
+                    Value::from_static_str(EVENTS_CHANNEL),
+                    Value::from_static_str(if announce { "1" } else { "" }),
+                ]
             })
             .await?;
         if announce {
@@ -969,11 +976,8 @@ impl Store for RedisStore {
             let taken: i64 = self
                 .scripts
                 .lease
-                .run(self.client(), || {
-                    (
-                        resource_keys(&hash).into(),
-                        vec![variant_arg(key), lease_arg(lease)],
-                    )
+                .run_on(self.client(), &hash, || {
+                    vec![variant_arg(key), lease_arg(lease)]
                 })
                 .await?;
             Ok(taken == 2)
@@ -995,15 +999,12 @@ impl Store for RedisStore {
             let hash = hash_name(key.resource());
             self.scripts
                 .release
-                .run::<i64>(self.client(), || {
-                    (
-                        resource_keys(&hash).into(),
-                        vec![
-                            variant_arg(key),
-                            token_arg(token),
-                            Value::from_static_str(EVENTS_CHANNEL),
-                        ],
-                    )
+                .run_on::<i64>(self.client(), &hash, || {
+                    vec![
+                        variant_arg(key),
+                        token_arg(token),
+                        Value::from_static_str(EVENTS_CHANNEL),
+                    ]
                 })
                 .await?;
             Ok(())
@@ -1201,15 +1202,7 @@ mod tests {
     #[test]
     fn shared_pieces_are_written_into_every_script() {
         let scripts = Scripts::new(1000);
-        let all = [
-            &scripts.lookup,
-            &scripts.get_many,
-            &scripts.lease,
-            &scripts.store,
-            &scripts.release,
-            &scripts.purge,
-        ];
-        for script in all {
+        for script in scripts.all() {
             let text: &str = &script.source;
             for piece in ["CLOCK", "OURS", "READABLE", "TAKE", "EXTEND"] {
                 assert!(
