@@ -63,6 +63,7 @@ impl<const N: usize> InlineBytes<N> {
     }
 }
 
+#[cfg(test)]
 impl<const N: usize> From<&[u8]> for InlineBytes<N> {
     fn from(bytes: &[u8]) -> Self {
         let mut out = InlineBytes::new();

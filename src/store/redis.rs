@@ -342,10 +342,11 @@ fn resource_keys(hash: &Bytes) -> [Key; 2] {
     [Key::from(hash.clone()), Key::from(Bytes::from(times))]
 }
 
-/// The entry's field in its resource's hash.
-fn entry_field(key: &EntryKey) -> Bytes {
+/// A field of the entry's resource hash: `v:` (the entry) or `l:` (its
+/// fill lease), then the variant.
+fn field(kind: &[u8; 2], key: &EntryKey) -> Bytes {
     let mut field = Vec::with_capacity(2 + 32);
-    field.extend_from_slice(b"v:");
+    field.extend_from_slice(kind);
     field.extend_from_slice(key.variant().as_bytes());
     Bytes::from(field)
 }
@@ -801,11 +802,7 @@ impl RedisStore {
         self.local.listen(client, lease.ttl).await;
         let hash = hash_name(key.resource());
         let wait = self.local.waiters.register(&lease_announced(&hash, key));
-        let mut field = b"l:".to_vec();
-        field.extend_from_slice(key.variant().as_bytes());
-        let held: i64 = client
-            .hexists(Key::from(hash), Key::from(Bytes::from(field)))
-            .await?;
+        let held: i64 = client.hexists(Key::from(hash), field(b"l:", key)).await?;
         if held == 0 {
             return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
         }
@@ -827,7 +824,7 @@ impl RedisStore {
         let stamp = hints.stamp(&hint);
         if hints.is_fresh(&hint, stamp) {
             match client
-                .hget::<Option<Bytes>, _, _>(Key::from(hash.clone()), entry_field(key))
+                .hget::<Option<Bytes>, _, _>(Key::from(hash.clone()), field(b"v:", key))
                 .await
             {
                 Ok(Some(value)) if self.within_bound(&value) => return Ok(Read::Value(value)),
@@ -858,7 +855,7 @@ impl RedisStore {
                     // Readable but large: read it now.
                     _ => {
                         let read =
-                            client.hget::<Option<Bytes>, _, _>(Key::from(hash), entry_field(key));
+                            client.hget::<Option<Bytes>, _, _>(Key::from(hash), field(b"v:", key));
                         match Box::pin(read).await? {
                             Some(value) if self.within_bound(&value) => value,
                             _ => return Ok(Read::Gone),
@@ -1074,7 +1071,7 @@ impl Store for RedisStore {
                 .clear(&HintKey::new(&hash, key.variant().as_bytes()));
             let client = self.client();
             let [hash, times] = resource_keys(&hash);
-            let field = entry_field(key);
+            let field = field(b"v:", key);
             // Two commands on one slot, sent together; the field goes
             // first, and an expiry left alone reads as nothing.
             let (removed, _) = futures_util::future::join(
@@ -1237,7 +1234,7 @@ mod tests {
         let both = resource_keys(&hash);
         assert_eq!(text(both[0].as_bytes()), "tca:{user:1}");
         assert_eq!(text(both[1].as_bytes()), "tca:{user:1}:t");
-        assert_eq!(text(&entry_field(&key)), format!("v:{variant}"));
+        assert_eq!(text(&field(b"v:", &key)), format!("v:{variant}"));
         assert_eq!(
             lease_announced(&hash, &key),
             format!("tca:{{user:1}}:l:{variant}")
