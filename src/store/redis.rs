@@ -37,6 +37,7 @@ use super::hints::{resource_hash, HintKey, Hints, DEFAULT_ENTRIES};
 use super::waiters::Waiters;
 use super::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::decimal::Decimal;
+use crate::inline::InlineBytes;
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 use crate::Error;
 
@@ -289,11 +290,10 @@ impl Script {
     async fn run_on<R: fred::types::FromValue>(
         &self,
         client: &Client,
-        hash: &Bytes,
+        names: &Names,
         args: impl Fn() -> Vec<Value>,
     ) -> Result<R, Error> {
-        self.run(client, || (resource_keys(hash).into(), args()))
-            .await
+        self.run(client, || (names.keys().into(), args())).await
     }
 
     /// Runs the script on what `command` makes, which is called again only
@@ -320,39 +320,101 @@ impl Script {
     }
 }
 
-/// The resource's hash, `<prefix>{<resource>}`: its entries and leases,
-/// in one exactly sized allocation.
-fn hash_name(resource: &ResourceKey) -> Bytes {
-    let (prefix, path) = (resource.prefix().as_bytes(), resource.resource().as_bytes());
-    let mut out = Vec::with_capacity(prefix.len() + path.len() + 2);
-    out.extend_from_slice(prefix);
-    out.push(b'{');
-    out.extend_from_slice(path);
-    out.push(b'}');
-    // Exactly full, so the conversion keeps the allocation as it is.
-    Bytes::from(out)
+/// The Redis names a call on one resource sends, as slices of one buffer:
+/// the resource's hash `<prefix>{<resource>}` (its entries and leases),
+/// its expiry set `<hash>:t` beside it and, for a call on one entry, the
+/// entry's field (`v:` or `l:`, then the variant).
+///
+/// fred clones every argument it sends, and a `Bytes` made from a `Vec`
+/// moves to a shared allocation of its own when first cloned, so separate
+/// names cost two allocations each. Slices of one buffer cost one in all:
+/// the buffer, held inline in its owner when it is short.
+#[derive(Clone)]
+struct Names {
+    all: Bytes,
+    /// Where the hash name ends (`:t` follows it).
+    hash: usize,
 }
 
-/// The resource's hash and, beside it, its sorted set of field expiries
-/// (`<hash>:t`), from the hash's name.
-fn resource_keys(hash: &Bytes) -> [Key; 2] {
-    let mut times = Vec::with_capacity(hash.len() + 2);
-    times.extend_from_slice(hash);
-    times.extend_from_slice(b":t");
-    [Key::from(hash.clone()), Key::from(Bytes::from(times))]
+impl Names {
+    /// The names of a resource (no field).
+    fn resource(resource: &ResourceKey) -> Names {
+        Names::build(resource, None)
+    }
+
+    /// The names of an entry's resource and of its field `kind`.
+    fn entry(kind: &[u8; 2], key: &EntryKey) -> Names {
+        Names::build(key.resource(), Some((kind, key.variant().as_bytes())))
+    }
+
+    fn build(resource: &ResourceKey, field: Option<(&[u8; 2], &[u8])>) -> Names {
+        let (prefix, path) = (resource.prefix().as_bytes(), resource.resource().as_bytes());
+        let field_len = field.map_or(0, |(kind, variant)| kind.len() + variant.len());
+        let mut all = NameBuffer::with_capacity(prefix.len() + path.len() + 4 + field_len);
+        all.extend_from_slice(prefix);
+        all.push(b'{');
+        all.extend_from_slice(path);
+        all.push(b'}');
+        let hash = all.len();
+        all.extend_from_slice(b":t");
+        if let Some((kind, variant)) = field {
+            all.extend_from_slice(kind);
+            all.extend_from_slice(variant);
+        }
+        Names {
+            all: Bytes::from_owner(Owner(all)),
+            hash,
+        }
+    }
+
+    /// The names of a resource from its hash's name (as `SCAN` finds it).
+    fn of_hash(hash: &[u8]) -> Names {
+        let mut all = NameBuffer::with_capacity(hash.len() + 2);
+        all.extend_from_slice(hash);
+        all.extend_from_slice(b":t");
+        Names {
+            all: Bytes::from_owner(Owner(all)),
+            hash: hash.len(),
+        }
+    }
+
+    /// The hash's name, borrowed.
+    fn hash_name(&self) -> &[u8] {
+        &self.all[..self.hash]
+    }
+
+    /// The hash.
+    fn hash(&self) -> Key {
+        Key::from(self.all.slice(..self.hash))
+    }
+
+    /// The hash and, beside it, its sorted set of field expiries: the two
+    /// keys every script on a resource is given.
+    fn keys(&self) -> [Key; 2] {
+        [self.hash(), Key::from(self.all.slice(..self.hash + 2))]
+    }
+
+    /// The entry's field (empty for the names of a resource).
+    fn field(&self) -> Bytes {
+        self.all.slice(self.hash + 2..)
+    }
+
+    /// The entry's variant, as the scripts take it.
+    fn variant(&self) -> Value {
+        Value::Bytes(self.all.slice((self.hash + 4).min(self.all.len())..))
+    }
 }
 
-/// A field of the entry's resource hash: `v:` (the entry) or `l:` (its
-/// fill lease), then the variant.
-fn field(kind: &[u8; 2], key: &EntryKey) -> Bytes {
-    let mut field = Vec::with_capacity(2 + 32);
-    field.extend_from_slice(kind);
-    field.extend_from_slice(key.variant().as_bytes());
-    Bytes::from(field)
-}
+/// Room for the names of all but very long prefixes and resources inline.
+type NameBuffer = InlineBytes<160>;
 
-fn variant_arg(key: &EntryKey) -> Value {
-    Value::Bytes(Bytes::copy_from_slice(key.variant().as_bytes()))
+/// Owns a [`Names`] buffer for `Bytes::from_owner`.
+struct Owner(NameBuffer);
+
+impl AsRef<[u8]> for Owner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A lease as the scripts read it: the token, then the ttl in ms.
@@ -371,9 +433,13 @@ fn token_arg(token: &LeaseToken) -> Value {
     Value::Bytes(Bytes::copy_from_slice(token.as_bytes()))
 }
 
-/// How a lease is named in announcements: `<hash>:l:<variant>`.
-fn lease_announced(hash: &[u8], key: &EntryKey) -> String {
-    format!("{}:l:{}", String::from_utf8_lossy(hash), key.variant())
+/// How a lease is named in announcements: `<hash>:l:<variant>`, from the
+/// names of its field.
+fn lease_announced(lease: &Names) -> String {
+    let mut name = String::from_utf8_lossy(lease.hash_name()).into_owned();
+    name.push(':');
+    name.push_str(&String::from_utf8_lossy(&lease.field()));
+    name
 }
 
 #[derive(Clone)]
@@ -800,9 +866,11 @@ impl RedisStore {
         lease: &LeaseRequest,
     ) -> Result<Lookup, Error> {
         self.local.listen(client, lease.ttl).await;
-        let hash = hash_name(key.resource());
-        let wait = self.local.waiters.register(&lease_announced(&hash, key));
-        let held: i64 = client.hexists(Key::from(hash), field(b"l:", key)).await?;
+        let lease_names = Names::entry(b"l:", key);
+        let wait = self.local.waiters.register(&lease_announced(&lease_names));
+        let held: i64 = client
+            .hexists(lease_names.hash(), lease_names.field())
+            .await?;
         if held == 0 {
             return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
         }
@@ -819,12 +887,12 @@ impl RedisStore {
         lease: Option<&LeaseRequest>,
     ) -> Result<Read, Error> {
         let hints = &self.local.hints;
-        let hash = hash_name(key.resource());
-        let hint = HintKey::new(&hash, key.variant().as_bytes());
+        let names = Names::entry(b"v:", key);
+        let hint = HintKey::new(names.hash_name(), key.variant().as_bytes());
         let stamp = hints.stamp(&hint);
         if hints.is_fresh(&hint, stamp) {
             match client
-                .hget::<Option<Bytes>, _, _>(Key::from(hash.clone()), field(b"v:", key))
+                .hget::<Option<Bytes>, _, _>(names.hash(), names.field())
                 .await
             {
                 Ok(Some(value)) if self.within_bound(&value) => return Ok(Read::Value(value)),
@@ -839,9 +907,9 @@ impl RedisStore {
         let reply: Value = self
             .scripts
             .lookup
-            .run_on(client, &hash, || {
+            .run_on(client, &names, || {
                 vec![
-                    variant_arg(key),
+                    names.variant(),
                     lease.map_or_else(|| Value::Bytes(Bytes::new()), lease_arg),
                 ]
             })
@@ -854,8 +922,7 @@ impl RedisStore {
                     Some(Value::String(value)) if parts.len() == 1 => value.into_inner(),
                     // Readable but large: read it now.
                     _ => {
-                        let read =
-                            client.hget::<Option<Bytes>, _, _>(Key::from(hash), field(b"v:", key));
+                        let read = client.hget::<Option<Bytes>, _, _>(names.hash(), names.field());
                         match Box::pin(read).await? {
                             Some(value) if self.within_bound(&value) => value,
                             _ => return Ok(Read::Gone),
@@ -885,16 +952,16 @@ impl RedisStore {
         token: Option<&LeaseToken>,
     ) -> Result<bool, Error> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        let hash = hash_name(key.resource());
-        let hint = HintKey::new(&hash, key.variant().as_bytes());
+        let names = Names::entry(b"v:", key);
+        let hint = HintKey::new(names.hash_name(), key.variant().as_bytes());
         let stamp = self.local.hints.stamp(&hint);
         let client = self.client();
         let stored: i64 = self
             .scripts
             .store
-            .run_on(client, &hash, || {
+            .run_on(client, &names, || {
                 vec![
-                    variant_arg(key),
+                    names.variant(),
                     Value::Bytes(value.clone()),
                     ttl_ms.into(),
                     token.map_or(Value::Bytes(Bytes::new()), token_arg),
@@ -911,11 +978,16 @@ impl RedisStore {
 
     /// Runs the purge script on one resource's hash; `announce` publishes
     /// it to every instance (a pattern purge announces once, at the end).
-    async fn purge_hash(&self, client: &Client, hash: Bytes, announce: bool) -> Result<u64, Error> {
+    async fn purge_hash(
+        &self,
+        client: &Client,
+        names: Names,
+        announce: bool,
+    ) -> Result<u64, Error> {
         let removed: i64 = self
             .scripts
             .purge
-            .run_on(client, &hash, || {
+            .run_on(client, &names, || {
                 vec![
                     Value::from_static_str(EVENTS_CHANNEL),
                     Value::from_static_str(if announce { "1" } else { "" }),
@@ -923,7 +995,7 @@ impl RedisStore {
             })
             .await?;
         if announce {
-            self.local.hints.purged(resource_hash(&hash));
+            self.local.hints.purged(resource_hash(names.hash_name()));
         }
         Ok(u64::try_from(removed).unwrap_or(0))
     }
@@ -969,12 +1041,12 @@ impl Store for RedisStore {
 
     fn lease<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let hash = hash_name(key.resource());
+            let names = Names::entry(b"v:", key);
             let taken: i64 = self
                 .scripts
                 .lease
-                .run_on(self.client(), &hash, || {
-                    vec![variant_arg(key), lease_arg(lease)]
+                .run_on(self.client(), &names, || {
+                    vec![names.variant(), lease_arg(lease)]
                 })
                 .await?;
             Ok(taken == 2)
@@ -993,12 +1065,12 @@ impl Store for RedisStore {
 
     fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let hash = hash_name(key.resource());
+            let names = Names::entry(b"v:", key);
             self.scripts
                 .release
-                .run_on::<i64>(self.client(), &hash, || {
+                .run_on::<i64>(self.client(), &names, || {
                     vec![
-                        variant_arg(key),
+                        names.variant(),
                         token_arg(token),
                         Value::from_static_str(EVENTS_CHANNEL),
                     ]
@@ -1016,7 +1088,7 @@ impl Store for RedisStore {
             let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
             for (i, key) in keys.iter().enumerate() {
                 let slot = if client.is_clustered() {
-                    fred::util::redis_keyslot(&hash_name(key.resource()))
+                    fred::util::redis_keyslot(Names::resource(key.resource()).hash_name())
                 } else {
                     0
                 };
@@ -1033,8 +1105,9 @@ impl Store for RedisStore {
                         let mut names = Vec::with_capacity(2 * members.len());
                         let mut variants = Vec::with_capacity(members.len());
                         for &i in members {
-                            names.extend(resource_keys(&hash_name(keys[i].resource())));
-                            variants.push(variant_arg(&keys[i]));
+                            let entry = Names::entry(b"v:", &keys[i]);
+                            names.extend(entry.keys());
+                            variants.push(entry.variant());
                         }
                         (names, variants)
                     })
@@ -1065,13 +1138,13 @@ impl Store for RedisStore {
 
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let hash = hash_name(key.resource());
+            let names = Names::entry(b"v:", key);
             self.local
                 .hints
-                .clear(&HintKey::new(&hash, key.variant().as_bytes()));
+                .clear(&HintKey::new(names.hash_name(), key.variant().as_bytes()));
             let client = self.client();
-            let [hash, times] = resource_keys(&hash);
-            let field = field(b"v:", key);
+            let [hash, times] = names.keys();
+            let field = names.field();
             // Two commands on one slot, sent together; the field goes
             // first, and an expiry left alone reads as nothing.
             let (removed, _) = futures_util::future::join(
@@ -1085,7 +1158,7 @@ impl Store for RedisStore {
     }
 
     fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64> {
-        Box::pin(self.purge_hash(self.client(), hash_name(resource), true))
+        Box::pin(self.purge_hash(self.client(), Names::resource(resource), true))
     }
 
     /// `SCAN MATCH <prefix>{<literal prefix>*}` on every primary (never
@@ -1125,8 +1198,7 @@ impl Store for RedisStore {
                     if !pattern.matches(&resource_of(name)?) {
                         return None;
                     }
-                    let hash = Bytes::copy_from_slice(hash.as_bytes());
-                    Some(self.purge_hash(client, hash, false))
+                    Some(self.purge_hash(client, Names::of_hash(hash.as_bytes()), false))
                 });
                 let purges: Vec<_> = purges.collect();
                 purged += purges.len();
@@ -1229,15 +1301,43 @@ mod tests {
         let key = keys().named_key("user:1");
         let variant = key.variant().to_owned();
         let text = |k: &[u8]| String::from_utf8(k.to_vec()).unwrap();
-        let hash = hash_name(key.resource());
-        assert_eq!(text(&hash), "tca:{user:1}");
-        let both = resource_keys(&hash);
+        let entry = Names::entry(b"v:", &key);
+        assert_eq!(text(entry.hash_name()), "tca:{user:1}");
+        let both = entry.keys();
         assert_eq!(text(both[0].as_bytes()), "tca:{user:1}");
         assert_eq!(text(both[1].as_bytes()), "tca:{user:1}:t");
-        assert_eq!(text(&field(b"v:", &key)), format!("v:{variant}"));
+        assert_eq!(text(entry.hash().as_bytes()), "tca:{user:1}");
+        assert_eq!(text(&entry.field()), format!("v:{variant}"));
+        assert_eq!(entry.variant(), Value::Bytes(Bytes::from(variant.clone())));
+        let lease = Names::entry(b"l:", &key);
+        assert_eq!(text(&lease.field()), format!("l:{variant}"));
         assert_eq!(
-            lease_announced(&hash, &key),
+            lease_announced(&lease),
             format!("tca:{{user:1}}:l:{variant}")
+        );
+        let resource = Names::resource(key.resource());
+        assert_eq!(text(resource.hash_name()), "tca:{user:1}");
+        assert_eq!(text(resource.keys()[1].as_bytes()), "tca:{user:1}:t");
+        assert!(resource.field().is_empty());
+        let scanned = Names::of_hash(b"tca:{user:1}");
+        assert_eq!(text(scanned.keys()[0].as_bytes()), "tca:{user:1}");
+        assert_eq!(text(scanned.keys()[1].as_bytes()), "tca:{user:1}:t");
+    }
+
+    #[test]
+    fn long_names_spill_to_the_heap_whole() {
+        let prefix = "p".repeat(200);
+        let config = KeyConfig {
+            prefix: Arc::from(prefix.as_str()),
+            ..keys()
+        };
+        let key = config.named_key("user:1");
+        let entry = Names::entry(b"v:", &key);
+        let hash = format!("{prefix}{{user:1}}");
+        assert_eq!(entry.hash_name(), hash.as_bytes());
+        assert_eq!(
+            &entry.field()[..],
+            format!("v:{}", key.variant()).as_bytes()
         );
     }
 
@@ -1245,8 +1345,9 @@ mod tests {
     fn announcements_reach_hints_and_waiters() {
         let local = Local::default();
         let key = keys().named_key("user:1");
-        let hash = hash_name(key.resource());
-        let hint = HintKey::new(&hash, key.variant().as_bytes());
+        let names = Names::entry(b"v:", &key);
+        let hash = names.hash_name();
+        let hint = HintKey::new(hash, key.variant().as_bytes());
         let fresh = |local: &Local| local.hints.is_fresh(&hint, local.hints.stamp(&hint));
 
         local
@@ -1256,10 +1357,10 @@ mod tests {
         local.heard(b"nonsense");
         local.heard(b"");
         assert!(
-            fresh(&local) || (resource_hash(&hash) % 4096 == resource_hash(b"tca:{user:2}") % 4096)
+            fresh(&local) || (resource_hash(hash) % 4096 == resource_hash(b"tca:{user:2}") % 4096)
         );
         let mut message = b"p:".to_vec();
-        message.extend_from_slice(&hash);
+        message.extend_from_slice(hash);
         local.heard(&message);
         assert!(!fresh(&local));
         assert_eq!(*local.purges_heard.borrow(), 2);
