@@ -28,7 +28,7 @@ use crate::service::{
 
 /// A store lookup under its deadline. It owns what it needs and gives the
 /// miss context back, so nothing is cloned for it.
-type Lookup = Pin<Box<dyn Future<Output = (MissContext, LookupResult)> + Send>>;
+type Lookup = Pin<Box<dyn Future<Output = (Box<MissContext>, LookupResult)> + Send>>;
 type LookupResult = Result<Found, &'static str>;
 /// The purges of a successful write, run concurrently under their deadline.
 type Purging = Pin<Box<dyn Future<Output = PurgeReport> + Send>>;
@@ -71,7 +71,7 @@ pin_project! {
 /// What to do with the inner service's response.
 enum Then {
     Forward(Outcome),
-    /// Boxed: only misses pay for it, and the future stays small.
+    /// Boxed (since the request was classified), so the future stays small.
     Miss(Box<MissContext>),
     Write(WriteContext),
 }
@@ -113,11 +113,11 @@ where
     }
 
     /// Waits for the inner service of a miss that skipped the lookup.
-    pub(crate) fn miss(future: S::Future, miss: MissContext, config: Arc<Config>) -> Self {
+    pub(crate) fn miss(future: S::Future, miss: Box<MissContext>, config: Arc<Config>) -> Self {
         ResponseFuture {
             state: State::Inner {
                 future,
-                then: Some(Then::Miss(Box::new(miss))),
+                then: Some(Then::Miss(miss)),
             },
             config,
         }
@@ -127,7 +127,7 @@ where
     pub(crate) fn lookup(
         service: S,
         request: Request<ReqBody>,
-        miss: MissContext,
+        miss: Box<MissContext>,
         config: Arc<Config>,
     ) -> Self {
         let shared = config.clone();
@@ -170,17 +170,22 @@ where
                         continue;
                     };
                     match result {
-                        Ok(Found::Fresh(entry)) => {
+                        Ok(Found::Fresh(entry, now)) => {
                             let response =
-                                hit_response(&miss, entry, Some(request.headers()), None);
+                                hit_response(&miss, entry, now, Some(request.headers()), None);
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
-                        Ok(Found::Stale(entry)) => {
-                            let response =
-                                hit_response(&miss, entry, Some(request.headers()), Some(None));
+                        Ok(Found::Stale(entry, now)) => {
+                            let response = hit_response(
+                                &miss,
+                                entry,
+                                now,
+                                Some(request.headers()),
+                                Some(None),
+                            );
                             if miss.lease.is_some() {
-                                refresh_in_background(this.config.clone(), service, request, miss);
+                                refresh_in_background(this.config.clone(), service, request, *miss);
                             }
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
@@ -191,7 +196,7 @@ where
                     let future = service.call(request);
                     this.state.set(State::Inner {
                         future,
-                        then: Some(Then::Miss(Box::new(miss))),
+                        then: Some(Then::Miss(miss)),
                     });
                 }
                 StateProj::Inner { future, then } => {
@@ -204,8 +209,13 @@ where
                             Err(_) => true,
                         };
                         if let (true, Some(stale)) = (failed, miss.stale.take()) {
-                            let response =
-                                hit_response(miss, *stale, None, Some(Some("stale-if-error")));
+                            let response = hit_response(
+                                miss,
+                                *stale,
+                                crate::service::now_ms(),
+                                None,
+                                Some(Some("stale-if-error")),
+                            );
                             // Dropping the miss context releases any lease.
                             *then = None;
                             this.state.set(State::Done);

@@ -104,11 +104,11 @@ fn guard(config: &Config, miss: &MissContext, token: LeaseToken) -> LeaseGuard {
 /// What a GET's lookup found.
 #[derive(Debug)]
 pub(crate) enum Found {
-    /// A fresh entry.
-    Fresh(Entry),
+    /// A fresh entry, and the wall-clock time (ms) it was judged at.
+    Fresh(Entry, u64),
     /// An entry within its stale-while-revalidate window: serve it; when
     /// `miss.lease` is set, this request refreshes it in the background.
-    Stale(Entry),
+    Stale(Entry, u64),
     /// Nothing to serve: call the origin (storing only with `miss.lease`;
     /// falling back on `miss.stale` if the origin fails).
     Nothing,
@@ -122,7 +122,9 @@ pub(crate) async fn find(
     config: &Arc<Config>,
     miss: &mut MissContext,
 ) -> Result<Found, &'static str> {
-    let deadline = Instant::now() + config.fill_wait;
+    // The wait on another holder's fill is bounded from the first time
+    // this request finds one (a hit never reads the clock for it).
+    let mut deadline = None;
     let request = LeaseRequest {
         token: LeaseToken::new(),
         ttl: config.lease_ttl,
@@ -150,8 +152,8 @@ pub(crate) async fn find(
         };
         match found {
             Lookup::Hit(value) => match usable(config, miss, value) {
-                Ok((entry, Freshness::Fresh)) => return Ok(Found::Fresh(entry)),
-                Ok((entry, freshness)) => {
+                Ok((entry, Freshness::Fresh, now)) => return Ok(Found::Fresh(entry, now)),
+                Ok((entry, freshness, now)) => {
                     // Stale: whoever takes the lease refreshes it.
                     let lease = config.store.lease(&miss.key.key, &request);
                     match config.store_call(lease).await {
@@ -165,7 +167,7 @@ pub(crate) async fn find(
                         ),
                     }
                     if freshness == Freshness::StaleWhileRevalidate {
-                        return Ok(Found::Stale(entry));
+                        return Ok(Found::Stale(entry, now));
                     }
                     miss.stale = Some(Box::new(entry));
                     return Ok(Found::Nothing);
@@ -189,6 +191,7 @@ pub(crate) async fn find(
             }
             Lookup::Busy(wait) => {
                 miss.collapsed = true;
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + config.fill_wait);
                 match tokio::time::timeout_at(deadline, wait).await {
                     // The holder stored, or its lease went: look again.
                     Ok(FillEnd::Filled) => continue,
@@ -215,9 +218,9 @@ pub(crate) async fn get(
     match config.store_call(config.store.get(&miss.key.key)).await {
         Ok(None) => Ok(Found::Nothing),
         Ok(Some(value)) => match usable(config, miss, value) {
-            Ok((entry, Freshness::Fresh)) => Ok(Found::Fresh(entry)),
-            Ok((entry, Freshness::StaleWhileRevalidate)) => Ok(Found::Stale(entry)),
-            Ok((_, Freshness::StaleIfError)) => Ok(Found::Nothing),
+            Ok((entry, Freshness::Fresh, now)) => Ok(Found::Fresh(entry, now)),
+            Ok((entry, Freshness::StaleWhileRevalidate, now)) => Ok(Found::Stale(entry, now)),
+            Ok((_, Freshness::StaleIfError, _)) => Ok(Found::Nothing),
             Err(detail) => {
                 remove(config, miss).await;
                 miss.detail = detail;
@@ -247,12 +250,13 @@ enum Freshness {
 
 /// Decodes a stored value and checks that it may answer this request: its
 /// fingerprint is the request's key material, and it is fresh or within a
-/// stale window. `Err` holds the `Cache-Status` detail to report, if any.
+/// stale window. Returns it with the wall-clock time (ms) it was judged at;
+/// `Err` holds the `Cache-Status` detail to report, if any.
 fn usable(
     config: &Config,
     miss: &MissContext,
     value: bytes::Bytes,
-) -> Result<(Entry, Freshness), Option<&'static str>> {
+) -> Result<(Entry, Freshness, u64), Option<&'static str>> {
     let entry = Entry::decode(value).map_err(|error| {
         tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
         Some("bad-entry")
@@ -264,13 +268,13 @@ fn usable(
     let expires_at = entry.stored_at_ms.saturating_add(entry.ttl_ms);
     let now = crate::service::now_ms();
     if now < expires_at {
-        return Ok((entry, Freshness::Fresh));
+        return Ok((entry, Freshness::Fresh, now));
     }
     let past = Duration::from_millis(now - expires_at);
     if past < config.stale_while_revalidate {
-        Ok((entry, Freshness::StaleWhileRevalidate))
+        Ok((entry, Freshness::StaleWhileRevalidate, now))
     } else if past < config.stale_if_error {
-        Ok((entry, Freshness::StaleIfError))
+        Ok((entry, Freshness::StaleIfError, now))
     } else {
         Err(None)
     }

@@ -118,7 +118,10 @@ where
             );
         }
         let key = config.keys.derive(&req);
-        let mut miss = MissContext {
+        // Boxed once here: the context is large (the key is held inline)
+        // and travels through the lookup and, on a miss, to the response;
+        // moving a pointer is cheaper than copying it at every step.
+        let mut miss = Box::new(MissContext {
             key,
             is_head,
             route_ttls: route.map(|r| r.ttls()).unwrap_or_default(),
@@ -126,7 +129,7 @@ where
             lease: None,
             collapsed: false,
             stale: None,
-        };
+        });
         // A purge of this path failed and awaits its retry: the store may
         // still hold what the write made stale, so do not read it.
         if config.pending.covers(miss.key.key.resource()) {
@@ -187,15 +190,16 @@ pub(crate) fn now_ms() -> u64 {
 /// Turns a usable stored entry (see [`crate::lease`]) into the response
 /// for `req`.
 ///
+/// `now` is the wall-clock time (ms) its age and ttl are counted at;
 /// `conditional` are the request headers when a 304 may answer (not for a
 /// stale-if-error answer); `stale` says why a stale entry is served.
 pub(crate) fn hit_response<B>(
     miss: &MissContext,
     entry: Entry,
+    now: u64,
     conditional: Option<&HeaderMap>,
     stale: Option<Option<&'static str>>,
 ) -> Response<ResponseBody<B>> {
-    let now = now_ms();
     let expires_at = entry.stored_at_ms.saturating_add(entry.ttl_ms);
     let ttl_left = if now < expires_at {
         i64::try_from((expires_at - now) / 1000).unwrap_or(i64::MAX)
