@@ -305,8 +305,7 @@ impl Script {
         command: impl Fn() -> Command,
     ) -> Result<R, Error> {
         let (keys, args) = command();
-        match client
-            .evalsha::<R, _, _, _>(self.sha1.clone(), keys, Value::Array(args))
+        match Box::pin(client.evalsha::<R, _, _, _>(self.sha1.clone(), keys, Value::Array(args)))
             .await
         {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
@@ -891,10 +890,7 @@ impl RedisStore {
         let hint = HintKey::new(names.hash_name(), key.variant().as_bytes());
         let stamp = hints.stamp(&hint);
         if hints.is_fresh(&hint, stamp) {
-            match client
-                .hget::<Option<Bytes>, _, _>(names.hash(), names.field())
-                .await
-            {
+            match Box::pin(client.hget::<Option<Bytes>, _, _>(names.hash(), names.field())).await {
                 Ok(Some(value)) if self.within_bound(&value) => return Ok(Read::Value(value)),
                 // Purged or evicted since (or replaced by something too
                 // large, or not ours): the script finds out which, and
