@@ -79,12 +79,21 @@ impl Breaker {
         open_until != 0 && self.now() < open_until
     }
 
+    /// Every store call that succeeds reports here, from every worker
+    /// thread: so it only reads while the breaker is closed and nothing
+    /// has failed, and the shared cache line is not written on every call.
     pub(crate) fn success(&self) {
-        self.failures.store(0, Ordering::Release);
-        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+        if self.failures.load(Ordering::Acquire) != 0 {
+            self.failures.store(0, Ordering::Release);
+        }
+        if self.open_until.load(Ordering::Acquire) != 0
+            && self.open_until.swap(0, Ordering::AcqRel) != 0
+        {
             tracing::info!(target: "tower_cache_aside", "store answers again: circuit closed");
         }
-        self.probing.store(0, Ordering::Release);
+        if self.probing.load(Ordering::Acquire) != 0 {
+            self.probing.store(0, Ordering::Release);
+        }
     }
 
     pub(crate) fn failure(&self) {
