@@ -81,6 +81,10 @@ options:
   --concurrency N[,N..]   concurrent requests of the hit scenarios (default 32)
   --full                  every body x key mix (6 hit scenarios per concurrency)
                           instead of the default 4
+  --contenders ID[,ID..]  hit windows for these contenders only (static,
+                          hand-written, tca-redis, tca-memory, tower-http-cache,
+                          origin; default all): fewer contenders alternate in
+                          shorter cycles, so their paired ratios are tighter
   --miss-requests N       sequential misses per contender and repeat (default 200)
   --stampede-requests N   requests in the cold burst (default 500)
   --retry-budget N        hit windows that other processes disturbed (> 0.25 of a
@@ -103,6 +107,7 @@ struct Args {
     stampede_requests: usize,
     out: PathBuf,
     retry_budget: usize,
+    contenders: Vec<Contender>,
     raw: Vec<String>,
 }
 
@@ -121,6 +126,7 @@ impl Args {
             stampede_requests: 500,
             out: default_out(),
             retry_budget: RETRY_BUDGET,
+            contenders: Contender::ALL.to_vec(),
             raw: raw.clone(),
         };
         let mut it = raw.into_iter();
@@ -144,6 +150,24 @@ impl Args {
                         .collect::<Result<_, _>>()?;
                 }
                 "--full" => args.full = true,
+                "--contenders" => {
+                    let wanted = value("--contenders")?;
+                    let mut contenders = Vec::new();
+                    for id in wanted.split(',') {
+                        let contender = Contender::ALL
+                            .into_iter()
+                            .find(|c| c.id() == id)
+                            .ok_or(format!("no contender is called {id:?}"))?;
+                        if !contenders.contains(&contender) {
+                            contenders.push(contender);
+                        }
+                    }
+                    // Kept in their base order, whatever the order given.
+                    args.contenders = Contender::ALL
+                        .into_iter()
+                        .filter(|c| contenders.contains(c))
+                        .collect();
+                }
                 "--miss-requests" => args.miss_requests = positive(&value("--miss-requests")?)?,
                 "--stampede-requests" => {
                     args.stampede_requests = positive(&value("--stampede-requests")?)?;
@@ -451,7 +475,8 @@ async fn hits(ctx: &Ctx<'_>, scenario: Scenario) -> Result<HitResult, String> {
         MixKind::Uniform => Mix::Uniform,
         MixKind::Zipf => Mix::Zipf(Arc::new(Zipf::new(KEYS, 0.99))),
     };
-    let uris: BTreeMap<usize, Arc<Vec<Uri>>> = Contender::ALL
+    let contenders = &args.contenders;
+    let uris: BTreeMap<usize, Arc<Vec<Uri>>> = contenders
         .iter()
         .enumerate()
         .map(|(i, &c)| {
@@ -462,7 +487,7 @@ async fn hits(ctx: &Ctx<'_>, scenario: Scenario) -> Result<HitResult, String> {
             (i, Arc::new(uris))
         })
         .collect();
-    for (i, &contender) in Contender::ALL.iter().enumerate() {
+    for (i, &contender) in contenders.iter().enumerate() {
         if contender.is_cache() {
             prewarm(ctx, contender, &uris[&i]).await?;
         }
@@ -472,7 +497,7 @@ async fn hits(ctx: &Ctx<'_>, scenario: Scenario) -> Result<HitResult, String> {
         warmup: args.warmup,
         window: args.window,
     };
-    let mut rows: Vec<Row<HitRep>> = Contender::ALL
+    let mut rows: Vec<Row<HitRep>> = contenders
         .iter()
         .map(|&contender| Row {
             contender,
@@ -480,11 +505,11 @@ async fn hits(ctx: &Ctx<'_>, scenario: Scenario) -> Result<HitResult, String> {
         })
         .collect();
     for r in 0..args.repeats {
-        let mut order: Vec<usize> = (0..Contender::ALL.len()).collect();
+        let mut order: Vec<usize> = (0..contenders.len()).collect();
         let shift = r % order.len();
         order.rotate_left(shift);
         for i in order {
-            let contender = Contender::ALL[i];
+            let contender = contenders[i];
             let served = ctx.servers.get(contender);
             let expect = Expect {
                 body_len: Some(scenario.size.bytes()),
@@ -915,5 +940,16 @@ mod tests {
         assert_eq!(args.scenarios().len(), 12);
         assert!(Args::parse(vec!["--repeats".into(), "0".into()]).is_err());
         assert!(Args::parse(vec!["--bogus".into()]).is_err());
+    }
+
+    #[test]
+    fn contenders_are_chosen_by_id_and_kept_in_base_order() {
+        assert_eq!(parse(&[]).contenders, Contender::ALL.to_vec());
+        let args = parse(&["hits", "--contenders", "tca-redis,hand-written,tca-redis"]);
+        assert_eq!(
+            args.contenders,
+            vec![Contender::HandWritten, Contender::TcaRedis]
+        );
+        assert!(Args::parse(vec!["--contenders".into(), "varnish".into()]).is_err());
     }
 }

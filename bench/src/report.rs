@@ -160,6 +160,26 @@ impl HitResult {
     fn median(&self, contender: Contender, f: impl Fn(&HitRep) -> Option<f64>) -> Option<f64> {
         Some(stat_of(&self.row(contender)?.reps, f)?.median)
     }
+
+    /// `f` of `contender` over `f` of `reference` within each repeat (the
+    /// two windows closest in time), then min / median / max of those
+    /// ratios: slow drifts of the machine's speed cancel out of each one.
+    fn paired(
+        &self,
+        contender: Contender,
+        reference: Contender,
+        f: impl Fn(&HitRep) -> f64,
+    ) -> Option<Stat> {
+        let (a, b) = (self.row(contender)?, self.row(reference)?);
+        let ratios: Vec<f64> = a
+            .reps
+            .iter()
+            .zip(&b.reps)
+            .filter(|(_, b)| f(b) > 0.0)
+            .map(|(a, b)| f(a) / f(b))
+            .collect();
+        Stat::of(&ratios)
+    }
 }
 
 /// Sequential requests of one contender in one repeat (miss cost).
@@ -403,15 +423,15 @@ impl Report {
     fn hits_markdown(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "Hits: requests/s and latency, median (min–max) over the repeats; ratios of medians.\n"
+            "Hits: requests/s and latency, median (min–max) over the repeats. \"÷\" columns are ratios of medians; \"paired\" columns take the ratio within each repeat first (the two windows closest in time), then give the median (min–max) of those.\n"
         );
         let _ = writeln!(
             out,
-            "| scenario | contender | req/s | ÷ hand-written | ÷ static | p50 µs | p99 µs | p99 ÷ hand-written | server CPU µs/req | Redis CPU µs/req |"
+            "| scenario | contender | req/s | ÷ hand-written | paired ÷ hand-written | ÷ static | p50 µs | p99 µs | p99 ÷ hand-written | paired p99 ÷ hand-written | server CPU µs/req | Redis CPU µs/req |"
         );
         let _ = writeln!(
             out,
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         for hit in &self.hits {
             let hw_rps = hit.median(Contender::HandWritten, |r| Some(r.rps));
@@ -433,16 +453,26 @@ impl Report {
                 } else {
                     "–".into()
                 };
+                let paired = |f: fn(&HitRep) -> f64| {
+                    if row.contender == Contender::HandWritten {
+                        return "–".to_owned();
+                    }
+                    spread(hit.paired(row.contender, Contender::HandWritten, f), |x| {
+                        format!("{x:.2}")
+                    })
+                };
                 let _ = writeln!(
                     out,
-                    "| {scenario} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {scenario} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     row.contender.label(),
                     spread(rps, thousands),
                     ratio(rps.map(|s| s.median), hw_rps),
+                    paired(|r| r.rps),
                     ratio(rps.map(|s| s.median), static_rps),
                     p50.map_or("–".into(), |s| num(s.median)),
                     spread(p99, num),
                     ratio(p99.map(|s| s.median), hw_p99),
+                    paired(|r| r.p99_us),
                     server.map_or("–".into(), |s| num(s.median)),
                     redis,
                 );
@@ -613,6 +643,8 @@ impl Report {
                             "rps_median_over_hand_written": div(rps.map(|s| s.median), hw_rps),
                             "rps_median_over_static": div(rps.map(|s| s.median), static_rps),
                             "p99_median_over_hand_written": div(p99.map(|s| s.median), hw_p99),
+                            "rps_over_hand_written_paired": opt(hit.paired(row.contender, Contender::HandWritten, |r| r.rps), 3),
+                            "p99_over_hand_written_paired": opt(hit.paired(row.contender, Contender::HandWritten, |r| r.p99_us), 3),
                             "reps": row.reps.iter().map(|r| json!({
                                 "rps": round(r.rps, 0),
                                 "p50_us": round(r.p50_us, 1),
@@ -621,6 +653,8 @@ impl Report {
                                 "errors": r.errors,
                                 "non_hits": r.non_hits,
                                 "origin_calls": r.origin_calls,
+                                "server_cpu_us_per_request": r.cpu.server_us.map(|x| round(x, 2)),
+                                "redis_cpu_us_per_request": r.cpu.redis_us.map(|x| round(x, 2)),
                             })).collect::<Vec<_>>(),
                         })
                     })
@@ -890,6 +924,46 @@ mod tests {
         assert_eq!(nice_ceiling(43_000.0), 50_000.0);
         assert_eq!(nice_ceiling(52_000.0), 60_000.0);
         assert_eq!(nice_ceiling(20_000.0), 20_000.0);
+    }
+
+    #[test]
+    fn paired_ratios_are_taken_within_each_repeat() {
+        let rep = |rps: f64| HitRep {
+            rps,
+            p50_us: 100.0,
+            p99_us: rps / 10.0,
+            requests: 2000,
+            errors: 0,
+            non_hits: 0,
+            origin_calls: 0,
+            cpu: PerRequest::default(),
+        };
+        // The machine slows down by half between repeats: the ratio of
+        // medians mixes repeats, the paired ratios do not.
+        let hit = HitResult {
+            scenario: Scenario {
+                size: Size::Small,
+                mix: MixKind::Hot,
+                concurrency: 1,
+            },
+            rows: vec![
+                Row {
+                    contender: Contender::HandWritten,
+                    reps: vec![rep(100.0), rep(50.0), rep(25.0)],
+                },
+                Row {
+                    contender: Contender::TcaRedis,
+                    reps: vec![rep(90.0), rep(45.0), rep(25.0)],
+                },
+            ],
+        };
+        let paired = hit
+            .paired(Contender::TcaRedis, Contender::HandWritten, |r| r.rps)
+            .unwrap();
+        assert_eq!((paired.min, paired.median, paired.max), (0.9, 0.9, 1.0));
+        assert!(hit
+            .paired(Contender::Static, Contender::HandWritten, |r| r.rps)
+            .is_none());
     }
 
     #[test]
