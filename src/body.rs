@@ -263,17 +263,19 @@ impl Recorder {
         let keep = self.ttl + self.config.grace();
         let (config, key) = (self.config, self.key.key);
         runtime.spawn(async move {
-            let write = async {
+            let write = config.store_call(|store| {
                 if config.fencing {
-                    config.store.fill(&key, value, keep, &token).await
+                    store.fill(&key, value, keep, &token)
                 } else {
                     // Test-only: an unfenced write, to show what fencing prevents.
-                    config.store.put(&key, value, keep).await?;
-                    config.store.release(&key, &token).await?;
-                    Ok(true)
+                    Box::pin(async {
+                        store.put(&key, value, keep).await?;
+                        store.release(&key, &token).await?;
+                        Ok(true)
+                    })
                 }
-            };
-            match config.store_call(Box::pin(write)).await {
+            });
+            match write.await {
                 Ok(true) => {
                     tracing::trace!(target: "tower_cache_aside", resource = key.resource().resource(), "stored");
                 }
@@ -281,7 +283,7 @@ impl Recorder {
                     tracing::debug!(target: "tower_cache_aside", resource = key.resource().resource(), "lease lost (purged or expired): the fill is dropped");
                 }
                 Err(_) => {
-                    let _ = config.store_call(config.store.release(&key, &token)).await;
+                    let _ = config.store_call(|store| store.release(&key, &token)).await;
                 }
             }
         });

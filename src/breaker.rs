@@ -10,7 +10,10 @@
 //! The state is a few atomics: checking it costs no lock on the hot path.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::store::{Store, StoreFuture};
 
 #[derive(Debug)]
 pub(crate) struct Breaker {
@@ -131,21 +134,63 @@ impl Breaker {
     }
 }
 
-/// Runs a store call under `timeout` and tells `breaker` how it went. A
-/// late call is an [`Error::Timeout`](crate::Error::Timeout).
-pub(crate) async fn guarded<T>(
-    breaker: &Breaker,
+/// A store whose calls are bounded by `timeout` and reported to a breaker:
+/// bounded by the store itself when it offers such a view
+/// ([`Store::bounded`](crate::Store::bounded)), else by a timer armed
+/// around each call. A late call is an [`Error::Timeout`](crate::Error::Timeout).
+pub(crate) struct Timed {
+    store: Arc<dyn Store>,
     timeout: Duration,
-    call: crate::StoreFuture<'_, T>,
-) -> Result<T, crate::Error> {
-    let result = tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or(Err(crate::Error::Timeout(timeout)));
-    breaker.record(&result);
-    if let Err(error) = &result {
-        tracing::warn!(target: "tower_cache_aside", %error, "store call failed");
+    /// Whether `store` bounds its calls itself.
+    by_store: bool,
+}
+
+impl Timed {
+    pub(crate) fn new(store: &Arc<dyn Store>, timeout: Duration) -> Timed {
+        match store.bounded(timeout) {
+            Some(bounded) => Timed {
+                store: bounded,
+                timeout,
+                by_store: true,
+            },
+            None => Timed {
+                store: store.clone(),
+                timeout,
+                by_store: false,
+            },
+        }
     }
-    result
+
+    /// Runs the call `call` makes on the store, within the timeout, and
+    /// tells `breaker` how it went.
+    pub(crate) async fn run<'a, T>(
+        &'a self,
+        breaker: &Breaker,
+        call: impl FnOnce(&'a dyn Store) -> StoreFuture<'a, T>,
+    ) -> Result<T, crate::Error> {
+        let call = call(self.store.as_ref());
+        let result = if self.by_store {
+            call.await
+        } else {
+            tokio::time::timeout(self.timeout, call)
+                .await
+                .unwrap_or(Err(crate::Error::Timeout(self.timeout)))
+        };
+        breaker.record(&result);
+        if let Err(error) = &result {
+            tracing::warn!(target: "tower_cache_aside", %error, "store call failed");
+        }
+        result
+    }
+}
+
+impl std::fmt::Debug for Timed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timed")
+            .field("timeout", &self.timeout)
+            .field("by_store", &self.by_store)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

@@ -79,7 +79,11 @@ impl Route {
 
 /// Everything a [`CacheAside`] service needs, shared by all its clones.
 pub(crate) struct Config {
+    /// The store, for purges and background lease releases (each under
+    /// a deadline of its own).
     pub(crate) store: Arc<dyn Store>,
+    /// The store the request path calls, within `store_timeout`.
+    timed: crate::breaker::Timed,
     pub(crate) keys: KeyConfig,
     pub(crate) policy: PolicyConfig,
     pub(crate) store_timeout: Duration,
@@ -109,10 +113,14 @@ pub(crate) fn jittered(ttl: Duration, jitter: f64) -> Duration {
 }
 
 impl Config {
-    /// Runs a store call under `store_timeout` and tells the circuit
-    /// breaker how it went. A late call is an [`Error::Timeout`].
-    pub(crate) async fn store_call<T>(&self, call: crate::StoreFuture<'_, T>) -> Result<T, Error> {
-        crate::breaker::guarded(&self.breaker, self.store_timeout, call).await
+    /// Runs the store call `call` makes within `store_timeout` and tells
+    /// the circuit breaker how it went. A late call is an
+    /// [`Error::Timeout`].
+    pub(crate) async fn store_call<'a, T>(
+        &'a self,
+        call: impl FnOnce(&'a dyn Store) -> crate::StoreFuture<'a, T>,
+    ) -> Result<T, Error> {
+        self.timed.run(&self.breaker, call).await
     }
 
     /// How long an entry is kept past its freshness, for serving it stale.
@@ -548,6 +556,7 @@ impl Builder {
     fn assemble(self, routes: matchit::Router<Route>, purge_rules: PurgeRules) -> CacheAsideLayer {
         CacheAsideLayer {
             config: Arc::new(Config {
+                timed: crate::breaker::Timed::new(&self.store, self.store_timeout),
                 store: self.store,
                 keys: KeyConfig {
                     prefix: Arc::from(self.prefix),

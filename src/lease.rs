@@ -134,7 +134,7 @@ pub(crate) async fn find(
     let mut removed_one = false;
     loop {
         let found = match config
-            .store_call(config.store.lookup(&miss.key.key, &request))
+            .store_call(|store| store.lookup(&miss.key.key, &request))
             .await
         {
             Ok(found) => found,
@@ -155,8 +155,8 @@ pub(crate) async fn find(
                 Ok((entry, Freshness::Fresh, now)) => return Ok(Found::Fresh(entry, now)),
                 Ok((entry, freshness, now)) => {
                     // Stale: whoever takes the lease refreshes it.
-                    let lease = config.store.lease(&miss.key.key, &request);
-                    match config.store_call(lease).await {
+                    let lease = config.store_call(|store| store.lease(&miss.key.key, &request));
+                    match lease.await {
                         Ok(true) => miss.lease = Some(guard(config, miss, request.token)),
                         Ok(false) => {}
                         Err(_) => release_unclaimed(
@@ -215,7 +215,7 @@ pub(crate) async fn get(
     config: &Arc<Config>,
     miss: &mut MissContext,
 ) -> Result<Found, &'static str> {
-    match config.store_call(config.store.get(&miss.key.key)).await {
+    match config.store_call(|store| store.get(&miss.key.key)).await {
         Ok(None) => Ok(Found::Nothing),
         Ok(Some(value)) => match usable(config, miss, value) {
             Ok((entry, Freshness::Fresh, now)) => Ok(Found::Fresh(entry, now)),
@@ -283,7 +283,7 @@ fn usable(
 /// Removes the entry at `miss.key`, under the store deadline. Done before
 /// the inner call starts, so it cannot race the write of the fresh answer.
 async fn remove(config: &Arc<Config>, miss: &MissContext) {
-    let _ = config.store_call(config.store.remove(&miss.key.key)).await;
+    let _ = config.store_call(|store| store.remove(&miss.key.key)).await;
 }
 
 /// Releases a lease that a failed or late call may have taken with `token`

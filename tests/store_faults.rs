@@ -360,6 +360,57 @@ where
     panic!("no hit: {statuses:?}");
 }
 
+/// The Redis store bounds the layer's calls itself (`Store::bounded`): a
+/// server that stops answering makes a lookup a `store-timeout` miss, from
+/// fred's timeout, not a timer of the layer's.
+#[tokio::test]
+async fn a_paused_redis_is_a_timeout_miss_through_the_stores_own_bound() {
+    let server = RedisServer::launch();
+    // A client with fred's defaults: no timeout of its own, so only the
+    // store's bound can end a command that Redis holds.
+    let redis = RedisStore::from(fred_client(&server.url()).await);
+    assert!(redis.bounded(Duration::from_millis(200)).is_some());
+    let store = CountingStore::new(Arc::new(redis));
+    let layer = CacheAsideLayer::builder(store.as_dyn())
+        .prefix("t:paused:")
+        .store_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let origin = path_origin();
+    let svc = layer.layer(origin.service());
+    until_hit(&svc, &store, "/a").await;
+
+    let admin = fred_client(&server.url()).await;
+    let paused: String = admin
+        .custom(
+            fred::types::CustomCommand::new_static("CLIENT", None, false),
+            vec!["PAUSE", "5000", "ALL"],
+        )
+        .await
+        .expect("CLIENT PAUSE");
+    assert_eq!(paused, "OK");
+    // `/a` is read by a hinted `HGET`, `/b` by the lookup script.
+    for path in ["/a", "/b"] {
+        let reply = send(&svc, get(path)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), format!("fresh {path}"));
+        assert_eq!(
+            reply.cache_status(),
+            support::miss("store-timeout"),
+            "{path}"
+        );
+    }
+    let _: String = admin
+        .custom(
+            fred::types::CustomCommand::new_static("CLIENT", None, false),
+            vec!["UNPAUSE"],
+        )
+        .await
+        .expect("CLIENT UNPAUSE");
+    let hit = until_hit(&svc, &store, "/a").await;
+    assert_eq!(hit.text(), "fresh /a");
+}
+
 // ---------------------------------------------------------------------------
 // Stores that hang or fail
 // ---------------------------------------------------------------------------

@@ -40,7 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::breaker::{guarded, Breaker};
+use crate::breaker::{Breaker, Timed};
 use crate::key::{EntryKey, KeyConfig, QueryKey};
 use crate::lease::LeaseGuard;
 use crate::store::{FillEnd, IntoStore, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
@@ -54,7 +54,11 @@ use self::codec::{Codec, Json};
 const DEFAULT_PREFIX: &str = "tca:obj:";
 
 struct Inner {
+    /// The store, for background lease releases (under a deadline of
+    /// their own).
     store: Arc<dyn Store>,
+    /// The store the cache's calls go to, within `store_timeout`.
+    timed: Timed,
     keys: KeyConfig,
     negative_ttl: Duration,
     store_timeout: Duration,
@@ -66,8 +70,11 @@ struct Inner {
 }
 
 impl Inner {
-    async fn call<T>(&self, call: StoreFuture<'_, T>) -> Result<T, Error> {
-        guarded(&self.breaker, self.store_timeout, call).await
+    async fn call<'a, T>(
+        &'a self,
+        call: impl FnOnce(&'a dyn Store) -> StoreFuture<'a, T>,
+    ) -> Result<T, Error> {
+        self.timed.run(&self.breaker, call).await
     }
 
     fn jittered(&self, ttl: Duration) -> Duration {
@@ -256,6 +263,7 @@ impl<C: Codec> CacheBuilder<C> {
     fn assemble(self) -> Cache<C> {
         Cache {
             inner: Arc::new(Inner {
+                timed: Timed::new(&self.store, self.store_timeout),
                 store: self.store,
                 keys: KeyConfig {
                     prefix: Arc::from(self.prefix),
@@ -350,7 +358,7 @@ impl<C: Codec> Cache<C> {
         let deadline = Instant::now() + inner.fill_wait;
         let mut removed_one = false;
         loop {
-            let found = match inner.call(inner.store.lookup(&entry, &request)).await {
+            let found = match inner.call(|store| store.lookup(&entry, &request)).await {
                 Ok(found) => found,
                 Err(_) => {
                     crate::lease::release_unclaimed(
@@ -369,8 +377,7 @@ impl<C: Codec> Cache<C> {
                         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                             return Ok(value);
                         };
-                        let lease = inner.store.lease(&entry, &request);
-                        let taken = inner.call(lease).await;
+                        let taken = inner.call(|store| store.lease(&entry, &request)).await;
                         if taken.is_err() {
                             crate::lease::release_unclaimed(
                                 inner.store.clone(),
@@ -403,7 +410,7 @@ impl<C: Codec> Cache<C> {
                         return Ok(value);
                     }
                     Read::Unusable => {
-                        let _ = inner.call(inner.store.remove(&entry)).await;
+                        let _ = inner.call(|store| store.remove(&entry)).await;
                         if removed_one {
                             return fetch().await;
                         }
@@ -445,11 +452,11 @@ impl<C: Codec> Cache<C> {
         match encoded {
             Some((bytes, keep)) => {
                 let _ = inner
-                    .call(inner.store.fill(&entry, bytes, keep, &token))
+                    .call(|store| store.fill(&entry, bytes, keep, &token))
                     .await;
             }
             None => {
-                let _ = inner.call(inner.store.release(&entry, &token)).await;
+                let _ = inner.call(|store| store.release(&entry, &token)).await;
             }
         }
     }
@@ -557,7 +564,7 @@ impl<C: Codec> Cache<C> {
         let reachable = inner.breaker.allow();
         let stored = if reachable {
             inner
-                .call(inner.store.get_many(&entries))
+                .call(|store| store.get_many(&entries))
                 .await
                 .unwrap_or_else(|_| vec![None; entries.len()])
         } else {
@@ -577,15 +584,16 @@ impl<C: Codec> Cache<C> {
         }
         if !missing.is_empty() {
             // Leases for the missing keys, so that the writes are fenced.
-            let request = LeaseRequest {
+            let request = &LeaseRequest {
                 token: LeaseToken::new(),
                 ttl: inner.lease_ttl,
             };
+            let entries = &entries;
             let held: Vec<bool> = if reachable {
                 futures_util::future::join_all(
                     missing
                         .iter()
-                        .map(|&i| inner.call(inner.store.lease(&entries[i], &request))),
+                        .map(|&i| inner.call(move |store| store.lease(&entries[i], request))),
                 )
                 .await
                 .into_iter()
@@ -615,7 +623,7 @@ impl<C: Codec> Cache<C> {
                             .zip(&held)
                             .filter(|(_, held)| **held)
                             .map(|(&i, _)| {
-                                inner.call(inner.store.release(&entries[i], &request.token))
+                                inner.call(move |store| store.release(&entries[i], &request.token))
                             });
                     futures_util::future::join_all(releases).await;
                     return Err(error);
@@ -626,15 +634,12 @@ impl<C: Codec> Cache<C> {
                 let value = fetched.remove(unique[i]);
                 if *held {
                     match self.encode(unique[i], value.as_ref(), ttl) {
-                        Some((bytes, keep)) => writes.push(inner.call(inner.store.fill(
-                            &entries[i],
-                            bytes,
-                            keep,
-                            &request.token,
-                        ))),
+                        Some((bytes, keep)) => writes.push(inner.call(move |store| {
+                            store.fill(&entries[i], bytes, keep, &request.token)
+                        })),
                         None => {
                             let _ = inner
-                                .call(inner.store.release(&entries[i], &request.token))
+                                .call(|store| store.release(&entries[i], &request.token))
                                 .await;
                         }
                     }
@@ -664,7 +669,7 @@ impl<C: Codec> Cache<C> {
         let entry = self.inner.keys.named_key(key);
         let inner = &self.inner;
         inner
-            .call(inner.store.purge_resource(entry.resource()))
+            .call(|store| store.purge_resource(entry.resource()))
             .await
     }
 
@@ -689,7 +694,7 @@ impl<C: Codec> Cache<C> {
         for result in futures_util::future::join_all(
             entries
                 .iter()
-                .map(|e| inner.call(inner.store.purge_resource(e.resource()))),
+                .map(|e| inner.call(|store| store.purge_resource(e.resource()))),
         )
         .await
         {
@@ -733,7 +738,7 @@ impl<C: Codec> Cache<C> {
             .keys
             .resource_pattern(pieces.iter().map(|p| p.as_deref()));
         let inner = &self.inner;
-        inner.call(inner.store.purge_pattern(&pattern)).await
+        inner.call(|store| store.purge_pattern(&pattern)).await
     }
 }
 

@@ -186,6 +186,20 @@ pub trait Store: Send + Sync + 'static {
     /// Removes every variant (and lease) of every resource the pattern
     /// matches; returns how many entries went. May scan the keyspace (in bounded batches).
     fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64>;
+
+    /// This store with every call bounded by `timeout` by the store itself,
+    /// failing with [`Error::Timeout`] when it runs out; or `None` (the
+    /// default) when the store cannot do that.
+    ///
+    /// The layer and the typed [`Cache`](crate::Cache) bound each of their
+    /// store calls. They ask for such a view once, when they are built:
+    /// with one, they arm no timer of their own on every call. The Redis
+    /// store gives each command the time its call has left as its fred
+    /// timeout, so a call costs one timer, not two.
+    fn bounded(&self, timeout: Duration) -> Option<Arc<dyn Store>> {
+        let _ = timeout;
+        None
+    }
 }
 
 /// Anything the layer can cache in: a [`Store`], an `Arc<dyn Store>`, or a

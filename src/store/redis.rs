@@ -23,14 +23,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fred::bytes_utils::Str;
+use fred::clients::WithOptions;
 use fred::clients::{Client, Pool, SubscriberClient};
+use fred::error::ErrorKind;
 use fred::interfaces::{
     ClientLike, EventInterface, HashesInterface, LuaInterface, PubsubInterface, SortedSetsInterface,
 };
-use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::config::{Config, Options, ReconnectPolicy};
 use fred::types::scan::Scanner;
 use fred::types::Builder;
-use fred::types::{Key, Value};
+use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use futures_util::StreamExt;
 
 use super::hints::{resource_hash, HintKey, Hints, DEFAULT_ENTRIES};
@@ -289,11 +291,11 @@ impl Script {
     /// set) and what `args` makes.
     async fn run_on<R: fred::types::FromValue>(
         &self,
-        client: &Client,
+        call: &Call<'_>,
         names: &Names,
         args: impl Fn() -> Vec<Value>,
     ) -> Result<R, Error> {
-        self.run(client, || (names.keys().into(), args())).await
+        self.run(call, || (names.keys().into(), args())).await
     }
 
     /// Runs the script on what `command` makes, which is called again only
@@ -301,20 +303,104 @@ impl Script {
     /// once and moves them into the command.
     async fn run<R: fred::types::FromValue>(
         &self,
-        client: &Client,
+        call: &Call<'_>,
         command: impl Fn() -> Command,
     ) -> Result<R, Error> {
         let (keys, args) = command();
-        match Box::pin(client.evalsha::<R, _, _, _>(self.sha1.clone(), keys, Value::Array(args)))
-            .await
-        {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
+        match Box::pin(self.send::<R>("EVALSHA", &self.sha1, call, keys, args)).await {
+            Err(Error::Redis(error)) if error.details().starts_with("NOSCRIPT") => {
                 let (keys, args) = command();
-                // Boxed: a rare path should not make every caller's future
-                // (moved into a box of its own on every call) larger.
-                Ok(Box::pin(client.eval(self.source.clone(), keys, Value::Array(args))).await?)
+                Box::pin(self.send::<R>("EVAL", &self.source, call, keys, args)).await
             }
-            result => Ok(result?),
+            result => result,
+        }
+    }
+
+    /// `EVALSHA` or `EVAL` as a custom command: fred's `LuaInterface` is
+    /// not implemented for a client with options, so its methods would
+    /// drop the call's timeout. Routed by the first key's slot.
+    async fn send<R: fred::types::FromValue>(
+        &self,
+        command: &'static str,
+        script: &Str,
+        call: &Call<'_>,
+        keys: Vec<Key>,
+        args: Vec<Value>,
+    ) -> Result<R, Error> {
+        let slot = keys
+            .first()
+            .map(|key| fred::util::redis_keyslot(key.as_bytes()));
+        let mut values = Vec::with_capacity(2 + keys.len() + args.len());
+        values.push(Value::from(script.clone()));
+        values.push(Value::Integer(keys.len() as i64));
+        values.extend(keys.into_iter().map(|key| Value::Bytes(key.into_bytes())));
+        values.extend(args);
+        let command = CustomCommand::new_static(
+            command,
+            slot.map_or(ClusterHash::Random, ClusterHash::Custom),
+            false,
+        );
+        Ok(call.command()?.custom::<R, Value>(command, values).await?)
+    }
+}
+
+/// One store call's way to Redis: the client its commands go through and,
+/// on a store bounded by [`Store::bounded`], its deadline.
+///
+/// Each command carries the time its call has left as its fred timeout:
+/// that is the call's only timer (fred arms one per command anyway).
+struct Call<'a> {
+    client: &'a Client,
+    /// The call's bound, and when the call started.
+    bound: Option<(Duration, std::time::Instant)>,
+    /// Whether a command was sent already (the first one gets the whole
+    /// bound, with no clock read).
+    sent: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> Call<'a> {
+    fn new(client: &'a Client, bound: Option<Duration>) -> Call<'a> {
+        Call {
+            client,
+            bound: bound.map(|bound| (bound, std::time::Instant::now())),
+            sent: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The client for the call's next command, with the time the call has
+    /// left as its timeout; [`Error::Timeout`] when none is left.
+    fn command(&self) -> Result<WithOptions<Client>, Error> {
+        let mut options = Options::default();
+        if let Some((bound, started)) = self.bound {
+            let left = if self.sent.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                bound.saturating_sub(started.elapsed())
+            } else {
+                bound
+            };
+            if left.is_zero() {
+                return Err(Error::Timeout(bound));
+            }
+            options.timeout = Some(left);
+        }
+        Ok(self.client.with_options(&options))
+    }
+
+    /// At most `wait`, and no longer than the call has left.
+    fn within(&self, wait: Duration) -> Duration {
+        match self.bound {
+            Some((bound, started)) => wait.min(bound.saturating_sub(started.elapsed())),
+            None => wait,
+        }
+    }
+
+    /// A command's error, with fred's timeout of a bounded call reported as
+    /// the call's [`Error::Timeout`].
+    fn error(&self, error: Error) -> Error {
+        match (&error, self.bound) {
+            (Error::Redis(e), Some((bound, _))) if *e.kind() == ErrorKind::Timeout => {
+                Error::Timeout(bound)
+            }
+            _ => error,
         }
     }
 }
@@ -470,6 +556,8 @@ enum Connection {
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
+    /// Set on the views [`Store::bounded`] makes: every call's deadline.
+    bound: Option<Duration>,
     max_value_bytes: u64,
     scripts: Arc<Scripts>,
     local: Arc<Local>,
@@ -741,6 +829,7 @@ impl RedisStore {
     fn with(connection: Connection) -> RedisStore {
         RedisStore {
             connection,
+            bound: None,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             scripts: Arc::new(Scripts::new(DEFAULT_MAX_VALUE_BYTES)),
             local: Arc::default(),
@@ -856,18 +945,24 @@ impl RedisStore {
         }
     }
 
+    /// A new call: a client, and the call's deadline on a bounded view.
+    fn call(&self) -> Call<'_> {
+        Call::new(self.client(), self.bound)
+    }
+
     /// Waits on another holder's lease: registers, then checks that the
     /// lease is still held (a fill that ended in between is not waited for).
     async fn busy(
         &self,
-        client: &Client,
+        call: &Call<'_>,
         key: &EntryKey,
         lease: &LeaseRequest,
     ) -> Result<Lookup, Error> {
-        self.local.listen(client, lease.ttl).await;
+        self.local.listen(call.client, call.within(lease.ttl)).await;
         let lease_names = Names::entry(b"l:", key);
         let wait = self.local.waiters.register(&lease_announced(&lease_names));
-        let held: i64 = client
+        let held: i64 = call
+            .command()?
             .hexists(lease_names.hash(), lease_names.field())
             .await?;
         if held == 0 {
@@ -881,7 +976,7 @@ impl RedisStore {
     /// script, which takes the lease `lease` asks for on a miss.
     async fn read(
         &self,
-        client: &Client,
+        call: &Call<'_>,
         key: &EntryKey,
         lease: Option<&LeaseRequest>,
     ) -> Result<Read, Error> {
@@ -890,6 +985,7 @@ impl RedisStore {
         let hint = HintKey::new(names.hash_name(), key.variant().as_bytes());
         let stamp = hints.stamp(&hint);
         if hints.is_fresh(&hint, stamp) {
+            let client = call.command()?;
             match Box::pin(client.hget::<Option<Bytes>, _, _>(names.hash(), names.field())).await {
                 Ok(Some(value)) if self.within_bound(&value) => return Ok(Read::Value(value)),
                 // Purged or evicted since (or replaced by something too
@@ -903,7 +999,7 @@ impl RedisStore {
         let reply: Value = self
             .scripts
             .lookup
-            .run_on(client, &names, || {
+            .run_on(call, &names, || {
                 vec![
                     names.variant(),
                     lease.map_or_else(|| Value::Bytes(Bytes::new()), lease_arg),
@@ -918,6 +1014,7 @@ impl RedisStore {
                     Some(Value::String(value)) if parts.len() == 1 => value.into_inner(),
                     // Readable but large: read it now.
                     _ => {
+                        let client = call.command()?;
                         let read = client.hget::<Option<Bytes>, _, _>(names.hash(), names.field());
                         match Box::pin(read).await? {
                             Some(value) if self.within_bound(&value) => value,
@@ -926,11 +1023,34 @@ impl RedisStore {
                     }
                 };
                 hints.set(&hint, stamp, Duration::from_millis(left as u64));
-                self.local.hinted(client);
+                self.local.hinted(call.client);
                 Ok(Read::Value(value))
             }
             Value::Integer(verdict) => Ok(Read::Verdict(verdict)),
             _ => Err(Error::Store("unexpected lookup script reply".into())),
+        }
+    }
+
+    async fn lookup_on(
+        &self,
+        call: &Call<'_>,
+        key: &EntryKey,
+        lease: &LeaseRequest,
+    ) -> Result<Lookup, Error> {
+        let mut read = self.read(call, key, Some(lease)).await?;
+        if let Read::Gone = read {
+            // Purged between the check and the read: look again, which
+            // now takes the lease (boxed: a rare path, see `Script::run`).
+            read = Box::pin(self.read(call, key, Some(lease))).await?;
+        }
+        match read {
+            Read::Value(value) => Ok(Lookup::Hit(value)),
+            // Gone twice in a row: call the origin, and store nothing.
+            Read::Gone => Ok(Lookup::Unleased),
+            Read::Verdict(2) => Ok(Lookup::Lease),
+            Read::Verdict(4) => Ok(Lookup::Unleased),
+            Read::Verdict(3) => Box::pin(self.busy(call, key, lease)).await,
+            Read::Verdict(_) => Err(Error::Store("unexpected lookup script reply".into())),
         }
     }
 
@@ -951,11 +1071,11 @@ impl RedisStore {
         let names = Names::entry(b"v:", key);
         let hint = HintKey::new(names.hash_name(), key.variant().as_bytes());
         let stamp = self.local.hints.stamp(&hint);
-        let client = self.client();
+        let call = self.call();
         let stored: i64 = self
             .scripts
             .store
-            .run_on(client, &names, || {
+            .run_on(&call, &names, || {
                 vec![
                     names.variant(),
                     Value::Bytes(value.clone()),
@@ -964,10 +1084,11 @@ impl RedisStore {
                     Value::from_static_str(EVENTS_CHANNEL),
                 ]
             })
-            .await?;
+            .await
+            .map_err(|e| call.error(e))?;
         if stored == 1 {
             self.local.hints.set(&hint, stamp, ttl);
-            self.local.hinted(client);
+            self.local.hinted(call.client);
         }
         Ok(stored == 1)
     }
@@ -976,14 +1097,14 @@ impl RedisStore {
     /// it to every instance (a pattern purge announces once, at the end).
     async fn purge_hash(
         &self,
-        client: &Client,
+        call: &Call<'_>,
         names: Names,
         announce: bool,
     ) -> Result<u64, Error> {
         let removed: i64 = self
             .scripts
             .purge
-            .run_on(client, &names, || {
+            .run_on(call, &names, || {
                 vec![
                     Value::from_static_str(EVENTS_CHANNEL),
                     Value::from_static_str(if announce { "1" } else { "" }),
@@ -1000,7 +1121,12 @@ impl RedisStore {
 impl Store for RedisStore {
     fn get<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            match self.read(self.client(), key, None).await? {
+            let call = self.call();
+            match self
+                .read(&call, key, None)
+                .await
+                .map_err(|e| call.error(e))?
+            {
                 Read::Value(value) => Ok(Some(value)),
                 _ => Ok(None),
             }
@@ -1016,35 +1142,23 @@ impl Store for RedisStore {
 
     fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
         Box::pin(async move {
-            let client = self.client();
-            let mut read = self.read(client, key, Some(lease)).await?;
-            if let Read::Gone = read {
-                // Purged between the check and the read: look again, which
-                // now takes the lease (boxed: a rare path, see `Script::run`).
-                read = Box::pin(self.read(client, key, Some(lease))).await?;
-            }
-            match read {
-                Read::Value(value) => Ok(Lookup::Hit(value)),
-                // Gone twice in a row: call the origin, and store nothing.
-                Read::Gone => Ok(Lookup::Unleased),
-                Read::Verdict(2) => Ok(Lookup::Lease),
-                Read::Verdict(4) => Ok(Lookup::Unleased),
-                Read::Verdict(3) => Box::pin(self.busy(client, key, lease)).await,
-                Read::Verdict(_) => Err(Error::Store("unexpected lookup script reply".into())),
-            }
+            let call = self.call();
+            self.lookup_on(&call, key, lease)
+                .await
+                .map_err(|e| call.error(e))
         })
     }
 
     fn lease<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let names = Names::entry(b"v:", key);
+            let call = self.call();
             let taken: i64 = self
                 .scripts
                 .lease
-                .run_on(self.client(), &names, || {
-                    vec![names.variant(), lease_arg(lease)]
-                })
-                .await?;
+                .run_on(&call, &names, || vec![names.variant(), lease_arg(lease)])
+                .await
+                .map_err(|e| call.error(e))?;
             Ok(taken == 2)
         })
     }
@@ -1059,19 +1173,31 @@ impl Store for RedisStore {
         Box::pin(self.store(key, value, ttl, Some(token)))
     }
 
+    /// A view of this store (same client, same hints) whose every call
+    /// ends by `timeout`: each Redis command gets the time its call has
+    /// left as its fred timeout.
+    fn bounded(&self, timeout: Duration) -> Option<Arc<dyn Store>> {
+        Some(Arc::new(RedisStore {
+            bound: Some(timeout),
+            ..self.clone()
+        }))
+    }
+
     fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let names = Names::entry(b"v:", key);
+            let call = self.call();
             self.scripts
                 .release
-                .run_on::<i64>(self.client(), &names, || {
+                .run_on::<i64>(&call, &names, || {
                     vec![
                         names.variant(),
                         token_arg(token),
                         Value::from_static_str(EVENTS_CHANNEL),
                     ]
                 })
-                .await?;
+                .await
+                .map_err(|e| call.error(e))?;
             Ok(())
         })
     }
@@ -1080,7 +1206,8 @@ impl Store for RedisStore {
     /// sent concurrently; each entry is read as the lookup script reads it.
     fn get_many<'a>(&'a self, keys: &'a [EntryKey]) -> StoreFuture<'a, Vec<Option<Bytes>>> {
         Box::pin(async move {
-            let client = self.client();
+            let call = self.call();
+            let client = call.client;
             let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
             for (i, key) in keys.iter().enumerate() {
                 let slot = if client.is_clustered() {
@@ -1093,11 +1220,12 @@ impl Store for RedisStore {
                     None => groups.push((slot, vec![i])),
                 }
             }
+            let call = &call;
             let reads = groups.iter().map(|(_, members)| async move {
                 let values: Vec<Value> = self
                     .scripts
                     .get_many
-                    .run(client, || {
+                    .run(call, || {
                         let mut names = Vec::with_capacity(2 * members.len());
                         let mut variants = Vec::with_capacity(members.len());
                         for &i in members {
@@ -1107,7 +1235,8 @@ impl Store for RedisStore {
                         }
                         (names, variants)
                     })
-                    .await?;
+                    .await
+                    .map_err(|e| call.error(e))?;
                 if values.len() != members.len() {
                     return Err(Error::Store(
                         "get-many script: one value per key expected".into(),
@@ -1138,7 +1267,8 @@ impl Store for RedisStore {
             self.local
                 .hints
                 .clear(&HintKey::new(names.hash_name(), key.variant().as_bytes()));
-            let client = self.client();
+            let call = self.call();
+            let client = call.command()?;
             let [hash, times] = names.keys();
             let field = names.field();
             // Two commands on one slot, sent together; the field goes
@@ -1148,83 +1278,108 @@ impl Store for RedisStore {
                 client.zrem::<i64, _, _>(times, field),
             )
             .await;
-            removed?;
+            removed.map_err(|e| call.error(e.into()))?;
             Ok(())
         })
     }
 
     fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64> {
-        Box::pin(self.purge_hash(self.client(), Names::resource(resource), true))
+        Box::pin(async move {
+            let call = self.call();
+            self.purge_hash(&call, Names::resource(resource), true)
+                .await
+                .map_err(|e| call.error(e))
+        })
     }
 
+    /// Scans, then purges each match (`purge_matching` below).
+    fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64> {
+        let purge = self.purge_matching(pattern);
+        match self.bound {
+            // `SCAN` pages take no per-command options: on a bounded view
+            // the whole purge runs under one timer (rare, unlike lookups).
+            Some(bound) => Box::pin(async move {
+                tokio::time::timeout(bound, purge)
+                    .await
+                    .unwrap_or(Err(Error::Timeout(bound)))
+            }),
+            None => Box::pin(purge),
+        }
+    }
+}
+
+impl RedisStore {
     /// `SCAN MATCH <prefix>{<literal prefix>*}` on every primary (never
     /// `KEYS`), then the purge script on each resource hash the pattern
     /// matches, page by page; then one announcement for them all.
-    fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            let client = self.client();
-            // Candidates: every resource under the pattern's literal start;
-            // `matches` then decides (it also reaches long, hashed paths).
-            // A resource never holds `{` or `}`, so the glob's closing `}`
-            // leaves out the `:t` sets.
-            let glob = format!("{}{{{}*}}", pattern.prefix(), pattern.literal_prefix());
-            let resource_of = |hash: &str| -> Option<String> {
-                let inner = hash.strip_prefix(pattern.prefix())?.strip_prefix('{')?;
-                Some(inner.strip_suffix('}')?.to_owned())
-            };
-            let mut pages = if client.is_clustered() {
-                client.scan_cluster(glob, Some(SCAN_COUNT), None).boxed()
-            } else {
-                client.scan(glob, Some(SCAN_COUNT), None).boxed()
-            };
-            let mut removed = 0u64;
-            let mut purged = 0usize;
-            let mut outcome = Ok(());
-            while let Some(page) = pages.next().await {
-                let mut page = match page {
-                    Ok(page) => page,
-                    Err(error) => {
-                        outcome = Err(error.into());
-                        break;
-                    }
-                };
-                let hashes = page.take_results().unwrap_or_default();
-                let purges = hashes.into_iter().filter_map(|hash| {
-                    let name = hash.as_str()?;
-                    if !pattern.matches(&resource_of(name)?) {
-                        return None;
-                    }
-                    Some(self.purge_hash(client, Names::of_hash(hash.as_bytes()), false))
-                });
-                let purges: Vec<_> = purges.collect();
-                purged += purges.len();
-                for result in futures_util::future::join_all(purges).await {
-                    match result {
-                        Ok(n) => removed += n,
-                        Err(error) => outcome = Err(error),
-                    }
-                }
-                if outcome.is_err() {
+    async fn purge_matching(&self, pattern: &ResourcePattern) -> Result<u64, Error> {
+        let call = self.call();
+        let client = call.client;
+        // Candidates: every resource under the pattern's literal start;
+        // `matches` then decides (it also reaches long, hashed paths).
+        // A resource never holds `{` or `}`, so the glob's closing `}`
+        // leaves out the `:t` sets.
+        let glob = format!("{}{{{}*}}", pattern.prefix(), pattern.literal_prefix());
+        let resource_of = |hash: &str| -> Option<String> {
+            let inner = hash.strip_prefix(pattern.prefix())?.strip_prefix('{')?;
+            Some(inner.strip_suffix('}')?.to_owned())
+        };
+        let mut pages = if client.is_clustered() {
+            client.scan_cluster(glob, Some(SCAN_COUNT), None).boxed()
+        } else {
+            client.scan(glob, Some(SCAN_COUNT), None).boxed()
+        };
+        let mut removed = 0u64;
+        let mut purged = 0usize;
+        let mut outcome = Ok(());
+        while let Some(page) = pages.next().await {
+            let mut page = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    outcome = Err(error.into());
                     break;
                 }
-                page.next();
+            };
+            let hashes = page.take_results().unwrap_or_default();
+            let purges = hashes.into_iter().filter_map(|hash| {
+                let name = hash.as_str()?;
+                if !pattern.matches(&resource_of(name)?) {
+                    return None;
+                }
+                Some(self.purge_hash(&call, Names::of_hash(hash.as_bytes()), false))
+            });
+            let purges: Vec<_> = purges.collect();
+            purged += purges.len();
+            for result in futures_util::future::join_all(purges).await {
+                match result {
+                    Ok(n) => removed += n,
+                    Err(error) => outcome = Err(call.error(error)),
+                }
             }
-            // Whatever was purged, even in part, ends every hint here and,
-            // announced, in every other instance. A pattern that matched
-            // nothing leaves them all.
-            let announced = if purged > 0 {
-                self.local.hints.purged_all();
-                client
+            if outcome.is_err() {
+                break;
+            }
+            page.next();
+        }
+        // Whatever was purged, even in part, ends every hint here and,
+        // announced, in every other instance. A pattern that matched
+        // nothing leaves them all.
+        let announced = if purged > 0 {
+            self.local.hints.purged_all();
+            match call.command() {
+                Ok(client) => client
                     .publish::<i64, _, _>(EVENTS_CHANNEL, PATTERN_PURGED)
                     .await
                     .map(|_| ())
-            } else {
-                Ok(())
-            };
-            outcome?;
-            announced?;
-            Ok(removed)
-        })
+                    .map_err(|e| call.error(e.into())),
+                Err(error) => Err(error),
+            }
+        } else {
+            Ok(())
+        };
+        outcome?;
+        announced?;
+        Ok(removed)
     }
 }
 

@@ -246,12 +246,16 @@ impl Stats {
 
 /// Forwards every call to an inner store, counts it, signals the completion
 /// of puts and removes, and remembers the keys put.
+///
+/// A view from [`Store::bounded`] counts into the same figures, so a layer
+/// built on a counting store calls the inner store's bounded view, as it
+/// would without the counting.
 pub struct CountingStore {
     inner: Arc<dyn Store>,
-    stats: tokio::sync::watch::Sender<Stats>,
-    keys: Mutex<Vec<EntryKey>>,
+    stats: Arc<tokio::sync::watch::Sender<Stats>>,
+    keys: Arc<Mutex<Vec<EntryKey>>>,
     /// Finished puts (whatever their outcome) per encoded resource.
-    puts_per_resource: Mutex<HashMap<String, usize>>,
+    puts_per_resource: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Debug for CountingStore {
@@ -266,9 +270,9 @@ impl CountingStore {
     pub fn new(inner: Arc<dyn Store>) -> Arc<CountingStore> {
         Arc::new(CountingStore {
             inner,
-            stats: tokio::sync::watch::Sender::new(Stats::default()),
-            keys: Mutex::new(Vec::new()),
-            puts_per_resource: Mutex::new(HashMap::new()),
+            stats: Arc::new(tokio::sync::watch::Sender::new(Stats::default())),
+            keys: Arc::new(Mutex::new(Vec::new())),
+            puts_per_resource: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -505,6 +509,15 @@ impl Store for CountingStore {
             self.count_purge(&result);
             result
         })
+    }
+
+    fn bounded(&self, timeout: Duration) -> Option<Arc<dyn Store>> {
+        Some(Arc::new(CountingStore {
+            inner: self.inner.bounded(timeout)?,
+            stats: self.stats.clone(),
+            keys: self.keys.clone(),
+            puts_per_resource: self.puts_per_resource.clone(),
+        }))
     }
 }
 
