@@ -289,7 +289,7 @@ impl Script {
 
     /// Runs the script on a resource's two keys (its hash, then its expiry
     /// set) and what `args` makes.
-    async fn run_on<R: fred::types::FromValue>(
+    async fn run_on<R: fred::types::FromValue + 'static>(
         &self,
         call: &Call<'_>,
         names: &Names,
@@ -301,7 +301,7 @@ impl Script {
     /// Runs the script on what `command` makes, which is called again only
     /// for the `NOSCRIPT` retry, so that the common case builds its keys
     /// once and moves them into the command.
-    async fn run<R: fred::types::FromValue>(
+    async fn run<R: fred::types::FromValue + 'static>(
         &self,
         call: &Call<'_>,
         command: impl Fn() -> Command,
@@ -319,7 +319,7 @@ impl Script {
     /// `EVALSHA` or `EVAL` as a custom command: fred's `LuaInterface` is
     /// not implemented for a client with options, so its methods would
     /// drop the call's timeout. Routed by the first key's slot.
-    async fn send<R: fred::types::FromValue>(
+    async fn send<R: fred::types::FromValue + 'static>(
         &self,
         command: &'static str,
         script: &Str,
@@ -340,7 +340,8 @@ impl Script {
             slot.map_or(ClusterHash::Random, ClusterHash::Custom),
             false,
         );
-        Ok(call.command()?.custom::<R, Value>(command, values).await?)
+        let client = call.client()?;
+        call.result(client.custom::<R, Value>(command, values).await)
     }
 }
 
@@ -367,9 +368,18 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// A command's result, with fred's timeout of a bounded call reported
+    /// as the call's [`Error::Timeout`].
+    fn result<T>(&self, result: Result<T, fred::error::Error>) -> Result<T, Error> {
+        result.map_err(|error| match self.bound {
+            Some((bound, _)) if *error.kind() == ErrorKind::Timeout => Error::Timeout(bound),
+            _ => Error::Redis(error),
+        })
+    }
+
     /// The client for the call's next command, with the time the call has
     /// left as its timeout; [`Error::Timeout`] when none is left.
-    fn command(&self) -> Result<WithOptions<Client>, Error> {
+    fn client(&self) -> Result<WithOptions<Client>, Error> {
         let mut options = Options::default();
         if let Some((bound, started)) = self.bound {
             let left = if self.sent.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -390,17 +400,6 @@ impl<'a> Call<'a> {
         match self.bound {
             Some((bound, started)) => wait.min(bound.saturating_sub(started.elapsed())),
             None => wait,
-        }
-    }
-
-    /// A command's error, with fred's timeout of a bounded call reported as
-    /// the call's [`Error::Timeout`].
-    fn error(&self, error: Error) -> Error {
-        match (&error, self.bound) {
-            (Error::Redis(e), Some((bound, _))) if *e.kind() == ErrorKind::Timeout => {
-                Error::Timeout(bound)
-            }
-            _ => error,
         }
     }
 }
@@ -664,9 +663,7 @@ impl Local {
             purges_heard: tokio::sync::watch::Sender::new(0),
         }
     }
-}
 
-impl Local {
     /// Starts the subscriber if need be and waits (at most `timeout`) until
     /// it listens, so that no announcement made after this returns is
     /// missed. Past the timeout, waits end at their bound.
@@ -961,10 +958,9 @@ impl RedisStore {
         self.local.listen(call.client, call.within(lease.ttl)).await;
         let lease_names = Names::entry(b"l:", key);
         let wait = self.local.waiters.register(&lease_announced(&lease_names));
-        let held: i64 = call
-            .command()?
-            .hexists(lease_names.hash(), lease_names.field())
-            .await?;
+        let (hash, field) = (lease_names.hash(), lease_names.field());
+        let client = call.client()?;
+        let held: i64 = call.result(client.hexists(hash, field).await)?;
         if held == 0 {
             return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
         }
@@ -985,15 +981,20 @@ impl RedisStore {
         let hint = HintKey::new(names.hash_name(), key.variant().as_bytes());
         let stamp = hints.stamp(&hint);
         if hints.is_fresh(&hint, stamp) {
-            let client = call.command()?;
-            match Box::pin(client.hget::<Option<Bytes>, _, _>(names.hash(), names.field())).await {
+            // Boxed: fred's command futures are large (5 KB for an `HGET`)
+            // and would make every caller's future (moved into a box of its
+            // own on every call) as large.
+            let read = Box::pin(call.client()?.hget(names.hash(), names.field())).await;
+            match call.result(read) {
                 Ok(Some(value)) if self.within_bound(&value) => return Ok(Read::Value(value)),
                 // Purged or evicted since (or replaced by something too
                 // large, or not ours): the script finds out which, and
                 // takes the lease on a miss.
                 Ok(_) => hints.clear(&hint),
-                Err(error) if error.details().starts_with("WRONGTYPE") => hints.clear(&hint),
-                Err(error) => return Err(error.into()),
+                Err(Error::Redis(error)) if error.details().starts_with("WRONGTYPE") => {
+                    hints.clear(&hint)
+                }
+                Err(error) => return Err(error),
             }
         }
         let reply: Value = self
@@ -1013,14 +1014,12 @@ impl RedisStore {
                     Some(Value::Bytes(value)) if parts.len() == 1 => value,
                     Some(Value::String(value)) if parts.len() == 1 => value.into_inner(),
                     // Readable but large: read it now.
-                    _ => {
-                        let client = call.command()?;
-                        let read = client.hget::<Option<Bytes>, _, _>(names.hash(), names.field());
-                        match Box::pin(read).await? {
-                            Some(value) if self.within_bound(&value) => value,
-                            _ => return Ok(Read::Gone),
-                        }
-                    }
+                    _ => match call
+                        .result(Box::pin(call.client()?.hget(names.hash(), names.field())).await)?
+                    {
+                        Some(value) if self.within_bound(&value) => value,
+                        _ => return Ok(Read::Gone),
+                    },
                 };
                 hints.set(&hint, stamp, Duration::from_millis(left as u64));
                 self.local.hinted(call.client);
@@ -1028,29 +1027,6 @@ impl RedisStore {
             }
             Value::Integer(verdict) => Ok(Read::Verdict(verdict)),
             _ => Err(Error::Store("unexpected lookup script reply".into())),
-        }
-    }
-
-    async fn lookup_on(
-        &self,
-        call: &Call<'_>,
-        key: &EntryKey,
-        lease: &LeaseRequest,
-    ) -> Result<Lookup, Error> {
-        let mut read = self.read(call, key, Some(lease)).await?;
-        if let Read::Gone = read {
-            // Purged between the check and the read: look again, which
-            // now takes the lease (boxed: a rare path, see `Script::run`).
-            read = Box::pin(self.read(call, key, Some(lease))).await?;
-        }
-        match read {
-            Read::Value(value) => Ok(Lookup::Hit(value)),
-            // Gone twice in a row: call the origin, and store nothing.
-            Read::Gone => Ok(Lookup::Unleased),
-            Read::Verdict(2) => Ok(Lookup::Lease),
-            Read::Verdict(4) => Ok(Lookup::Unleased),
-            Read::Verdict(3) => Box::pin(self.busy(call, key, lease)).await,
-            Read::Verdict(_) => Err(Error::Store("unexpected lookup script reply".into())),
         }
     }
 
@@ -1084,8 +1060,7 @@ impl RedisStore {
                     Value::from_static_str(EVENTS_CHANNEL),
                 ]
             })
-            .await
-            .map_err(|e| call.error(e))?;
+            .await?;
         if stored == 1 {
             self.local.hints.set(&hint, stamp, ttl);
             self.local.hinted(call.client);
@@ -1122,11 +1097,7 @@ impl Store for RedisStore {
     fn get<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, Option<Bytes>> {
         Box::pin(async move {
             let call = self.call();
-            match self
-                .read(&call, key, None)
-                .await
-                .map_err(|e| call.error(e))?
-            {
+            match self.read(&call, key, None).await? {
                 Read::Value(value) => Ok(Some(value)),
                 _ => Ok(None),
             }
@@ -1143,9 +1114,21 @@ impl Store for RedisStore {
     fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
         Box::pin(async move {
             let call = self.call();
-            self.lookup_on(&call, key, lease)
-                .await
-                .map_err(|e| call.error(e))
+            let mut read = self.read(&call, key, Some(lease)).await?;
+            if let Read::Gone = read {
+                // Purged between the check and the read: look again, which
+                // now takes the lease (boxed: a rare path, see `Script::run`).
+                read = Box::pin(self.read(&call, key, Some(lease))).await?;
+            }
+            match read {
+                Read::Value(value) => Ok(Lookup::Hit(value)),
+                // Gone twice in a row: call the origin, and store nothing.
+                Read::Gone => Ok(Lookup::Unleased),
+                Read::Verdict(2) => Ok(Lookup::Lease),
+                Read::Verdict(4) => Ok(Lookup::Unleased),
+                Read::Verdict(3) => Box::pin(self.busy(&call, key, lease)).await,
+                Read::Verdict(_) => Err(Error::Store("unexpected lookup script reply".into())),
+            }
         })
     }
 
@@ -1157,8 +1140,7 @@ impl Store for RedisStore {
                 .scripts
                 .lease
                 .run_on(&call, &names, || vec![names.variant(), lease_arg(lease)])
-                .await
-                .map_err(|e| call.error(e))?;
+                .await?;
             Ok(taken == 2)
         })
     }
@@ -1196,8 +1178,7 @@ impl Store for RedisStore {
                         Value::from_static_str(EVENTS_CHANNEL),
                     ]
                 })
-                .await
-                .map_err(|e| call.error(e))?;
+                .await?;
             Ok(())
         })
     }
@@ -1235,8 +1216,7 @@ impl Store for RedisStore {
                         }
                         (names, variants)
                     })
-                    .await
-                    .map_err(|e| call.error(e))?;
+                    .await?;
                 if values.len() != members.len() {
                     return Err(Error::Store(
                         "get-many script: one value per key expected".into(),
@@ -1267,19 +1247,18 @@ impl Store for RedisStore {
             self.local
                 .hints
                 .clear(&HintKey::new(names.hash_name(), key.variant().as_bytes()));
-            let call = self.call();
-            let client = call.command()?;
             let [hash, times] = names.keys();
             let field = names.field();
             // Two commands on one slot, sent together; the field goes
             // first, and an expiry left alone reads as nothing.
+            let call = self.call();
+            let client = call.client()?;
             let (removed, _) = futures_util::future::join(
                 client.hdel::<i64, _, _>(hash, field.clone()),
                 client.zrem::<i64, _, _>(times, field),
             )
             .await;
-            removed.map_err(|e| call.error(e.into()))?;
-            Ok(())
+            call.result(removed).map(|_| ())
         })
     }
 
@@ -1288,7 +1267,6 @@ impl Store for RedisStore {
             let call = self.call();
             self.purge_hash(&call, Names::resource(resource), true)
                 .await
-                .map_err(|e| call.error(e))
         })
     }
 
@@ -1353,7 +1331,7 @@ impl RedisStore {
             for result in futures_util::future::join_all(purges).await {
                 match result {
                     Ok(n) => removed += n,
-                    Err(error) => outcome = Err(call.error(error)),
+                    Err(error) => outcome = Err(error),
                 }
             }
             if outcome.is_err() {
@@ -1366,14 +1344,12 @@ impl RedisStore {
         // nothing leaves them all.
         let announced = if purged > 0 {
             self.local.hints.purged_all();
-            match call.command() {
-                Ok(client) => client
-                    .publish::<i64, _, _>(EVENTS_CHANNEL, PATTERN_PURGED)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| call.error(e.into())),
-                Err(error) => Err(error),
-            }
+            let client = call.client()?;
+            call.result(
+                client
+                    .publish::<(), _, _>(EVENTS_CHANNEL, PATTERN_PURGED)
+                    .await,
+            )
         } else {
             Ok(())
         };
