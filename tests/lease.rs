@@ -31,6 +31,16 @@ async fn redis_store(url: &str) -> RedisStore {
         .expect("connect to the test redis-server")
 }
 
+/// What [`body_origin`] answers.
+type BodyAnswer = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+/// An origin that answers every request with `body`.
+fn body_origin() -> tower::util::ServiceFn<impl FnMut(Request<()>) -> BodyAnswer + Clone> {
+    service_fn(|_req: Request<()>| {
+        std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(b"body")))))
+    })
+}
+
 // ---------------------------------------------------------------------------
 // one origin call per cold key
 // ---------------------------------------------------------------------------
@@ -546,9 +556,7 @@ async fn without_hints_every_hit_is_the_lookup_script() {
         .prefix("t:nohints:")
         .build()
         .unwrap()
-        .layer(service_fn(|_req: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"body"))))
-        }));
+        .layer(body_origin());
     let response = svc.clone().oneshot(get("/warm")).await.unwrap();
     response.into_body().collect().await.unwrap();
     store.wait_puts(1).await;
@@ -601,9 +609,7 @@ async fn only_purges_that_removed_something_are_announced() {
         .build()
         .unwrap();
     let purger = layer.purger();
-    let svc = layer.layer(service_fn(|_req: Request<()>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"body"))))
-    }));
+    let svc = layer.layer(body_origin());
 
     assert_eq!(purger.purge_path("/never").await.unwrap(), 0);
     assert_eq!(purger.purge_glob("/nothing/*").await.unwrap(), 0);
@@ -642,9 +648,7 @@ async fn connect_loads_the_scripts_so_no_first_call_sends_one_in_full() {
         .prefix("t:loaded:")
         .build()
         .unwrap()
-        .layer(service_fn(|_req: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"body"))))
-        }));
+        .layer(body_origin());
     let mut commands = Commands::start(&server.url()).await;
     // Only the script commands: the store's subscriber connects (and
     // subscribes) in the background once it holds a hint.

@@ -46,9 +46,17 @@ async fn redis_layer(
     prefix: &str,
     store_timeout: Duration,
 ) -> (Arc<CountingStore>, CacheAsideLayer) {
-    let store = CountingStore::new(Arc::new(
-        RedisStore::connect(url).await.expect("connect to redis"),
-    ));
+    let store = RedisStore::connect(url).await.expect("connect to redis");
+    layer_on(store, prefix, store_timeout)
+}
+
+/// A layer on `store`, counted.
+fn layer_on(
+    store: RedisStore,
+    prefix: &str,
+    store_timeout: Duration,
+) -> (Arc<CountingStore>, CacheAsideLayer) {
+    let store = CountingStore::new(Arc::new(store));
     let layer = CacheAsideLayer::builder(store.as_dyn())
         .prefix(prefix)
         .store_timeout(store_timeout)
@@ -370,12 +378,7 @@ async fn a_paused_redis_is_a_timeout_miss_through_the_stores_own_bound() {
     // store's bound can end a command that Redis holds.
     let redis = RedisStore::from(fred_client(&server.url()).await);
     assert!(redis.bounded(Duration::from_millis(200)).is_some());
-    let store = CountingStore::new(Arc::new(redis));
-    let layer = CacheAsideLayer::builder(store.as_dyn())
-        .prefix("t:paused:")
-        .store_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let (store, layer) = layer_on(redis, "t:paused:", Duration::from_millis(200));
     let origin = path_origin();
     let svc = layer.layer(origin.service());
     until_hit(&svc, &store, "/a").await;
