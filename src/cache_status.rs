@@ -19,6 +19,8 @@
 //! The layer appends its member to a `Cache-Status` the inner service may
 //! already have set (caches closer to the origin come first).
 
+use std::sync::OnceLock;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// `Cache-Status`, as an `http` header name.
@@ -53,6 +55,10 @@ pub(crate) enum Outcome {
 impl Outcome {
     /// Appends this outcome's `Cache-Status` member to `headers`.
     pub(crate) fn append_to(self, headers: &mut HeaderMap) {
+        if let Some(value) = self.plain_hit() {
+            append(headers, value);
+            return;
+        }
         let mut member = Member::new();
         match self {
             Outcome::Hit {
@@ -101,6 +107,30 @@ impl Outcome {
         if let Some(value) = member.value() {
             append(headers, value);
         }
+    }
+
+    /// The value of a plain fresh hit (no stale, collapse or detail) with
+    /// less than `PLAIN_HIT_TTLS` seconds left: most hits. Each is written
+    /// once per process and then costs a copy of a pointer, where building
+    /// it costs a copy of its text into a new allocation on every hit.
+    fn plain_hit(self) -> Option<HeaderValue> {
+        let Outcome::Hit {
+            ttl,
+            collapsed: false,
+            stale: false,
+            detail: None,
+        } = self
+        else {
+            return None;
+        };
+        let slot = PLAIN_HITS.get(usize::try_from(ttl).ok()?)?;
+        let value = slot.get_or_init(|| {
+            let text = format!("tower-cache-aside; hit; ttl={ttl}");
+            // At most PLAIN_HITS short strings, once per process: a static
+            // value is cloned without touching a shared reference count.
+            HeaderValue::from_static(Box::leak(text.into_boxed_str()))
+        });
+        Some(value.clone())
     }
 
     /// A short label for logs and traces.
@@ -173,6 +203,13 @@ fn append(headers: &mut HeaderMap, value: HeaderValue) {
     let _ = headers.try_append(CACHE_STATUS, value);
 }
 
+/// How many plain hit values (`ttl=0` to `ttl=299`) are kept once made.
+const PLAIN_HIT_TTLS: usize = 300;
+
+/// The plain hit values, each made the first time a hit needs it.
+static PLAIN_HITS: [OnceLock<HeaderValue>; PLAIN_HIT_TTLS] =
+    [const { OnceLock::new() }; PLAIN_HIT_TTLS];
+
 /// The decimal numbers 0 to 99, back to back.
 const SMALL_NUMBERS: &str = "0123456789101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
 
@@ -215,6 +252,52 @@ mod tests {
     fn number_values_are_decimal() {
         for n in (0..250).chain([999, 1000, 65_535, u64::from(u32::MAX), u64::MAX]) {
             assert_eq!(number_value(n).to_str().unwrap(), n.to_string(), "{n}");
+        }
+    }
+
+    #[test]
+    fn plain_hits_kept_once_made_say_what_a_built_value_says() {
+        // Twice over the kept range and past it: the second time each value
+        // comes from the table.
+        for _ in 0..2 {
+            for ttl in (-2..PLAIN_HIT_TTLS as i64 + 2).chain([i64::MAX]) {
+                let member = render(Outcome::Hit {
+                    ttl,
+                    collapsed: false,
+                    stale: false,
+                    detail: None,
+                });
+                assert_eq!(member, format!("tower-cache-aside; hit; ttl={ttl}"));
+            }
+        }
+        let kept = Outcome::Hit {
+            ttl: 7,
+            collapsed: false,
+            stale: false,
+            detail: None,
+        };
+        assert!(kept.plain_hit().is_some());
+        for other in [
+            Outcome::Hit {
+                ttl: 7,
+                collapsed: true,
+                stale: false,
+                detail: None,
+            },
+            Outcome::Hit {
+                ttl: 7,
+                collapsed: false,
+                stale: true,
+                detail: None,
+            },
+            Outcome::Hit {
+                ttl: 7,
+                collapsed: false,
+                stale: false,
+                detail: Some("x"),
+            },
+        ] {
+            assert!(other.plain_hit().is_none(), "{other:?}");
         }
     }
 

@@ -30,10 +30,23 @@ impl<const N: usize> InlineBytes<N> {
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, byte: u8) {
+        if let InlineBytes::Inline { len, bytes } = self {
+            if let (Some(slot), Some(end)) = (bytes.get_mut(usize::from(*len)), len.checked_add(1))
+            {
+                *slot = byte;
+                *len = end;
+                return;
+            }
+        }
         self.extend_from_slice(&[byte]);
     }
 
+    /// Appends `more`. The inline case is small enough to inline at every
+    /// call site (keys are built from a dozen short pieces); moving to the
+    /// heap is out of line.
+    #[inline]
     pub(crate) fn extend_from_slice(&mut self, more: &[u8]) {
         match self {
             InlineBytes::Inline { len, bytes } => {
@@ -44,19 +57,23 @@ impl<const N: usize> InlineBytes<N> {
                         room.copy_from_slice(more);
                         *len = end;
                     }
-                    _ => {
-                        let mut heap = Vec::with_capacity(2 * end);
-                        heap.extend_from_slice(&bytes[..at]);
-                        heap.extend_from_slice(more);
-                        *self = InlineBytes::Heap(heap);
-                    }
+                    _ => self.spill(more),
                 }
             }
             InlineBytes::Heap(heap) => heap.extend_from_slice(more),
         }
     }
 
-    /// Whether the bytes are on the heap.
+    /// Moves the bytes to the heap, with `more` after them.
+    #[cold]
+    #[inline(never)]
+    fn spill(&mut self, more: &[u8]) {
+        let mut heap = Vec::with_capacity(2 * (self.len() + more.len()));
+        heap.extend_from_slice(self);
+        heap.extend_from_slice(more);
+        *self = InlineBytes::Heap(heap);
+    }
+
     #[cfg(test)]
     pub(crate) fn spilled(&self) -> bool {
         matches!(self, InlineBytes::Heap(_))

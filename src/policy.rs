@@ -30,18 +30,32 @@ pub(crate) const DEFAULT_STATUSES: [u16; 8] = [200, 203, 204, 300, 301, 308, 404
 /// `Authorization` or `Cookie` is an explicit opt-in that makes those
 /// requests cacheable, one entry per credential.
 pub(crate) fn request_bypass<B>(req: &Request<B>, vary_by: &[HeaderName]) -> Option<&'static str> {
-    let headers = req.headers();
+    // One pass over the request's field names (most requests carry a
+    // handful), rather than a hashed look-up for each field that matters;
+    // the reasons are then given in a fixed order.
+    let (mut authorization, mut cookie, mut range, mut upgrade) = (false, false, false, false);
+    for name in req.headers().keys() {
+        if name == header::AUTHORIZATION {
+            authorization = true;
+        } else if name == header::COOKIE {
+            cookie = true;
+        } else if name == header::RANGE {
+            range = true;
+        } else if name == header::UPGRADE {
+            upgrade = true;
+        }
+    }
     let keyed = |name: &HeaderName| vary_by.iter().any(|v| v == name);
-    if headers.contains_key(header::AUTHORIZATION) && !keyed(&header::AUTHORIZATION) {
+    if authorization && !keyed(&header::AUTHORIZATION) {
         return Some("authorization");
     }
-    if headers.contains_key(header::COOKIE) && !keyed(&header::COOKIE) {
+    if cookie && !keyed(&header::COOKIE) {
         return Some("cookie");
     }
-    if headers.contains_key(header::RANGE) {
+    if range {
         return Some("range");
     }
-    if headers.contains_key(header::UPGRADE) {
+    if upgrade {
         return Some("upgrade");
     }
     None
@@ -382,5 +396,36 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(request_bypass(&req, &[]), Some("range"));
+    }
+
+    #[test]
+    fn bypass_reasons_keep_their_order_whatever_the_fields_order() {
+        let req = Request::get("/")
+            .header("upgrade", "websocket")
+            .header("range", "bytes=0-1")
+            .header("x-other", "1")
+            .header("cookie", "s=1")
+            .header("authorization", "Bearer x")
+            .body(())
+            .unwrap();
+        assert_eq!(request_bypass(&req, &[]), Some("authorization"));
+        assert_eq!(
+            request_bypass(&req, &[header::AUTHORIZATION]),
+            Some("cookie")
+        );
+        let keyed = [header::AUTHORIZATION, header::COOKIE];
+        assert_eq!(request_bypass(&req, &keyed), Some("range"));
+        let req = Request::get("/")
+            .header("x-other", "1")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert_eq!(request_bypass(&req, &[]), Some("upgrade"));
+        let req = Request::get("/")
+            .header("accept", "*/*")
+            .header("host", "a")
+            .body(())
+            .unwrap();
+        assert_eq!(request_bypass(&req, &[]), None);
     }
 }

@@ -46,11 +46,11 @@ impl LeaseToken {
     /// A new random token (128 bits).
     pub fn new() -> LeaseToken {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut value = fastrand::u128(..);
+        let value = fastrand::u128(..).to_be_bytes();
         let mut text = [0u8; 32];
-        for digit in text.iter_mut().rev() {
-            *digit = HEX[(value & 0xf) as usize];
-            value >>= 4;
+        for (pair, byte) in text.chunks_exact_mut(2).zip(value) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
         LeaseToken(text)
     }
