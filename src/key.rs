@@ -62,6 +62,12 @@ impl ResourceKey {
     pub fn resource(&self) -> &str {
         std::str::from_utf8(&self.resource).unwrap_or_default()
     }
+
+    /// The encoded path's bytes, without [`resource`](Self::resource)'s
+    /// UTF-8 check (for the store's key names, built on every call).
+    pub(crate) fn resource_bytes(&self) -> &[u8] {
+        &self.resource
+    }
 }
 
 /// A set of resources named by a glob over encoded paths, for purges.
@@ -160,6 +166,12 @@ impl EntryKey {
     pub fn variant(&self) -> &str {
         // Only ASCII hex digits are ever written into it.
         std::str::from_utf8(&self.variant).unwrap_or_default()
+    }
+
+    /// The variant's bytes, without [`variant`](Self::variant)'s UTF-8
+    /// check.
+    pub(crate) fn variant_bytes(&self) -> &[u8; 32] {
+        &self.variant
     }
 }
 
@@ -460,13 +472,13 @@ fn encoded_path(path: &str) -> ResourceText {
     full
 }
 
-/// `value` as 32 lowercase hex digits.
-fn hex32(mut value: u128) -> [u8; 32] {
+/// `value` as 32 lowercase hex digits, most significant first.
+pub(crate) fn hex32(value: u128) -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for digit in out.iter_mut().rev() {
-        *digit = HEX[(value & 0xf) as usize];
-        value >>= 4;
+    for (pair, byte) in out.chunks_exact_mut(2).zip(value.to_be_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     out
 }
@@ -475,6 +487,23 @@ fn hex32(mut value: u128) -> [u8; 32] {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn hex32_is_the_values_32_lowercase_hex_digits() {
+        for value in [
+            0,
+            1,
+            0xabc,
+            u128::from(u64::MAX),
+            u128::MAX,
+            0x0123_4567_89ab_cdef << 60,
+        ] {
+            assert_eq!(
+                std::str::from_utf8(&hex32(value)).unwrap(),
+                format!("{value:032x}")
+            );
+        }
+    }
 
     fn config() -> KeyConfig {
         KeyConfig {

@@ -368,11 +368,11 @@ pub(crate) fn forwarded_response<B>(
 pub(crate) fn has_content_length(headers: &HeaderMap, length: usize) -> bool {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
     match (values.next(), values.next()) {
-        (Some(value), None) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .is_some_and(|v| v == length),
+        // As the layer writes it: plain decimal digits. Any other spelling
+        // of the same number ("+5", "05") is replaced by that.
+        (Some(value), None) => {
+            value.as_bytes() == crate::decimal::Decimal::new(length as u64).as_bytes()
+        }
         _ => false,
     }
 }
@@ -439,4 +439,40 @@ fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
         }
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_lengths(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                header::CONTENT_LENGTH,
+                http::HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn content_length_counts_only_as_one_plain_decimal_equal_to_the_body() {
+        assert!(has_content_length(&with_lengths(&["5"]), 5));
+        assert!(has_content_length(&with_lengths(&["0"]), 0));
+        assert!(has_content_length(&with_lengths(&["16384"]), 16384));
+        for (values, length) in [
+            (&["6"][..], 5),
+            (&["05"][..], 5),
+            (&["+5"][..], 5),
+            (&[" 5"][..], 5),
+            (&["5", "5"][..], 5),
+            (&[][..], 0),
+        ] {
+            assert!(
+                !has_content_length(&with_lengths(values), length),
+                "{values:?}"
+            );
+        }
+    }
 }

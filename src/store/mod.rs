@@ -45,14 +45,7 @@ pub struct LeaseToken([u8; 32]);
 impl LeaseToken {
     /// A new random token (128 bits).
     pub fn new() -> LeaseToken {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let value = fastrand::u128(..).to_be_bytes();
-        let mut text = [0u8; 32];
-        for (pair, byte) in text.chunks_exact_mut(2).zip(value) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0xf)];
-        }
-        LeaseToken(text)
+        LeaseToken(crate::key::hex32(fastrand::u128(..)))
     }
 
     /// The token's text: 32 lowercase hex digits.

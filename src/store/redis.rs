@@ -428,11 +428,11 @@ impl Names {
 
     /// The names of an entry's resource and of its field `kind`.
     fn entry(kind: &[u8; 2], key: &EntryKey) -> Names {
-        Names::build(key.resource(), Some((kind, key.variant().as_bytes())))
+        Names::build(key.resource(), Some((kind, key.variant_bytes())))
     }
 
     fn build(resource: &ResourceKey, field: Option<(&[u8; 2], &[u8])>) -> Names {
-        let (prefix, path) = (resource.prefix().as_bytes(), resource.resource().as_bytes());
+        let (prefix, path) = (resource.prefix().as_bytes(), resource.resource_bytes());
         let field_len = field.map_or(0, |(kind, variant)| kind.len() + variant.len());
         let mut all = NameBuffer::with_capacity(prefix.len() + path.len() + 4 + field_len);
         all.extend_from_slice(prefix);
@@ -978,7 +978,7 @@ impl RedisStore {
     ) -> Result<Read, Error> {
         let hints = &self.local.hints;
         let names = Names::entry(b"v:", key);
-        let hint = HintKey::new(names.hash_name(), key.variant().as_bytes());
+        let hint = HintKey::new(names.hash_name(), key.variant_bytes());
         let stamp = hints.stamp(&hint);
         if hints.is_fresh(&hint, stamp) {
             // Boxed: fred's command futures are large (5 KB for an `HGET`)
@@ -1045,7 +1045,7 @@ impl RedisStore {
     ) -> Result<bool, Error> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let names = Names::entry(b"v:", key);
-        let hint = HintKey::new(names.hash_name(), key.variant().as_bytes());
+        let hint = HintKey::new(names.hash_name(), key.variant_bytes());
         let stamp = self.local.hints.stamp(&hint);
         let call = self.call();
         let stored: i64 = self
@@ -1246,7 +1246,7 @@ impl Store for RedisStore {
             let names = Names::entry(b"v:", key);
             self.local
                 .hints
-                .clear(&HintKey::new(names.hash_name(), key.variant().as_bytes()));
+                .clear(&HintKey::new(names.hash_name(), key.variant_bytes()));
             let [hash, times] = names.keys();
             let field = names.field();
             // Two commands on one slot, sent together; the field goes
