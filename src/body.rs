@@ -37,12 +37,16 @@ pin_project! {
     enum Kind<B> {
         Cached {
             data: Option<Bytes>,
-            trailers: Option<HeaderMap>,
+            // Boxed for the same reason as the recorder: rare, and large.
+            trailers: Option<Box<HeaderMap>>,
         },
         Inner {
             #[pin]
             inner: B,
-            recorder: Option<Recorder>,
+            // Boxed: a recorder is large (the key, the lease, the headers)
+            // and exists on stored misses only, while every response,
+            // hits included, is moved several times on its way out.
+            recorder: Option<Box<Recorder>>,
         },
     }
 }
@@ -66,7 +70,7 @@ impl<B> ResponseBody<B> {
         ResponseBody {
             kind: Kind::Cached {
                 data: (!body.is_empty()).then_some(body),
-                trailers,
+                trailers: trailers.map(Box::new),
             },
         }
     }
@@ -95,7 +99,10 @@ impl<B> ResponseBody<B> {
             }
         }
         ResponseBody {
-            kind: Kind::Inner { inner, recorder },
+            kind: Kind::Inner {
+                inner,
+                recorder: recorder.map(Box::new),
+            },
         }
     }
 }
@@ -116,7 +123,7 @@ where
                 if let Some(data) = data.take() {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(*t))))
             }
             KindProj::Inner {
                 mut inner,
@@ -134,14 +141,14 @@ where
                         // so the end must be seen here, not only at `None`.
                         if inner.is_end_stream() {
                             if let Some(rec) = recorder.take() {
-                                rec.finish();
+                                (*rec).finish();
                             }
                         }
                     }
                     Some(Err(_)) => *recorder = None,
                     None => {
                         if let Some(rec) = recorder.take() {
-                            rec.finish();
+                            (*rec).finish();
                         }
                     }
                 }
@@ -287,5 +294,26 @@ impl Recorder {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_body_stays_small_whatever_a_miss_records() {
+        // Every response, hits included, is moved several times on its way
+        // out (and boxed by axum): what only a stored miss needs is boxed.
+        type Inner = http_body_util::Full<Bytes>;
+        let size = std::mem::size_of::<ResponseBody<Inner>>();
+        assert!(
+            size <= std::mem::size_of::<Inner>() + 3 * std::mem::size_of::<usize>(),
+            "ResponseBody is {size} bytes"
+        );
+        assert!(
+            std::mem::size_of::<Recorder>() > 4 * size,
+            "the recorder is the large part"
+        );
     }
 }
