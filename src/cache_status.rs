@@ -255,28 +255,29 @@ mod tests {
         }
     }
 
+    /// A fresh hit with `ttl` seconds left, nothing else said.
+    fn plain(ttl: i64) -> Outcome {
+        Outcome::Hit {
+            ttl,
+            collapsed: false,
+            stale: false,
+            detail: None,
+        }
+    }
+
     #[test]
     fn plain_hits_kept_once_made_say_what_a_built_value_says() {
         // Twice over the kept range and past it: the second time each value
         // comes from the table.
         for _ in 0..2 {
             for ttl in (-2..PLAIN_HIT_TTLS as i64 + 2).chain([i64::MAX]) {
-                let member = render(Outcome::Hit {
-                    ttl,
-                    collapsed: false,
-                    stale: false,
-                    detail: None,
-                });
-                assert_eq!(member, format!("tower-cache-aside; hit; ttl={ttl}"));
+                assert_eq!(
+                    render(plain(ttl)),
+                    format!("tower-cache-aside; hit; ttl={ttl}")
+                );
             }
         }
-        let kept = Outcome::Hit {
-            ttl: 7,
-            collapsed: false,
-            stale: false,
-            detail: None,
-        };
-        assert!(kept.plain_hit().is_some());
+        assert!(plain(7).plain_hit().is_some());
         for other in [
             Outcome::Hit {
                 ttl: 7,
@@ -304,13 +305,10 @@ mod tests {
     #[test]
     fn renders_extreme_numbers() {
         for ttl in [0, -1, 9, 10, -10, i64::MAX, i64::MIN] {
-            let member = render(Outcome::Hit {
-                ttl,
-                collapsed: false,
-                stale: false,
-                detail: None,
-            });
-            assert_eq!(member, format!("tower-cache-aside; hit; ttl={ttl}"));
+            assert_eq!(
+                render(plain(ttl)),
+                format!("tower-cache-aside; hit; ttl={ttl}")
+            );
         }
         assert_eq!(
             render(Outcome::Purged {
