@@ -140,9 +140,9 @@ impl Breaker {
 /// around each call. A late call is an [`Error::Timeout`](crate::Error::Timeout).
 pub(crate) struct Timed {
     store: Arc<dyn Store>,
-    timeout: Duration,
-    /// Whether `store` bounds its calls itself.
-    by_store: bool,
+    /// The timer armed around each call: `None` when the store bounds its
+    /// calls itself.
+    timer: Option<Duration>,
 }
 
 impl Timed {
@@ -150,13 +150,11 @@ impl Timed {
         match store.bounded(timeout) {
             Some(bounded) => Timed {
                 store: bounded,
-                timeout,
-                by_store: true,
+                timer: None,
             },
             None => Timed {
                 store: store.clone(),
-                timeout,
-                by_store: false,
+                timer: Some(timeout),
             },
         }
     }
@@ -169,12 +167,11 @@ impl Timed {
         call: impl FnOnce(&'a dyn Store) -> StoreFuture<'a, T>,
     ) -> Result<T, crate::Error> {
         let call = call(self.store.as_ref());
-        let result = if self.by_store {
-            call.await
-        } else {
-            tokio::time::timeout(self.timeout, call)
+        let result = match self.timer {
+            None => call.await,
+            Some(timeout) => tokio::time::timeout(timeout, call)
                 .await
-                .unwrap_or(Err(crate::Error::Timeout(self.timeout)))
+                .unwrap_or(Err(crate::Error::Timeout(timeout))),
         };
         breaker.record(&result);
         if let Err(error) = &result {
@@ -187,8 +184,7 @@ impl Timed {
 impl std::fmt::Debug for Timed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Timed")
-            .field("timeout", &self.timeout)
-            .field("by_store", &self.by_store)
+            .field("timer", &self.timer)
             .finish_non_exhaustive()
     }
 }
