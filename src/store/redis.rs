@@ -483,9 +483,19 @@ impl Names {
         self.all.slice(self.hash + 2..)
     }
 
+    /// Where the entry's variant starts (after `:t` and the field's kind).
+    fn variant_at(&self) -> usize {
+        (self.hash + 4).min(self.all.len())
+    }
+
     /// The entry's variant, as the scripts take it.
     fn variant(&self) -> Value {
-        Value::Bytes(self.all.slice((self.hash + 4).min(self.all.len())..))
+        Value::Bytes(self.all.slice(self.variant_at()..))
+    }
+
+    /// Where this entry's hint lives.
+    fn hint(&self) -> HintKey {
+        HintKey::new(self.hash_name(), &self.all[self.variant_at()..])
     }
 }
 
@@ -978,7 +988,7 @@ impl RedisStore {
     ) -> Result<Read, Error> {
         let hints = &self.local.hints;
         let names = Names::entry(b"v:", key);
-        let hint = HintKey::new(names.hash_name(), key.variant_bytes());
+        let hint = names.hint();
         let stamp = hints.stamp(&hint);
         if hints.is_fresh(&hint, stamp) {
             // Boxed: fred's command futures are large (5 KB for an `HGET`)
@@ -1045,7 +1055,7 @@ impl RedisStore {
     ) -> Result<bool, Error> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let names = Names::entry(b"v:", key);
-        let hint = HintKey::new(names.hash_name(), key.variant_bytes());
+        let hint = names.hint();
         let stamp = self.local.hints.stamp(&hint);
         let call = self.call();
         let stored: i64 = self
@@ -1244,9 +1254,7 @@ impl Store for RedisStore {
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let names = Names::entry(b"v:", key);
-            self.local
-                .hints
-                .clear(&HintKey::new(names.hash_name(), key.variant_bytes()));
+            self.local.hints.clear(&names.hint());
             let [hash, times] = names.keys();
             let field = names.field();
             // Two commands on one slot, sent together; the field goes
@@ -1436,6 +1444,10 @@ mod tests {
         assert_eq!(text(entry.hash().as_bytes()), "tca:{user:1}");
         assert_eq!(text(&entry.field()), format!("v:{variant}"));
         assert_eq!(entry.variant(), Value::Bytes(Bytes::from(variant.clone())));
+        assert_eq!(
+            entry.hint(),
+            HintKey::new(b"tca:{user:1}", variant.as_bytes())
+        );
         let lease = Names::entry(b"l:", &key);
         assert_eq!(text(&lease.field()), format!("l:{variant}"));
         assert_eq!(
