@@ -252,10 +252,15 @@ impl Stats {
 /// would without the counting.
 pub struct CountingStore {
     inner: Arc<dyn Store>,
-    stats: Arc<tokio::sync::watch::Sender<Stats>>,
-    keys: Arc<Mutex<Vec<EntryKey>>>,
+    counts: Arc<Counts>,
+}
+
+/// What a counting store and its bounded views count, together.
+struct Counts {
+    stats: tokio::sync::watch::Sender<Stats>,
+    keys: Mutex<Vec<EntryKey>>,
     /// Finished puts (whatever their outcome) per encoded resource.
-    puts_per_resource: Arc<Mutex<HashMap<String, usize>>>,
+    puts_per_resource: Mutex<HashMap<String, usize>>,
 }
 
 impl Debug for CountingStore {
@@ -270,9 +275,11 @@ impl CountingStore {
     pub fn new(inner: Arc<dyn Store>) -> Arc<CountingStore> {
         Arc::new(CountingStore {
             inner,
-            stats: Arc::new(tokio::sync::watch::Sender::new(Stats::default())),
-            keys: Arc::new(Mutex::new(Vec::new())),
-            puts_per_resource: Arc::new(Mutex::new(HashMap::new())),
+            counts: Arc::new(Counts {
+                stats: tokio::sync::watch::Sender::new(Stats::default()),
+                keys: Mutex::new(Vec::new()),
+                puts_per_resource: Mutex::new(HashMap::new()),
+            }),
         })
     }
 
@@ -282,17 +289,21 @@ impl CountingStore {
     }
 
     pub fn stats(&self) -> Stats {
-        *self.stats.borrow()
+        *self.counts.stats.borrow()
     }
 
     /// Every key the layer put, in the order the puts started.
     pub fn keys_put(&self) -> Vec<EntryKey> {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits until `done(stats)` holds; panics after [`SIGNAL_TIMEOUT`].
     pub async fn wait_until(&self, what: &str, done: impl FnMut(&Stats) -> bool) -> Stats {
-        let mut rx = self.stats.subscribe();
+        let mut rx = self.counts.stats.subscribe();
         let stats = match tokio::time::timeout(SIGNAL_TIMEOUT, rx.wait_for(done)).await {
             Ok(Ok(stats)) => *stats,
             Ok(Err(_)) => unreachable!("the sender lives in self"),
@@ -320,7 +331,8 @@ impl CountingStore {
     /// Puts of entries of this resource (an encoded path, such as
     /// `/users/1`) that are over, whatever their outcome.
     pub fn puts_finished_for(&self, resource: &str) -> usize {
-        self.puts_per_resource
+        self.counts
+            .puts_per_resource
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(resource)
@@ -343,7 +355,7 @@ impl CountingStore {
     }
 
     fn update(&self, f: impl FnOnce(&mut Stats)) {
-        self.stats.send_modify(f);
+        self.counts.stats.send_modify(f);
     }
 
     fn count_purge(&self, result: &Result<u64, tower_cache_aside::Error>) {
@@ -373,6 +385,7 @@ impl Drop for PutGuard<'_> {
         // stats update below sees it.
         *self
             .store
+            .counts
             .puts_per_resource
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -418,7 +431,8 @@ impl Store for CountingStore {
 
     fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.keys
+            self.counts
+                .keys
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(key.clone());
@@ -462,7 +476,8 @@ impl Store for CountingStore {
         token: &'a LeaseToken,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            self.keys
+            self.counts
+                .keys
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(key.clone());
@@ -514,9 +529,7 @@ impl Store for CountingStore {
     fn bounded(&self, timeout: Duration) -> Option<Arc<dyn Store>> {
         Some(Arc::new(CountingStore {
             inner: self.inner.bounded(timeout)?,
-            stats: self.stats.clone(),
-            keys: self.keys.clone(),
-            puts_per_resource: self.puts_per_resource.clone(),
+            counts: self.counts.clone(),
         }))
     }
 }
