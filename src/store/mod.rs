@@ -23,6 +23,7 @@ use bytes::Bytes;
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 use crate::Error;
 
+mod deadline;
 mod hints;
 mod memory;
 mod redis;

@@ -35,6 +35,7 @@ use fred::types::Builder;
 use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use futures_util::StreamExt;
 
+use super::deadline::{Deadlines, Elapsed};
 use super::hints::{resource_hash, HintKey, Hints, DEFAULT_ENTRIES};
 use super::waiters::Waiters;
 use super::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
@@ -395,6 +396,30 @@ impl<'a> Call<'a> {
         Ok(self.client.with_options(&options))
     }
 
+    /// The client for the call's first command when the store's watchdog
+    /// `deadlines` keeps the call's deadline rather than a fred timer
+    /// (cheaper: see `deadline.rs`), and that deadline; `None` on an
+    /// unbounded call, after its first command, or when no watchdog can
+    /// run. A hit is one such command.
+    fn watched(&self, deadlines: &Deadlines) -> Option<(WithOptions<Client>, std::time::Instant)> {
+        let (bound, started) = self.bound?;
+        let at = started.checked_add(bound)?;
+        if !deadlines.running() || self.sent.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let options = Options {
+            // Zero: no fred timeout, not even the client's default.
+            timeout: Some(Duration::ZERO),
+            ..Options::default()
+        };
+        Some((self.client.with_options(&options), at))
+    }
+
+    /// The error of a bounded call that ran out of time.
+    fn timeout(&self) -> Error {
+        Error::Timeout(self.bound.map_or(Duration::ZERO, |(bound, _)| bound))
+    }
+
     /// At most `wait`, and no longer than the call has left.
     fn within(&self, wait: Duration) -> Duration {
         match self.bound {
@@ -649,6 +674,8 @@ fn expand(source: &str) -> String {
 #[derive(Debug)]
 struct Local {
     hints: Hints,
+    /// The deadlines of hinted reads (see [`Call::watched`]).
+    deadlines: Deadlines,
     waiters: Waiters,
     started: std::sync::atomic::AtomicBool,
     /// Whether the subscription is in place (announcements are heard).
@@ -667,6 +694,7 @@ impl Local {
     fn with_hints(entries: usize) -> Local {
         Local {
             hints: Hints::with_capacity(entries),
+            deadlines: Deadlines::default(),
             waiters: Waiters::default(),
             started: std::sync::atomic::AtomicBool::new(false),
             subscribed: tokio::sync::watch::Sender::new(false),
@@ -994,8 +1022,19 @@ impl RedisStore {
             // Boxed: fred's command futures are large (5 KB for an `HGET`)
             // and would make every caller's future (moved into a box of its
             // own on every call) as large.
-            let read = Box::pin(call.client()?.hget(names.hash(), names.field())).await;
-            match call.result(read) {
+            let read = match call.watched(&self.local.deadlines) {
+                Some((client, at)) => {
+                    let read = Box::pin(client.hget(names.hash(), names.field()));
+                    match self.local.deadlines.watch(read, at).await {
+                        Ok(read) => call.result(read),
+                        Err(Elapsed) => Err(call.timeout()),
+                    }
+                }
+                None => {
+                    call.result(Box::pin(call.client()?.hget(names.hash(), names.field())).await)
+                }
+            };
+            match read {
                 Ok(Some(value)) if self.within_bound(&value) => return Ok(Read::Value(value)),
                 // Purged or evicted since (or replaced by something too
                 // large, or not ours): the script finds out which, and
