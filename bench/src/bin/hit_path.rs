@@ -7,6 +7,10 @@
 //! cargo run --release -p bench --bin hit_path [-- --hits N --concurrency C]
 //! ```
 //!
+//! `--store-timeout MS` sets the layer's store timeout (50 ms by default);
+//! under `valgrind`, where wall time stretches many times over, give it a
+//! few seconds so that no hit turns into a timeout miss.
+//!
 //! Starts its own `redis-server` on a free loopback port. Each contender
 //! runs N hits, C at a time, on one single-threaded Tokio runtime, three
 //! times in turn; the table gives the median of the three. Allocations are
@@ -140,6 +144,7 @@ fn main() {
     let mut concurrency = 32usize;
     let mut only: Option<String> = None;
     let mut body_bytes = 200usize;
+    let mut store_timeout = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let text = args.next();
@@ -149,8 +154,11 @@ fn main() {
             ("--concurrency", Some(v)) => concurrency = v,
             ("--body", Some(v)) if v >= 40 => body_bytes = v,
             ("--only", _) if text.is_some() => only = text,
+            ("--store-timeout", Some(ms)) => {
+                store_timeout = Some(std::time::Duration::from_millis(ms as u64))
+            }
             _ => {
-                eprintln!("usage: hit_path [--hits N] [--concurrency C] [--only static|hand|Redis|Memory] [--body BYTES]");
+                eprintln!("usage: hit_path [--hits N] [--concurrency C] [--only static|hand|Redis|Memory] [--body BYTES] [--store-timeout MS]");
                 std::process::exit(2);
             }
         }
@@ -166,11 +174,19 @@ fn main() {
         concurrency,
         only.as_deref(),
         body_bytes,
+        store_timeout,
     ));
     server.stop();
 }
 
-async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>, body_bytes: usize) {
+async fn run(
+    url: &str,
+    hits: usize,
+    concurrency: usize,
+    only: Option<&str>,
+    body_bytes: usize,
+    store_timeout: Option<std::time::Duration>,
+) {
     let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let body = body(body_bytes);
     let client = common::connect(url).await.expect("connect");
@@ -187,10 +203,11 @@ async fn run(url: &str, hits: usize, concurrency: usize, only: Option<&str>, bod
         })
     };
     let redis_store = RedisStore::connect(url).await.expect("store");
-    let tca_redis = CacheAsideLayer::builder(redis_store)
-        .build()
-        .expect("layer")
-        .layer(origin.clone());
+    let mut tca_redis = CacheAsideLayer::builder(redis_store);
+    if let Some(timeout) = store_timeout {
+        tca_redis = tca_redis.store_timeout(timeout);
+    }
+    let tca_redis = tca_redis.build().expect("layer").layer(origin.clone());
     let tca_memory = CacheAsideLayer::builder(MemoryStore::new())
         .build()
         .expect("layer")
