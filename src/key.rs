@@ -473,14 +473,35 @@ fn encoded_path(path: &str) -> ResourceText {
 }
 
 /// `value` as 32 lowercase hex digits, most significant first.
+///
+/// On every hit (the variant's name) and every lease token: each half is
+/// turned into its 16 digits with a few word-wide operations, not a table
+/// look-up per nibble.
 pub(crate) fn hex32(value: u128) -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for (pair, byte) in out.chunks_exact_mut(2).zip(value.to_be_bytes()) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0xf)];
-    }
+    // Truncation intended: the high and the low 64 bits.
+    out[..16].copy_from_slice(&hex16((value >> 64) as u64).to_be_bytes());
+    out[16..].copy_from_slice(&hex16(value as u64).to_be_bytes());
     out
+}
+
+/// The 16 hex digits of `value`, one per byte, the most significant digit
+/// in the most significant byte.
+fn hex16(value: u64) -> u128 {
+    const NIBBLES: u128 = 0x0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f;
+    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    // Spread the nibbles apart, halving the width of each lane at every
+    // step, until nibble k of `value` is byte k.
+    let mut x = u128::from(value);
+    x = (x | (x << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & NIBBLES;
+    // 1 in the bytes that hold 10..=15 (adding 6 carries them into bit 4;
+    // no byte exceeds 0x15, so nothing carries into the next byte).
+    let letters = ((x + 6 * ONES) >> 4) & ONES;
+    // '0' + d for digits, 'a' + d - 10 = '0' + d + 0x27 for letters.
+    x + 0x30 * ONES + 0x27 * letters
 }
 
 #[cfg(test)]
@@ -494,6 +515,8 @@ mod tests {
             0,
             1,
             0xabc,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+            0x9a9a_9a9a_9a9a_9a9a_a9a9_a9a9_a9a9_a9a9,
             u128::from(u64::MAX),
             u128::MAX,
             0x0123_4567_89ab_cdef << 60,
@@ -502,6 +525,14 @@ mod tests {
                 std::str::from_utf8(&hex32(value)).unwrap(),
                 format!("{value:032x}")
             );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn hex32_matches_the_formatter_on_any_value(value in any::<u128>()) {
+            let digits = hex32(value);
+            prop_assert_eq!(std::str::from_utf8(&digits).unwrap(), format!("{value:032x}"));
         }
     }
 
