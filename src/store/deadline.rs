@@ -127,7 +127,7 @@ impl Shared {
         }
         let shared = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
-            .name("tower-cache-aside-deadlines".to_owned())
+            .name("tca-deadlines".to_owned())
             .spawn(move || watchdog(shared));
         match spawned {
             Ok(handle) => {

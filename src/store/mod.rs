@@ -188,8 +188,9 @@ pub trait Store: Send + Sync + 'static {
     /// The layer and the typed [`Cache`](crate::Cache) bound each of their
     /// store calls. They ask for such a view once, when they are built:
     /// with one, they arm no timer of their own on every call. The Redis
-    /// store gives each command the time its call has left as its fred
-    /// timeout, so a call costs one timer, not two.
+    /// store keeps a hit's deadline with one watchdog thread per store and
+    /// gives its other commands the time their call has left as fred's
+    /// timeout, so a hit arms no timer and other calls one, not two.
     fn bounded(&self, timeout: Duration) -> Option<Arc<dyn Store>> {
         let _ = timeout;
         None

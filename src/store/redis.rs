@@ -349,8 +349,10 @@ impl Script {
 /// One store call's way to Redis: the client its commands go through and,
 /// on a store bounded by [`Store::bounded`], its deadline.
 ///
-/// Each command carries the time its call has left as its fred timeout:
-/// that is the call's only timer (fred arms one per command anyway).
+/// A hinted read's `HGET` is watched by the store's [`Deadlines`] (no
+/// timer); every other command carries the time its call has left as its
+/// fred timeout: that is the call's only timer (fred arms one per command
+/// anyway).
 struct Call<'a> {
     client: &'a Client,
     /// The call's bound, and when the call started.
@@ -1205,8 +1207,9 @@ impl Store for RedisStore {
     }
 
     /// A view of this store (same client, same hints) whose every call
-    /// ends by `timeout`: each Redis command gets the time its call has
-    /// left as its fred timeout.
+    /// ends by `timeout`: a hinted read's `HGET` is watched by the store's
+    /// watchdog thread, and every other Redis command gets the time its
+    /// call has left as its fred timeout.
     fn bounded(&self, timeout: Duration) -> Option<Arc<dyn Store>> {
         Some(Arc::new(RedisStore {
             bound: Some(timeout),
