@@ -71,6 +71,11 @@ struct State {
     /// Its handle, for the test that sees it end.
     #[cfg(test)]
     handle: Option<JoinHandle<()>>,
+    /// How many times the watchdog has looked, and how many futures it
+    /// left waiting (not expired) the last time: tests wait for it to be
+    /// asleep.
+    #[cfg(test)]
+    looks: (u64, usize),
 }
 
 #[derive(Debug)]
@@ -170,6 +175,11 @@ impl Shared {
             }
         }
         state.next = next;
+        #[cfg(test)]
+        {
+            let unexpired = state.waiting.iter().filter(|(_, w)| !w.expired).count();
+            state.looks = (state.looks.0 + 1, unexpired);
+        }
         (wakers, next)
     }
 
@@ -271,17 +281,48 @@ mod tests {
         Box::pin(std::future::pending())
     }
 
+    /// Deadlines whose watchdog has looked once and found nothing: it is
+    /// asleep until something wakes it.
     fn started() -> Deadlines {
         let deadlines = Deadlines::default();
         assert!(deadlines.running(), "the watchdog thread starts");
+        asleep_seeing(&deadlines, 0);
         deadlines
+    }
+
+    /// Waits until the watchdog's last look left `waiting` futures waiting
+    /// (it then sleeps, or is about to: a wake-up from now on is not lost).
+    fn asleep_seeing(deadlines: &Deadlines, waiting: usize) {
+        let start = Instant::now();
+        loop {
+            let (looks, seen) = deadlines.shared.lock().looks;
+            if looks > 0 && seen == waiting {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the watchdog never looked"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// `watched`, failing the test rather than hanging if the watchdog
+    /// never ends it.
+    async fn within_30s<F: Future>(watched: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(30), watched)
+            .await
+            .expect("the watchdog did not end the future")
     }
 
     #[tokio::test]
     async fn a_future_that_does_not_finish_ends_at_its_deadline_and_leaves_no_trace() {
         let deadlines = started();
         let at = Instant::now() + Duration::from_millis(20);
-        assert_eq!(deadlines.watch(pending(), at).await, Err(Elapsed));
+        assert_eq!(
+            within_30s(deadlines.watch(pending(), at)).await,
+            Err(Elapsed)
+        );
         assert!(Instant::now() >= at, "ended before its deadline");
         assert_eq!(deadlines.waiting(), 0);
     }
@@ -324,7 +365,7 @@ mod tests {
             let deadlines = deadlines.clone();
             let at = start + Duration::from_millis(5 + i % 16);
             tasks.push(tokio::spawn(async move {
-                let result = deadlines.watch(pending(), at).await;
+                let result = within_30s(deadlines.watch(pending(), at)).await;
                 (result, Instant::now() >= at)
             }));
         }
@@ -346,12 +387,13 @@ mod tests {
         assert!(Pin::new(&mut far_future)
             .poll(&mut Context::from_waker(&waker))
             .is_pending());
-        // The watchdog now sleeps for an hour; this one ends in 10 ms, or
-        // the test hangs (and the harness's own guard below fails it).
+        // Once the watchdog sleeps for an hour, this one must wake it.
+        asleep_seeing(&deadlines, 1);
         let near = Instant::now() + Duration::from_millis(10);
-        let ended =
-            tokio::time::timeout(Duration::from_secs(30), deadlines.watch(pending(), near)).await;
-        assert_eq!(ended, Ok(Err(Elapsed)));
+        assert_eq!(
+            within_30s(deadlines.watch(pending(), near)).await,
+            Err(Elapsed)
+        );
         assert_eq!(deadlines.waiting(), 1, "the far one still waits");
     }
 
@@ -365,7 +407,11 @@ mod tests {
             .build()
             .expect("runtime");
         let at = Instant::now() + Duration::from_millis(5);
-        assert_eq!(setup.block_on(deadlines.watch(pending(), at)), Err(Elapsed));
+        assert_eq!(
+            setup.block_on(within_30s(deadlines.watch(pending(), at))),
+            Err(Elapsed)
+        );
+        asleep_seeing(&deadlines, 0);
         // Another thread's runtime still has its deadlines kept.
         let other = deadlines.clone();
         let ended = std::thread::spawn(move || {
@@ -392,9 +438,10 @@ mod tests {
             .expect("runtime");
         let at = Instant::now() + Duration::from_millis(5);
         assert_eq!(
-            runtime.block_on(deadlines.watch(pending(), at)),
+            runtime.block_on(within_30s(deadlines.watch(pending(), at))),
             Err(Elapsed)
         );
+        asleep_seeing(&deadlines, 0);
         let thread = deadlines.shared.lock().handle.take();
         let thread = thread.expect("the watchdog thread");
         // Dropping the store wakes the sleeping watchdog, which ends.
