@@ -307,6 +307,26 @@ mod tests {
         }
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+    }
+
+    /// A runtime of its own on which one future waited out its deadline;
+    /// returned once the watchdog sleeps again.
+    fn one_wait_on_a_runtime(deadlines: &Deadlines) -> tokio::runtime::Runtime {
+        let runtime = runtime();
+        let at = Instant::now() + Duration::from_millis(5);
+        assert_eq!(
+            runtime.block_on(within_30s(deadlines.watch(pending(), at))),
+            Err(Elapsed)
+        );
+        asleep_seeing(deadlines, 0);
+        runtime
+    }
+
     /// `watched`, failing the test rather than hanging if the watchdog
     /// never ends it.
     async fn within_30s<F: Future>(watched: F) -> F::Output {
@@ -402,24 +422,11 @@ mod tests {
         let deadlines = Arc::new(started());
         // A runtime that waits once, then is kept but never driven again
         // (one that only ran an app's set-up).
-        let setup = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let at = Instant::now() + Duration::from_millis(5);
-        assert_eq!(
-            setup.block_on(within_30s(deadlines.watch(pending(), at))),
-            Err(Elapsed)
-        );
-        asleep_seeing(&deadlines, 0);
+        let setup = one_wait_on_a_runtime(&deadlines);
         // Another thread's runtime still has its deadlines kept.
         let other = deadlines.clone();
         let ended = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
+            runtime().block_on(async {
                 let at = Instant::now() + Duration::from_millis(10);
                 tokio::time::timeout(Duration::from_secs(30), other.watch(pending(), at)).await
             })
@@ -432,16 +439,7 @@ mod tests {
     #[test]
     fn the_watchdog_ends_with_its_store() {
         let deadlines = started();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let at = Instant::now() + Duration::from_millis(5);
-        assert_eq!(
-            runtime.block_on(within_30s(deadlines.watch(pending(), at))),
-            Err(Elapsed)
-        );
-        asleep_seeing(&deadlines, 0);
+        let _runtime = one_wait_on_a_runtime(&deadlines);
         let thread = deadlines.shared.lock().handle.take();
         let thread = thread.expect("the watchdog thread");
         // Dropping the store wakes the sleeping watchdog, which ends.
