@@ -103,7 +103,7 @@ impl Deadlines {
     pub(crate) fn watch<F: Future + Unpin>(&self, future: F, at: Instant) -> Watched<'_, F> {
         Watched {
             future,
-            shared: &self.shared,
+            shared: self.shared.as_ref(),
             at,
             slot: None,
         }
@@ -223,7 +223,7 @@ fn watchdog(shared: Weak<Shared>) {
 #[derive(Debug)]
 pub(crate) struct Watched<'a, F> {
     future: F,
-    shared: &'a Arc<Shared>,
+    shared: &'a Shared,
     at: Instant,
     /// Its place in the slab while it waits.
     slot: Option<usize>,

@@ -398,23 +398,32 @@ impl<'a> Call<'a> {
         Ok(self.client.with_options(&options))
     }
 
-    /// The client for the call's first command when the store's watchdog
-    /// `deadlines` keeps the call's deadline rather than a fred timer
-    /// (cheaper: see `deadline.rs`), and that deadline; `None` on an
-    /// unbounded call, after its first command, or when no watchdog can
-    /// run. A hit is one such command.
-    fn watched(&self, deadlines: &Deadlines) -> Option<(WithOptions<Client>, std::time::Instant)> {
-        let (bound, started) = self.bound?;
-        let at = started.checked_add(bound)?;
-        if !deadlines.running() || self.sent.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            return None;
+    /// The client for the call's next command and, when it is the call's
+    /// first and the store's watchdog `deadlines` runs, the call's deadline
+    /// for the watchdog to keep: the command then carries no fred timeout
+    /// (cheaper: see `deadline.rs`). Otherwise as [`Call::client`], with no
+    /// deadline. A hit is one such first command.
+    fn watched_client(
+        &self,
+        deadlines: &Deadlines,
+    ) -> Result<(WithOptions<Client>, Option<std::time::Instant>), Error> {
+        let at = self
+            .bound
+            .and_then(|(bound, started)| started.checked_add(bound));
+        match at {
+            Some(at)
+                if deadlines.running()
+                    && !self.sent.swap(true, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let options = Options {
+                    // Zero: no fred timeout, not even the client's default.
+                    timeout: Some(Duration::ZERO),
+                    ..Options::default()
+                };
+                Ok((self.client.with_options(&options), Some(at)))
+            }
+            _ => Ok((self.client()?, None)),
         }
-        let options = Options {
-            // Zero: no fred timeout, not even the client's default.
-            timeout: Some(Duration::ZERO),
-            ..Options::default()
-        };
-        Some((self.client.with_options(&options), at))
     }
 
     /// The error of a bounded call that ran out of time.
@@ -676,7 +685,7 @@ fn expand(source: &str) -> String {
 #[derive(Debug)]
 struct Local {
     hints: Hints,
-    /// The deadlines of hinted reads (see [`Call::watched`]).
+    /// The deadlines of hinted reads (see [`Call::watched_client`]).
     deadlines: Deadlines,
     waiters: Waiters,
     started: std::sync::atomic::AtomicBool,
@@ -1024,17 +1033,14 @@ impl RedisStore {
             // Boxed: fred's command futures are large (5 KB for an `HGET`)
             // and would make every caller's future (moved into a box of its
             // own on every call) as large.
-            let read = match call.watched(&self.local.deadlines) {
-                Some((client, at)) => {
-                    let read = Box::pin(client.hget(names.hash(), names.field()));
-                    match self.local.deadlines.watch(read, at).await {
-                        Ok(read) => call.result(read),
-                        Err(Elapsed) => Err(call.timeout()),
-                    }
-                }
-                None => {
-                    call.result(Box::pin(call.client()?.hget(names.hash(), names.field())).await)
-                }
+            let (client, deadline) = call.watched_client(&self.local.deadlines)?;
+            let hget = Box::pin(client.hget(names.hash(), names.field()));
+            let read = match deadline {
+                Some(at) => match self.local.deadlines.watch(hget, at).await {
+                    Ok(read) => call.result(read),
+                    Err(Elapsed) => Err(call.timeout()),
+                },
+                None => call.result(hget.await),
             };
             match read {
                 Ok(Some(value)) if self.within_bound(&value) => return Ok(Read::Value(value)),
