@@ -55,9 +55,25 @@ pub(crate) enum Outcome {
 impl Outcome {
     /// Appends this outcome's `Cache-Status` member to `headers`.
     pub(crate) fn append_to(self, headers: &mut HeaderMap) {
-        if let Some(value) = self.plain_hit() {
+        if let Some(value) = self.value() {
             append(headers, value);
-            return;
+        }
+    }
+
+    /// Sets `Cache-Status` in `headers` to this outcome's member, replacing
+    /// what was there (a hit's, whose stored headers hold none of their
+    /// own: they are stripped before storing).
+    pub(crate) fn set_in(self, headers: &mut HeaderMap) {
+        if let Some(value) = self.value() {
+            // Fails only past the map's capacity: then it is left out.
+            let _ = headers.try_insert(CACHE_STATUS, value);
+        }
+    }
+
+    /// This outcome's member, as a header value.
+    fn value(self) -> Option<HeaderValue> {
+        if let Some(value) = self.plain_hit() {
+            return Some(value);
         }
         let mut member = Member::new();
         match self {
@@ -90,11 +106,7 @@ impl Outcome {
                 member.push_detail(Some(detail));
             }
             Outcome::Method => {
-                append(
-                    headers,
-                    HeaderValue::from_static("tower-cache-aside; fwd=method"),
-                );
-                return;
+                return Some(HeaderValue::from_static("tower-cache-aside; fwd=method"));
             }
             Outcome::Purged { removed, failed } => {
                 member.push("tower-cache-aside; fwd=method; purged=");
@@ -104,9 +116,7 @@ impl Outcome {
                 }
             }
         }
-        if let Some(value) = member.value() {
-            append(headers, value);
-        }
+        member.value()
     }
 
     /// The value of a plain fresh hit (no stale, collapse or detail) with

@@ -47,6 +47,11 @@ pub(crate) struct Entry {
     pub(crate) ttl_ms: u64,
     /// The key material the entry was stored under.
     pub(crate) fingerprint: Bytes,
+    /// Whether `headers` are as a hit sends them but for the values of
+    /// `Age` and `Cache-Status`, which are there to be replaced: the
+    /// `Content-Length` is the body's (none on 204 and 304). Set by
+    /// [`crate::heads`]; a plain decode leaves the headers as stored.
+    pub(crate) hit_ready: bool,
 }
 
 /// What goes into an entry when it is written; borrowed so that a recorded
@@ -149,6 +154,54 @@ impl Entry {
     /// Decodes a value read from a store. Never panics; never allocates more
     /// than the value's own size (plus a header map bounded by it).
     pub(crate) fn decode(mut value: Bytes) -> Result<Entry, DecodeError> {
+        let head = Head::take(&mut value)?;
+        Entry::from_head(head, value)
+    }
+
+    /// The entry whose head is `head`, from what followed that head in its
+    /// value: the body, then the trailers.
+    pub(crate) fn from_head(head: Head, mut rest: Bytes) -> Result<Entry, DecodeError> {
+        let body = take_bytes(&mut rest, head.body_len)?;
+        let trailers = match take_u8(&mut rest)? {
+            0 => None,
+            1 => Some(take_map(&mut rest)?),
+            _ => return Err(DecodeError::Invalid("trailer flag")),
+        };
+        if rest.has_remaining() {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok(Entry {
+            status: head.status,
+            headers: head.headers,
+            body,
+            trailers,
+            stored_at_ms: head.stored_at_ms,
+            ttl_ms: head.ttl_ms,
+            fingerprint: head.fingerprint,
+            hit_ready: false,
+        })
+    }
+}
+
+/// An entry's head: everything in its value before the body (the fixed
+/// fields, the fingerprint, the headers and the body's length), decoded.
+/// What a hit needs besides the body; [`crate::heads`] keeps the heads it
+/// has decoded, to reuse on values that start with the same bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) stored_at_ms: u64,
+    pub(crate) ttl_ms: u64,
+    pub(crate) fingerprint: Bytes,
+    /// The length of the body that follows the head.
+    pub(crate) body_len: usize,
+}
+
+impl Head {
+    /// Decodes the head at the start of `value`, and leaves `value` at the
+    /// body. The same checks as [`Entry::decode`].
+    pub(crate) fn take(value: &mut Bytes) -> Result<Head, DecodeError> {
         if value.len() < FIXED_HEADER_LEN {
             return Err(if value.starts_with(&MAGIC[..value.len().min(3)]) {
                 DecodeError::Truncated
@@ -172,25 +225,19 @@ impl Entry {
             StatusCode::from_u16(value.get_u16()).map_err(|_| DecodeError::Invalid("status"))?;
         let stored_at_ms = value.get_u64();
         let ttl_ms = value.get_u64();
-        let fingerprint = take_len32(&mut value)?;
-        let headers = take_map(&mut value)?;
-        let body = take_len32(&mut value)?;
-        let trailers = match take_u8(&mut value)? {
-            0 => None,
-            1 => Some(take_map(&mut value)?),
-            _ => return Err(DecodeError::Invalid("trailer flag")),
-        };
-        if value.has_remaining() {
-            return Err(DecodeError::TrailingBytes);
+        let fingerprint = take_len32(value)?;
+        let headers = take_map(value)?;
+        if value.remaining() < 4 {
+            return Err(DecodeError::Truncated);
         }
-        Ok(Entry {
+        let body_len = usize::try_from(value.get_u32()).map_err(|_| DecodeError::Truncated)?;
+        Ok(Head {
             status,
             headers,
-            body,
-            trailers,
             stored_at_ms,
             ttl_ms,
             fingerprint,
+            body_len,
         })
     }
 }

@@ -97,6 +97,8 @@ pub(crate) struct Config {
     pub(crate) fencing: bool,
     pub(crate) pending: Pending,
     pub(crate) breaker: Breaker,
+    /// The entry heads decoded lately, reused by hits (`heads.rs`).
+    pub(crate) heads: crate::heads::Heads,
     routes: matchit::Router<Route>,
     purge_rules: PurgeRules,
 }
@@ -580,6 +582,7 @@ impl Builder {
                 fencing: self.fencing,
                 pending: Pending::default(),
                 breaker: Breaker::new(self.breaker.0, self.breaker.1),
+                heads: crate::heads::Heads::default(),
                 routes,
                 purge_rules,
             }),

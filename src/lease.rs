@@ -257,7 +257,8 @@ fn usable(
     miss: &MissContext,
     value: bytes::Bytes,
 ) -> Result<(Entry, Freshness, u64), Option<&'static str>> {
-    let entry = Entry::decode(value).map_err(|error| {
+    let tag = xxhash_rust::xxh3::xxh3_64(miss.key.key.variant_bytes());
+    let entry = config.heads.decode(tag, value).map_err(|error| {
         tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
         Some("bad-entry")
     })?;

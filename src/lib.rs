@@ -77,6 +77,7 @@ mod decimal;
 mod entry;
 mod error;
 mod future;
+mod heads;
 mod inline;
 mod key;
 mod layer;

@@ -214,6 +214,7 @@ pub(crate) fn hit_response<B>(
         mut headers,
         body,
         trailers,
+        hit_ready,
         ..
     } = entry;
     let not_modified = status == StatusCode::OK
@@ -225,7 +226,9 @@ pub(crate) fn hit_response<B>(
         response
     } else {
         let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-        if bodiless {
+        if hit_ready {
+            // Its Content-Length was set when its head was first decoded.
+        } else if bodiless {
             headers.remove(header::CONTENT_LENGTH);
         } else if !has_content_length(&headers, body.len()) {
             // Entries are stored with theirs; this is for any other.
@@ -241,7 +244,8 @@ pub(crate) fn hit_response<B>(
         response
     };
     // Entries hold at most 1024 fields, so these fit; a failure would only
-    // leave the field out.
+    // leave the field out. Both replace what is there: nothing, or the
+    // placeholders of a map made hit-ready (see `Entry::hit_ready`).
     let _ = headers.try_insert(header::AGE, crate::cache_status::number_value(age));
     Outcome::Hit {
         ttl: ttl_left,
@@ -249,7 +253,7 @@ pub(crate) fn hit_response<B>(
         stale: stale.is_some(),
         detail: stale.flatten(),
     }
-    .append_to(&mut headers);
+    .set_in(&mut headers);
     *response.headers_mut() = headers;
     tracing::debug!(
         target: "tower_cache_aside",

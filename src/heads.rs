@@ -1,0 +1,527 @@
+//! The entry heads this process has decoded, kept to be reused when the
+//! store hands back a value that starts with the same bytes.
+//!
+//! Decoding an entry is the largest piece of a hit in the layer's own
+//! code: building its header map parses and hashes every field name and
+//! checks every value. But a hot entry is read again and again unchanged,
+//! so its head (everything before the body: status, times, fingerprint,
+//! headers and the body's length, see [`crate::entry`]) decodes to the same
+//! thing every time. [`Heads::decode`] keeps, for each entry it decodes,
+//! a copy of the head's bytes and the head decoded from that copy, with its
+//! header map already as a hit sends it (see [`Entry::hit_ready`]). The
+//! next value read for that entry whose first bytes equal the copy is
+//! answered with a clone of the decoded head and the value's own body.
+//!
+//! Reuse never changes what is served: it is taken only when the new
+//! value's head is byte for byte the one decoded before, so the result is
+//! what decoding the new value would give. What follows the head (the
+//! body, the trailer flag, the end) is read from the new value each time.
+//! A purge, a new fill or a planted value changes the head (its stored-at
+//! time at least) and is decoded afresh.
+//!
+//! The table is bounded and forgets readily: [`DEFAULT_HEADS`] heads in
+//! 4-way sets chosen by a hash of the entry's variant, a newcomer
+//! replacing a set's ways in turn; heads over [`MAX_HEAD_BYTES`] bytes or
+//! with more than [`MAX_HEAD_FIELDS`] fields are not kept. Each way has
+//! its own lock, taken with `try_lock` only: a reader that finds it held
+//! decodes the value itself rather than wait.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+
+use crate::entry::{DecodeError, Entry, Head};
+
+/// Heads kept by default.
+pub(crate) const DEFAULT_HEADS: usize = 4096;
+/// Ways per set.
+const WAYS: usize = 4;
+/// The largest head kept, in bytes (a typical head, with a short
+/// fingerprint and a few fields, is 100 to 300 bytes).
+pub(crate) const MAX_HEAD_BYTES: usize = 512;
+/// The most fields a kept head may hold.
+pub(crate) const MAX_HEAD_FIELDS: usize = 16;
+
+/// A decoded head and the bytes it was decoded from.
+#[derive(Debug)]
+struct Kept {
+    /// The entry's tag (see [`Heads::decode`]).
+    tag: u64,
+    /// A copy of the head's bytes (not a slice of the value it came in,
+    /// which would keep the store's whole read buffer alive).
+    raw: Bytes,
+    /// Decoded from `raw`, its headers made ready for a hit.
+    head: Head,
+}
+
+#[derive(Debug, Default)]
+struct Set {
+    /// Each way's tag, read before its lock is tried (0: empty).
+    tags: [AtomicU64; WAYS],
+    ways: [Mutex<Option<Arc<Kept>>>; WAYS],
+    /// The way the next newcomer takes when none is free.
+    next: AtomicUsize,
+}
+
+/// The table of decoded heads (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Heads {
+    sets: Box<[Set]>,
+}
+
+impl Default for Heads {
+    fn default() -> Self {
+        Heads::with_capacity(DEFAULT_HEADS)
+    }
+}
+
+impl Heads {
+    /// A table of `heads` heads (rounded up to whole sets, and to a power
+    /// of two of them); with 0 it keeps none and every value is decoded.
+    pub(crate) fn with_capacity(heads: usize) -> Heads {
+        let sets = match heads.div_ceil(WAYS) {
+            0 => 0,
+            sets => sets.next_power_of_two(),
+        };
+        Heads {
+            sets: (0..sets).map(|_| Set::default()).collect(),
+        }
+    }
+
+    /// Decodes `value`, the stored value of the entry whose variant hashes
+    /// to `tag`: with the head kept for that entry when `value` starts with
+    /// its bytes, else in full (keeping its head for next time).
+    ///
+    /// The result equals `Entry::decode(value)` with its headers made
+    /// ready for a hit ([`Entry::hit_ready`]).
+    pub(crate) fn decode(&self, tag: u64, value: Bytes) -> Result<Entry, DecodeError> {
+        let tag = tag.max(1);
+        let Some(set) = self.set_of(tag) else {
+            return Entry::decode(value);
+        };
+        if let Some(kept) = set.find(tag) {
+            if value.starts_with(&kept.raw) {
+                let rest = value.slice(kept.raw.len()..);
+                let mut entry = Entry::from_head(kept.head.clone(), rest)?;
+                entry.hit_ready = true;
+                return Ok(entry);
+            }
+        }
+        let mut rest = value;
+        let start = rest.clone();
+        let head = Head::take(&mut rest)?;
+        let head_len = start.len() - rest.len();
+        if head_len > MAX_HEAD_BYTES || head.headers.len() > MAX_HEAD_FIELDS {
+            return Entry::from_head(head, rest);
+        }
+        // Decode again from a copy of the head's bytes, so that what is
+        // kept borrows nothing from the store's buffers, and keep the
+        // entry only if it is whole.
+        let raw = Bytes::copy_from_slice(&start[..head_len]);
+        let mut kept_head = Head::take(&mut raw.clone())?;
+        make_hit_ready(&mut kept_head);
+        let mut entry = Entry::from_head(kept_head.clone(), rest)?;
+        entry.hit_ready = true;
+        set.keep(Arc::new(Kept {
+            tag,
+            raw,
+            head: kept_head,
+        }));
+        Ok(entry)
+    }
+
+    fn set_of(&self, tag: u64) -> Option<&Set> {
+        if self.sets.is_empty() {
+            return None;
+        }
+        // The length is a power of two.
+        let index = (tag as usize) & (self.sets.len() - 1);
+        self.sets.get(index)
+    }
+}
+
+impl Set {
+    /// The head kept under `tag`, if any (and if its lock is free).
+    fn find(&self, tag: u64) -> Option<Arc<Kept>> {
+        let way = self
+            .tags
+            .iter()
+            .position(|t| t.load(Ordering::Relaxed) == tag)?;
+        let kept = self.ways[way].try_lock().ok()?.clone()?;
+        // The tag is only a filter: what matters is the bytes, compared by
+        // the caller.
+        (kept.tag == tag).then_some(kept)
+    }
+
+    /// Keeps `kept`: in the way that holds its tag, else a free way, else
+    /// the way whose turn it is.
+    fn keep(&self, kept: Arc<Kept>) {
+        let tag = kept.tag;
+        let way = self
+            .tags
+            .iter()
+            .position(|t| t.load(Ordering::Relaxed) == tag)
+            .or_else(|| {
+                self.tags
+                    .iter()
+                    .position(|t| t.load(Ordering::Relaxed) == 0)
+            })
+            .unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed) % WAYS);
+        let Ok(mut slot) = self.ways[way].try_lock() else {
+            return;
+        };
+        *slot = Some(kept);
+        self.tags[way].store(tag, Ordering::Relaxed);
+    }
+}
+
+/// Puts a kept head's headers in the shape a hit sends, so that a hit
+/// clones them and replaces two values: `Content-Length` as the body's
+/// length (none on a status without a body), and `Age` and `Cache-Status`
+/// present, their values to be replaced. A map cloned from this one has
+/// room for nothing more, so every field a hit sends is in it already.
+fn make_hit_ready(head: &mut Head) {
+    let headers = &mut head.headers;
+    if head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
+        headers.remove(header::CONTENT_LENGTH);
+    } else if !crate::service::has_content_length(headers, head.body_len) {
+        let length = crate::cache_status::number_value(head.body_len as u64);
+        let _ = headers.try_insert(header::CONTENT_LENGTH, length);
+    }
+    let _ = headers.try_insert(header::AGE, HeaderValue::from_static("0"));
+    let _ = headers.try_insert(
+        crate::cache_status::CACHE_STATUS,
+        HeaderValue::from_static("tower-cache-aside; hit"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryParts;
+    use crate::key::{KeyConfig, QueryKey};
+    use crate::service::{hit_response, MissContext};
+    use http::{HeaderMap, Request};
+    use http_body_util::{BodyExt, Full};
+    use proptest::prelude::*;
+
+    const STORED_AT: u64 = 1_700_000_000_000;
+
+    fn encode(status: StatusCode, headers: &[(&str, &str)], body: &[u8]) -> Bytes {
+        encode_at(status, headers, body, STORED_AT, None)
+    }
+
+    fn encode_at(
+        status: StatusCode,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        stored_at_ms: u64,
+        trailers: Option<&HeaderMap>,
+    ) -> Bytes {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        EntryParts {
+            status,
+            headers: &map,
+            body: &[Bytes::copy_from_slice(body)],
+            trailers,
+            stored_at_ms,
+            ttl_ms: 60_000,
+            fingerprint: b"/a\0example.com\0",
+        }
+        .encode()
+        .unwrap()
+    }
+
+    /// The same bytes in an allocation of their own, as a second read
+    /// from the store gives them.
+    fn reread(value: &Bytes) -> Bytes {
+        Bytes::from(value.to_vec())
+    }
+
+    fn miss(is_head: bool) -> MissContext {
+        let keys = KeyConfig {
+            prefix: "tca:".into(),
+            include_authority: true,
+            query: QueryKey::All,
+            vary_by: Vec::new(),
+        };
+        let request = Request::get("/a")
+            .header("host", "example.com")
+            .body(())
+            .unwrap();
+        MissContext {
+            key: keys.derive(&request),
+            is_head,
+            route_ttls: (None, None),
+            detail: None,
+            lease: None,
+            collapsed: false,
+            stale: None,
+        }
+    }
+
+    /// What a hit on `entry` sends: status, headers, body.
+    async fn served(
+        entry: Entry,
+        is_head: bool,
+        conditional: Option<&HeaderMap>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let response = hit_response::<Full<Bytes>>(
+            &miss(is_head),
+            entry,
+            STORED_AT + 1_500,
+            conditional,
+            None,
+        );
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, body)
+    }
+
+    #[tokio::test]
+    async fn a_reused_head_serves_what_a_full_decode_serves() {
+        let mut if_none_match = HeaderMap::new();
+        if_none_match.insert(
+            http::header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"v1\""),
+        );
+        let many: Vec<(String, String)> = (0..=MAX_HEAD_FIELDS)
+            .map(|i| (format!("x-field-{i}"), "v".to_owned()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let json = ("content-type", "application/json");
+        let cases: Vec<(&str, Bytes, bool, Option<&HeaderMap>)> = vec![
+            (
+                "right length",
+                encode(StatusCode::OK, &[json, ("content-length", "5")], b"hello"),
+                false,
+                None,
+            ),
+            (
+                "no length",
+                encode(StatusCode::OK, &[json], b"hello"),
+                false,
+                None,
+            ),
+            (
+                "length spelt otherwise",
+                encode(StatusCode::OK, &[("content-length", "05")], b"hello"),
+                false,
+                None,
+            ),
+            (
+                "two lengths",
+                encode(
+                    StatusCode::OK,
+                    &[("content-length", "5"), ("content-length", "5")],
+                    b"hello",
+                ),
+                false,
+                None,
+            ),
+            (
+                "no content",
+                encode(StatusCode::NO_CONTENT, &[("content-length", "0")], b""),
+                false,
+                None,
+            ),
+            (
+                "not found",
+                encode(StatusCode::NOT_FOUND, &[json], b"{}"),
+                false,
+                None,
+            ),
+            (
+                "head",
+                encode(StatusCode::OK, &[json], b"hello"),
+                true,
+                None,
+            ),
+            (
+                "etag matched",
+                encode(StatusCode::OK, &[json, ("etag", "\"v1\"")], b"hello"),
+                false,
+                Some(&if_none_match),
+            ),
+            (
+                "etag not matched",
+                encode(StatusCode::OK, &[json, ("etag", "\"v2\"")], b"hello"),
+                false,
+                Some(&if_none_match),
+            ),
+            (
+                "stored age and cache-status",
+                encode(
+                    StatusCode::OK,
+                    &[("age", "7"), ("cache-status", "upstream; hit")],
+                    b"hello",
+                ),
+                false,
+                None,
+            ),
+            (
+                "too many fields to keep",
+                encode(StatusCode::OK, &many, b"hello"),
+                false,
+                None,
+            ),
+            (
+                "trailers",
+                encode_at(
+                    StatusCode::OK,
+                    &[json],
+                    b"hello",
+                    STORED_AT,
+                    Some(&trailers),
+                ),
+                false,
+                None,
+            ),
+        ];
+        for (name, value, is_head, conditional) in cases {
+            let heads = Heads::default();
+            let plain = served(Entry::decode(value.clone()).unwrap(), is_head, conditional).await;
+            let first = heads.decode(7, value.clone()).unwrap();
+            let first = served(first, is_head, conditional).await;
+            let again = heads.decode(7, reread(&value)).unwrap();
+            let again = served(again, is_head, conditional).await;
+            assert_eq!(first, plain, "{name}: first read");
+            assert_eq!(again, plain, "{name}: read again");
+        }
+    }
+
+    #[test]
+    fn a_head_is_reused_only_for_the_same_bytes() {
+        let heads = Heads::default();
+        let first = encode(StatusCode::OK, &[("etag", "\"v1\"")], b"one");
+        let kept = heads.decode(7, first.clone()).unwrap();
+        // Read again, in another buffer: the fingerprint is the kept
+        // copy's, not a slice of the new value.
+        let again = heads.decode(7, reread(&first)).unwrap();
+        assert_eq!(again.fingerprint.as_ptr(), kept.fingerprint.as_ptr());
+        assert!(again.hit_ready);
+
+        // A fill in the same millisecond with another body: the head is
+        // the same bytes (the length too), the body is the new value's.
+        let same_head = encode(StatusCode::OK, &[("etag", "\"v1\"")], b"two");
+        assert_eq!(&heads.decode(7, same_head).unwrap().body[..], b"two");
+
+        // Another head under the same tag (a purge and a new fill): decoded
+        // afresh and kept in place of the old one.
+        let newer = encode_at(
+            StatusCode::OK,
+            &[("etag", "\"v2\"")],
+            b"three",
+            STORED_AT + 1,
+            None,
+        );
+        let entry = heads.decode(7, newer.clone()).unwrap();
+        assert_eq!(entry.headers["etag"], "\"v2\"");
+        assert_eq!(entry.stored_at_ms, STORED_AT + 1);
+        assert_eq!(&entry.body[..], b"three");
+        let again = heads.decode(7, reread(&newer)).unwrap();
+        assert_eq!(again.fingerprint.as_ptr(), entry.fingerprint.as_ptr());
+    }
+
+    #[test]
+    fn a_kept_head_does_not_excuse_a_broken_tail() {
+        let heads = Heads::default();
+        let value = encode(StatusCode::OK, &[], b"hello");
+        heads.decode(7, value.clone()).unwrap();
+        let mut longer = value.to_vec();
+        longer.push(0);
+        assert_eq!(
+            heads.decode(7, Bytes::from(longer)).unwrap_err(),
+            DecodeError::TrailingBytes
+        );
+        for len in 0..value.len() {
+            assert!(
+                heads.decode(7, value.slice(..len)).is_err(),
+                "prefix of {len}"
+            );
+        }
+        let mut flag = value.to_vec();
+        *flag.last_mut().unwrap() = 9;
+        assert_eq!(
+            heads.decode(7, Bytes::from(flag)).unwrap_err(),
+            DecodeError::Invalid("trailer flag")
+        );
+    }
+
+    #[test]
+    fn more_entries_than_a_set_holds_are_each_served_their_own() {
+        let heads = Heads::with_capacity(WAYS);
+        let values: Vec<Bytes> = (0..3 * WAYS as u64)
+            .map(|i| encode_at(StatusCode::OK, &[], &i.to_be_bytes(), STORED_AT + i, None))
+            .collect();
+        for _ in 0..3 {
+            for (i, value) in values.iter().enumerate() {
+                // Tags that all fall in the one set.
+                let entry = heads.decode(i as u64 + 1, reread(value)).unwrap();
+                assert_eq!(entry.stored_at_ms, STORED_AT + i as u64);
+                assert_eq!(&entry.body[..], &(i as u64).to_be_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn a_table_of_no_heads_decodes_everything() {
+        let heads = Heads::with_capacity(0);
+        let value = encode(StatusCode::OK, &[], b"hello");
+        let first = heads.decode(7, value.clone()).unwrap();
+        let again = heads.decode(7, reread(&value)).unwrap();
+        assert!(!again.hit_ready);
+        assert_ne!(again.fingerprint.as_ptr(), first.fingerprint.as_ptr());
+        assert_eq!(&again.body[..], b"hello");
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_through_kept_heads_agrees_with_a_full_decode(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            tag in 0u64..4,
+        ) {
+            // One table for every case, so that mutated values meet heads
+            // kept from others.
+            static HEADS: std::sync::OnceLock<Heads> = std::sync::OnceLock::new();
+            let heads = HEADS.get_or_init(|| Heads::with_capacity(8));
+            let mut value = encode(
+                StatusCode::OK,
+                &[("content-type", "text/plain"), ("content-length", "9")],
+                b"some body",
+            )
+            .to_vec();
+            let len = value.len();
+            for (at, byte) in flips {
+                value[at % len] = byte;
+            }
+            let value = Bytes::from(value);
+            let plain = Entry::decode(value.clone());
+            let reused = heads.decode(tag, value);
+            prop_assert_eq!(plain.is_ok(), reused.is_ok());
+            if let (Ok(plain), Ok(reused)) = (plain, reused) {
+                prop_assert_eq!(plain.status, reused.status);
+                prop_assert_eq!(plain.body, reused.body);
+                prop_assert_eq!(plain.fingerprint, reused.fingerprint);
+                prop_assert_eq!(plain.stored_at_ms, reused.stored_at_ms);
+                prop_assert_eq!(plain.ttl_ms, reused.ttl_ms);
+                prop_assert_eq!(plain.trailers, reused.trailers);
+                for (name, value) in &plain.headers {
+                    if name != header::CONTENT_LENGTH {
+                        prop_assert!(reused.headers.get_all(name).iter().any(|v| v == value));
+                    }
+                }
+            }
+        }
+    }
+}
