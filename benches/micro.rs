@@ -4,7 +4,8 @@
 //! - key derivation: `/users/42`; a path with 6 query parameters out of
 //!   order; a 300-byte path full of percent escapes (all with a `Host`);
 //! - entry encode and decode: a 200 B body with 4 headers and a 16 KiB body
-//!   with 12 headers;
+//!   with 12 headers; and the decode of a hit that reuses the entry's kept
+//!   head (`entry_decode_kept_head`);
 //! - `request_bypass` on a plain GET and on one with `Authorization`;
 //! - `storable` on a 200 with `cache-control: public, max-age=60`, and on
 //!   the same with a `Set-Cookie`.
@@ -38,7 +39,7 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
-use tower_cache_aside::bench_api::{decode_entry, encode_entry, KeyDeriver, Policy};
+use tower_cache_aside::bench_api::{decode_entry, encode_entry, HeadDecoder, KeyDeriver, Policy};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -203,6 +204,29 @@ fn main() {
         bench(&mut group, &mut rows, ("entry_decode", name), || {
             decode_entry(black_box(encoded.clone()))
         });
+    }
+    group.finish();
+    // The same values read again by a hit, through the layer's table of
+    // decoded heads: every call after the first reuses the kept head.
+    let mut group = c.benchmark_group("entry_decode_kept_head");
+    for (name, headers, body) in &cases {
+        let encoded = encode_entry(
+            StatusCode::OK,
+            headers,
+            std::slice::from_ref(body),
+            fingerprint,
+        );
+        let Some(encoded) = encoded else {
+            panic!("{name}: the entry does not encode");
+        };
+        let heads = HeadDecoder::new();
+        assert!(heads.decode(1, encoded.clone()), "{name}: does not decode");
+        bench(
+            &mut group,
+            &mut rows,
+            ("entry_decode_kept_head", name),
+            || heads.decode(1, black_box(encoded.clone())),
+        );
     }
     group.finish();
 
