@@ -19,12 +19,19 @@
 //! A purge, a new fill or a planted value changes the head (its stored-at
 //! time at least) and is decoded afresh.
 //!
-//! The table is bounded and forgets readily: [`DEFAULT_HEADS`] heads in
-//! 4-way sets chosen by a hash of the entry's variant, a newcomer
-//! replacing a set's ways in turn; heads over [`MAX_HEAD_BYTES`] bytes or
-//! with more than [`MAX_HEAD_FIELDS`] fields are not kept. Each way has
-//! its own lock, taken with `try_lock` only: a reader that finds it held
-//! decodes the value itself rather than wait.
+//! The table is bounded: [`DEFAULT_HEADS`] heads in 4-way sets chosen by a
+//! hash of the entry's variant. A newcomer takes the way that holds its
+//! entry's older head, else a free way; a full set takes it only on one
+//! read in [`ADMIT_ONE_IN`], replacing its ways in turn, so that a few
+//! entries more than a set holds, read in turn, do not each push the next
+//! out (the ones kept are reused, the others decode as they would without
+//! the table). Heads over [`MAX_HEAD_BYTES`] bytes or with more than
+//! [`MAX_HEAD_FIELDS`] fields are not kept. A kept head is at most about
+//! 3.5 KiB (its bytes, its map of at most 19 fields with names of its
+//! own) and typically about 1 KiB, so the table holds at most about 7 MiB;
+//! the empty table is 52 KiB. Each way has its own lock, taken with
+//! `try_lock` only: a reader that finds it held decodes the value itself
+//! rather than wait.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,10 +41,12 @@ use http::{header, HeaderValue, StatusCode};
 
 use crate::entry::{DecodeError, Entry, Head};
 
-/// Heads kept by default.
-pub(crate) const DEFAULT_HEADS: usize = 4096;
+/// Heads kept by default: at most about 7 MiB (see the module docs).
+pub(crate) const DEFAULT_HEADS: usize = 2048;
 /// Ways per set.
 const WAYS: usize = 4;
+/// A full set takes a newcomer on one read in this many.
+const ADMIT_ONE_IN: u32 = 8;
 /// The largest head kept, in bytes (a typical head, with a short
 /// fingerprint and a few fields, is 100 to 300 bytes).
 pub(crate) const MAX_HEAD_BYTES: usize = 512;
@@ -69,6 +78,9 @@ struct Set {
 #[derive(Debug)]
 pub(crate) struct Heads {
     sets: Box<[Set]>,
+    /// Decodes that reused a kept head.
+    #[cfg(test)]
+    reused: AtomicUsize,
 }
 
 impl Default for Heads {
@@ -87,6 +99,8 @@ impl Heads {
         };
         Heads {
             sets: (0..sets).map(|_| Set::default()).collect(),
+            #[cfg(test)]
+            reused: AtomicUsize::new(0),
         }
     }
 
@@ -106,9 +120,19 @@ impl Heads {
                 let rest = value.slice(kept.raw.len()..);
                 let mut entry = Entry::from_head(kept.head.clone(), rest)?;
                 entry.hit_ready = true;
+                #[cfg(test)]
+                self.reused.fetch_add(1, Ordering::Relaxed);
                 return Ok(entry);
             }
         }
+        // A full set takes a newcomer only now and then, so that a few
+        // more entries than a set holds, read in turn, do not each push the
+        // next one out (then every read would decode twice): the four kept
+        // go on being reused, and the others decode as they would without
+        // the table.
+        let Some(way) = set.way_for(tag) else {
+            return Entry::decode(value);
+        };
         let mut rest = value;
         let start = rest.clone();
         let head = Head::take(&mut rest)?;
@@ -124,11 +148,17 @@ impl Heads {
         make_hit_ready(&mut kept_head);
         let mut entry = Entry::from_head(kept_head.clone(), rest)?;
         entry.hit_ready = true;
-        set.keep(Arc::new(Kept {
-            tag,
-            raw,
-            head: kept_head,
-        }));
+        // The clone's entries are allocated to size, the decoded map's
+        // with room to grow: keep the clone.
+        kept_head.headers = entry.headers.clone();
+        set.keep(
+            way,
+            Arc::new(Kept {
+                tag,
+                raw,
+                head: kept_head,
+            }),
+        );
         Ok(entry)
     }
 
@@ -155,11 +185,12 @@ impl Set {
         (kept.tag == tag).then_some(kept)
     }
 
-    /// Keeps `kept`: in the way that holds its tag, else a free way, else
-    /// the way whose turn it is.
-    fn keep(&self, kept: Arc<Kept>) {
-        let tag = kept.tag;
-        let way = self
+    /// The way a head with `tag` is kept in: the one that holds the tag,
+    /// else a free one, else, once in [`ADMIT_ONE_IN`] calls, the way
+    /// whose turn it is; `None` when the set is full and it is not its
+    /// turn.
+    fn way_for(&self, tag: u64) -> Option<usize> {
+        if let Some(way) = self
             .tags
             .iter()
             .position(|t| t.load(Ordering::Relaxed) == tag)
@@ -168,12 +199,28 @@ impl Set {
                     .iter()
                     .position(|t| t.load(Ordering::Relaxed) == 0)
             })
-            .unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed) % WAYS);
-        let Ok(mut slot) = self.ways[way].try_lock() else {
+        {
+            return Some(way);
+        }
+        if fastrand::u32(..ADMIT_ONE_IN) != 0 {
+            return None;
+        }
+        Some(self.next.fetch_add(1, Ordering::Relaxed) % WAYS)
+    }
+
+    /// Keeps `kept` in `way` (unless another thread holds it).
+    fn keep(&self, way: usize, kept: Arc<Kept>) {
+        let Some(lock) = self.ways.get(way) else {
             return;
         };
+        let Ok(mut slot) = lock.try_lock() else {
+            return;
+        };
+        let tag = kept.tag;
         *slot = Some(kept);
-        self.tags[way].store(tag, Ordering::Relaxed);
+        if let Some(t) = self.tags.get(way) {
+            t.store(tag, Ordering::Relaxed);
+        }
     }
 }
 
@@ -410,6 +457,7 @@ mod tests {
         let again = heads.decode(7, reread(&first)).unwrap();
         assert_eq!(again.fingerprint.as_ptr(), kept.fingerprint.as_ptr());
         assert!(again.hit_ready);
+        assert_eq!(heads.reused.load(Ordering::Relaxed), 1);
 
         // A fill in the same millisecond with another body: the head is
         // the same bytes (the length too), the body is the new value's.
@@ -475,12 +523,34 @@ mod tests {
     }
 
     #[test]
+    fn a_full_set_keeps_reusing_what_it_holds() {
+        fastrand::seed(7);
+        let heads = Heads::with_capacity(WAYS);
+        let values: Vec<Bytes> = (0..WAYS as u64 + 1)
+            .map(|i| encode_at(StatusCode::OK, &[], b"x", STORED_AT + i, None))
+            .collect();
+        let rounds = 100;
+        for _ in 0..rounds {
+            // One entry more than the set holds, read in turn.
+            for (i, value) in values.iter().enumerate() {
+                let entry = heads.decode(i as u64 + 1, reread(value)).unwrap();
+                assert_eq!(entry.stored_at_ms, STORED_AT + i as u64);
+            }
+        }
+        // Replacing on every read would reuse nothing; here the set's four
+        // are reused but for the reads after a newcomer was let in.
+        let reused = heads.reused.load(Ordering::Relaxed);
+        assert!(reused > rounds * WAYS * 3 / 4, "reused {reused}");
+    }
+
+    #[test]
     fn a_table_of_no_heads_decodes_everything() {
         let heads = Heads::with_capacity(0);
         let value = encode(StatusCode::OK, &[], b"hello");
         let first = heads.decode(7, value.clone()).unwrap();
         let again = heads.decode(7, reread(&value)).unwrap();
         assert!(!again.hit_ready);
+        assert_eq!(heads.reused.load(Ordering::Relaxed), 0);
         assert_ne!(again.fingerprint.as_ptr(), first.fingerprint.as_ptr());
         assert_eq!(&again.body[..], b"hello");
     }
