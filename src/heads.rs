@@ -179,7 +179,7 @@ impl Set {
             .tags
             .iter()
             .position(|t| t.load(Ordering::Relaxed) == tag)?;
-        let kept = self.ways[way].try_lock().ok()?.clone()?;
+        let kept = self.ways.get(way)?.try_lock().ok()?.clone()?;
         // The tag is only a filter: what matters is the bytes, compared by
         // the caller.
         (kept.tag == tag).then_some(kept)
