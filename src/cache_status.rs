@@ -60,18 +60,9 @@ impl Outcome {
         }
     }
 
-    /// Sets `Cache-Status` in `headers` to this outcome's member, replacing
-    /// what was there (a hit's, whose stored headers hold none of their
-    /// own: they are stripped before storing).
-    pub(crate) fn set_in(self, headers: &mut HeaderMap) {
-        if let Some(value) = self.value() {
-            // Fails only past the map's capacity: then it is left out.
-            let _ = headers.try_insert(CACHE_STATUS, value);
-        }
-    }
-
-    /// This outcome's member, as a header value.
-    fn value(self) -> Option<HeaderValue> {
+    /// This outcome's member, as a header value (`None` only if it did
+    /// not fit its buffer, which no member comes near).
+    pub(crate) fn value(self) -> Option<HeaderValue> {
         if let Some(value) = self.plain_hit() {
             return Some(value);
         }

@@ -243,17 +243,42 @@ pub(crate) fn hit_response<B>(
         *response.status_mut() = status;
         response
     };
-    // Entries hold at most 1024 fields, so these fit; a failure would only
-    // leave the field out. Both replace what is there: nothing, or the
-    // placeholders of a map made hit-ready (see `Entry::hit_ready`).
-    let _ = headers.try_insert(header::AGE, crate::cache_status::number_value(age));
-    Outcome::Hit {
+    let age_value = crate::cache_status::number_value(age);
+    let status_value = Outcome::Hit {
         ttl: ttl_left,
         collapsed: miss.collapsed,
         stale: stale.is_some(),
         detail: stale.flatten(),
     }
-    .set_in(&mut headers);
+    .value();
+    if hit_ready && !not_modified {
+        // The map holds `Age` and `Cache-Status` once each, as
+        // placeholders (see `Entry::hit_ready`): their values are replaced
+        // where they stand, with no look-up by name.
+        let no_status = status_value.is_none();
+        let (mut age_value, mut status_value) = (Some(age_value), status_value);
+        for (name, value) in headers.iter_mut() {
+            if name == header::AGE {
+                if let Some(age) = age_value.take() {
+                    *value = age;
+                }
+            } else if name == CACHE_STATUS {
+                if let Some(status) = status_value.take() {
+                    *value = status;
+                }
+            }
+        }
+        if no_status {
+            headers.remove(CACHE_STATUS);
+        }
+    } else {
+        // Entries hold at most 1024 fields, so these fit; a failure would
+        // only leave the field out. Both replace what is there.
+        let _ = headers.try_insert(header::AGE, age_value);
+        if let Some(status) = status_value {
+            let _ = headers.try_insert(CACHE_STATUS, status);
+        }
+    }
     *response.headers_mut() = headers;
     tracing::debug!(
         target: "tower_cache_aside",
