@@ -43,6 +43,8 @@ use crate::entry::{DecodeError, Entry, Head};
 
 /// Heads kept by default: at most about 7 MiB (see the module docs).
 pub(crate) const DEFAULT_HEADS: usize = 2048;
+/// The most heads a table may keep (`Builder::decoded_heads`).
+pub(crate) const MAX_HEADS: usize = 1 << 20;
 /// Ways per set.
 const WAYS: usize = 4;
 /// A full set takes a newcomer on one read in this many.
@@ -90,10 +92,11 @@ impl Default for Heads {
 }
 
 impl Heads {
-    /// A table of `heads` heads (rounded up to whole sets, and to a power
-    /// of two of them); with 0 it keeps none and every value is decoded.
+    /// A table of `heads` heads (at most [`MAX_HEADS`]; rounded up to
+    /// whole sets, and to a power of two of them); with 0 it keeps none
+    /// and every value is decoded.
     pub(crate) fn with_capacity(heads: usize) -> Heads {
-        let sets = match heads.div_ceil(WAYS) {
+        let sets = match heads.min(MAX_HEADS).div_ceil(WAYS) {
             0 => 0,
             sets => sets.next_power_of_two(),
         };
@@ -160,6 +163,12 @@ impl Heads {
             }),
         );
         Ok(entry)
+    }
+
+    /// How many heads the table can keep.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.sets.len() * WAYS
     }
 
     fn set_of(&self, tag: u64) -> Option<&Set> {

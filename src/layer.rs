@@ -258,6 +258,7 @@ pub struct Builder {
     stale_if_error: Duration,
     ttl_jitter: f64,
     breaker: (u32, Duration),
+    decoded_heads: usize,
     fencing: bool,
     routes: Vec<(String, Route)>,
     purge_rules: Vec<(Method, String, Vec<String>)>,
@@ -295,6 +296,7 @@ impl Builder {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             ttl_jitter: 0.0,
+            decoded_heads: crate::heads::DEFAULT_HEADS,
             breaker: (DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_COOL_DOWN),
             fencing: true,
             routes: Vec::new(),
@@ -446,6 +448,18 @@ impl Builder {
         self
     }
 
+    /// How many entries' decoded heads the layer keeps (default 2,048).
+    /// A hit on an entry whose stored head is the one decoded last time
+    /// clones that decoded head instead of parsing the stored fields again;
+    /// what is served is the same either way. A kept head takes about
+    /// 1 KiB (at most 3.5 KiB), so the default holds at most about 7 MiB.
+    /// 0 keeps none: every hit decodes its entry in full; more than
+    /// 1,048,576 is an error at `build`.
+    pub fn decoded_heads(mut self, entries: usize) -> Builder {
+        self.decoded_heads = entries;
+        self
+    }
+
     /// The circuit breaker: after `failures` consecutive store errors or
     /// timeouts, requests skip the store for `cool_down` (`Cache-Status:
     /// …; fwd=bypass; detail=store-unavailable`), then one probe decides
@@ -520,6 +534,13 @@ impl Builder {
                 self.ttl_jitter
             )));
         }
+        if self.decoded_heads > crate::heads::MAX_HEADS {
+            return Err(Error::InvalidConfig(format!(
+                "decoded_heads is at most {}, not {}",
+                crate::heads::MAX_HEADS,
+                self.decoded_heads
+            )));
+        }
         if u32::try_from(self.max_body_bytes).is_err() {
             return Err(Error::InvalidConfig(
                 "max_body_bytes must fit in 32 bits".into(),
@@ -582,7 +603,7 @@ impl Builder {
                 fencing: self.fencing,
                 pending: Pending::default(),
                 breaker: Breaker::new(self.breaker.0, self.breaker.1),
-                heads: crate::heads::Heads::default(),
+                heads: crate::heads::Heads::with_capacity(self.decoded_heads),
                 routes,
                 purge_rules,
             }),
@@ -621,6 +642,28 @@ mod tests {
                 .build();
             assert!(matches!(result, Err(Error::InvalidConfig(_))), "{prefix}");
         }
+    }
+
+    #[test]
+    fn decoded_heads_are_bounded_at_build() {
+        let heads = |entries| {
+            CacheAsideLayer::builder(MemoryStore::new())
+                .decoded_heads(entries)
+                .build()
+        };
+        assert_eq!(heads(0).unwrap().config.heads.capacity(), 0);
+        assert_eq!(heads(100).unwrap().config.heads.capacity(), 128);
+        assert_eq!(
+            CacheAsideLayer::new(MemoryStore::new())
+                .config
+                .heads
+                .capacity(),
+            2048
+        );
+        assert!(heads(crate::heads::MAX_HEADS).is_ok());
+        let err = heads(crate::heads::MAX_HEADS + 1).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+        assert!(heads(usize::MAX).is_err());
     }
 
     #[test]

@@ -49,6 +49,7 @@ suite!(
     if_none_match_on_a_hit_answers_304,
     purge_and_remove_through_the_store_api,
     large_and_small_entries_alternate_on_one_path,
+    kept_heads_answer_as_a_full_decode_does,
 );
 
 /// Sleeps a little past `ttl` (waiting for a TTL to pass, not for a signal).
@@ -1219,4 +1220,78 @@ async fn large_and_small_entries_alternate_on_one_path(backend: Backend, name: &
             }
         }
     }
+}
+
+/// A hit reuses the head it decoded the last time it read the same bytes
+/// (`Builder::decoded_heads`): what it answers is what a layer that keeps
+/// none answers, read after read, for GET, HEAD and a matching
+/// `If-None-Match`; and once the entry is written again with another body,
+/// the new body is served, never the old head's.
+async fn kept_heads_answer_as_a_full_decode_does(backend: Backend, name: &str) {
+    use tower_cache_aside::Store;
+
+    let h = backend.harness(name).await;
+    let version = Arc::new(AtomicUsize::new(1));
+    let body_version = version.clone();
+    let origin = Origin::new(move |_| {
+        let v = body_version.load(Ordering::SeqCst);
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .header("x-multi", "a")
+            .header("x-multi", "b")
+            .header("etag", format!("\"v{v}\""))
+            .body(TestBody::full(format!(r#"{{"version":{v}}}"#)))
+            .unwrap()
+    });
+    let kept = h.layer(|b| b).layer(origin.service());
+    let decoded = h.layer(|b| b.decoded_heads(0)).layer(origin.service());
+
+    assert_eq!(send(&kept, get("/k")).await.cache_status(), STORED);
+    h.store.wait_puts(1).await;
+    let conditional = || request(Method::GET, "/k", &[("if-none-match", "\"v1\"")]);
+    for round in 0..3 {
+        for (what, make) in [
+            ("GET", &(|| get("/k")) as &dyn Fn() -> Request<()>),
+            ("HEAD", &|| head("/k")),
+            ("If-None-Match", &conditional),
+        ] {
+            let a = send(&kept, make()).await;
+            let b = send(&decoded, make()).await;
+            assert_hit(&a);
+            assert_hit(&b);
+            assert_eq!(a.status, b.status, "{what}, round {round}");
+            assert_eq!(
+                a.origin_headers(),
+                b.origin_headers(),
+                "{what}, round {round}"
+            );
+            assert_eq!(
+                a.header("content-length"),
+                b.header("content-length"),
+                "{what}, round {round}"
+            );
+            assert_eq!(a.body, b.body, "{what}, round {round}");
+            assert_eq!(a.trailers, b.trailers, "{what}, round {round}");
+        }
+    }
+    assert_eq!(send(&kept, get("/k")).await.text(), r#"{"version":1}"#);
+
+    // Written again: a body of the same length and another ETag, so the
+    // stored head differs in its times and one field only.
+    version.store(2, Ordering::SeqCst);
+    h.store
+        .purge_resource(h.store.keys_put()[0].resource())
+        .await
+        .unwrap();
+    assert_eq!(send(&kept, get("/k")).await.cache_status(), STORED);
+    h.store.wait_puts(2).await;
+    for _ in 0..2 {
+        let hit = send(&kept, get("/k")).await;
+        assert_hit(&hit);
+        assert_eq!(hit.text(), r#"{"version":2}"#);
+        assert_eq!(hit.header("etag"), Some("\"v2\""));
+        assert_eq!(hit.header("content-length"), Some("13"));
+    }
+    assert_eq!(origin.calls(), 2);
 }
