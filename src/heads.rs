@@ -553,6 +553,43 @@ mod tests {
     }
 
     #[test]
+    fn threads_sharing_a_table_each_get_their_own_values() {
+        // Two sets' worth of entries, each written again now and then, read
+        // by four threads at once: whatever the locks and the sets do, each
+        // decode gives back what its own value holds.
+        let heads = Heads::with_capacity(2 * WAYS);
+        let value = |key: u64, version: u64| {
+            encode_at(
+                StatusCode::OK,
+                &[
+                    ("x-key", &key.to_string()),
+                    ("x-version", &version.to_string()),
+                ],
+                &(key * 1000 + version).to_be_bytes(),
+                STORED_AT + version,
+                None,
+            )
+        };
+        std::thread::scope(|scope| {
+            for thread in 0..4u64 {
+                let heads = &heads;
+                scope.spawn(move || {
+                    for i in 0..2_000u64 {
+                        let key = (i + thread) % (3 * WAYS as u64);
+                        let version = (i / 97) % 3;
+                        let entry = heads.decode(key + 1, value(key, version)).unwrap();
+                        assert_eq!(&entry.body[..], &(key * 1000 + version).to_be_bytes());
+                        assert_eq!(entry.headers["x-key"], key.to_string().as_str());
+                        assert_eq!(entry.headers["x-version"], version.to_string().as_str());
+                        assert_eq!(entry.stored_at_ms, STORED_AT + version);
+                    }
+                });
+            }
+        });
+        assert!(heads.reused.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
     fn a_table_of_no_heads_decodes_everything() {
         let heads = Heads::with_capacity(0);
         let value = encode(StatusCode::OK, &[], b"hello");
