@@ -15,7 +15,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -239,17 +239,7 @@ impl Recorder {
         // The entry carries its exact length, so that a hit need not
         // compute it.
         let length: usize = self.chunks.iter().map(Bytes::len).sum();
-        let bodiless =
-            self.status == StatusCode::NO_CONTENT || self.status == StatusCode::NOT_MODIFIED;
-        if bodiless {
-            self.headers.remove(header::CONTENT_LENGTH);
-        } else if !crate::service::has_content_length(&self.headers, length) {
-            // Fails only on a map at its capacity: the hit adds it then.
-            let _ = self.headers.try_insert(
-                header::CONTENT_LENGTH,
-                crate::cache_status::number_value(length as u64),
-            );
-        }
+        crate::entry::set_content_length(self.status, &mut self.headers, length);
         let stored_at_ms = crate::service::now_ms();
         let parts = EntryParts {
             status: self.status,

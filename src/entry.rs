@@ -126,6 +126,32 @@ impl EntryParts<'_> {
     }
 }
 
+/// Sets `headers`' `Content-Length` as entries are stored and hits send
+/// it: `body_len` in plain decimal digits, and none on a status without a
+/// body (204, 304). A value already right is left as it is.
+pub(crate) fn set_content_length(status: StatusCode, headers: &mut HeaderMap, body_len: usize) {
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        headers.remove(http::header::CONTENT_LENGTH);
+    } else if !has_content_length(headers, body_len) {
+        // Fails only on a map at its capacity: the field is left out then.
+        let length = crate::cache_status::number_value(body_len as u64);
+        let _ = headers.try_insert(http::header::CONTENT_LENGTH, length);
+    }
+}
+
+/// Whether `headers` hold exactly one `Content-Length`, equal to `length`.
+fn has_content_length(headers: &HeaderMap, length: usize) -> bool {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        // As the layer writes it: plain decimal digits. Any other spelling
+        // of the same number ("+5", "05") is replaced by that.
+        (Some(value), None) => {
+            value.as_bytes() == crate::decimal::Decimal::new(length as u64).as_bytes()
+        }
+        _ => false,
+    }
+}
+
 fn encoded_map_len(map: &HeaderMap) -> usize {
     4 + map
         .iter()
@@ -342,6 +368,37 @@ mod tests {
         assert_eq!(entry.stored_at_ms, 1_700_000_000_000);
         assert_eq!(entry.ttl_ms, 60_000);
         assert_eq!(&entry.fingerprint[..], b"example.com/users/1\0q=");
+    }
+
+    fn with_lengths(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn content_length_counts_only_as_one_plain_decimal_equal_to_the_body() {
+        assert!(has_content_length(&with_lengths(&["5"]), 5));
+        assert!(has_content_length(&with_lengths(&["0"]), 0));
+        assert!(has_content_length(&with_lengths(&["16384"]), 16384));
+        for (values, length) in [
+            (&["6"][..], 5),
+            (&["05"][..], 5),
+            (&["+5"][..], 5),
+            (&[" 5"][..], 5),
+            (&["5", "5"][..], 5),
+            (&[][..], 0),
+        ] {
+            assert!(
+                !has_content_length(&with_lengths(values), length),
+                "{values:?}"
+            );
+        }
     }
 
     #[test]

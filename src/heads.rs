@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue};
 
 use crate::entry::{DecodeError, Entry, Head};
 
@@ -240,12 +240,7 @@ impl Set {
 /// room for nothing more, so every field a hit sends is in it already.
 fn make_hit_ready(head: &mut Head) {
     let headers = &mut head.headers;
-    if head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
-        headers.remove(header::CONTENT_LENGTH);
-    } else if !crate::service::has_content_length(headers, head.body_len) {
-        let length = crate::cache_status::number_value(head.body_len as u64);
-        let _ = headers.try_insert(header::CONTENT_LENGTH, length);
-    }
+    crate::entry::set_content_length(head.status, headers, head.body_len);
     let _ = headers.try_insert(header::AGE, HeaderValue::from_static("0"));
     let _ = headers.try_insert(
         crate::cache_status::CACHE_STATUS,
@@ -259,7 +254,7 @@ mod tests {
     use crate::entry::EntryParts;
     use crate::key::{KeyConfig, QueryKey};
     use crate::service::{hit_response, MissContext};
-    use http::{HeaderMap, Request};
+    use http::{HeaderMap, Request, StatusCode};
     use http_body_util::{BodyExt, Full};
     use proptest::prelude::*;
 

@@ -226,14 +226,10 @@ pub(crate) fn hit_response<B>(
         response
     } else {
         let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-        if hit_ready {
-            // Its Content-Length was set when its head was first decoded.
-        } else if bodiless {
-            headers.remove(header::CONTENT_LENGTH);
-        } else if !has_content_length(&headers, body.len()) {
-            // Entries are stored with theirs; this is for any other.
-            let length = crate::cache_status::number_value(body.len() as u64);
-            let _ = headers.try_insert(header::CONTENT_LENGTH, length);
+        // Entries are stored with theirs and a hit-ready map has it set;
+        // this is for any other.
+        if !hit_ready {
+            crate::entry::set_content_length(status, &mut headers, body.len());
         }
         let mut response = if miss.is_head || bodiless {
             Response::new(ResponseBody::cached(Bytes::new(), None))
@@ -393,19 +389,6 @@ pub(crate) fn forwarded_response<B>(
     Response::from_parts(parts, ResponseBody::passthrough(body))
 }
 
-/// Whether `headers` hold exactly one `Content-Length`, equal to `length`.
-pub(crate) fn has_content_length(headers: &HeaderMap, length: usize) -> bool {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    match (values.next(), values.next()) {
-        // As the layer writes it: plain decimal digits. Any other spelling
-        // of the same number ("+5", "05") is replaced by that.
-        (Some(value), None) => {
-            value.as_bytes() == crate::decimal::Decimal::new(length as u64).as_bytes()
-        }
-        _ => false,
-    }
-}
-
 /// Removes what must not be replayed from a stored response: hop-by-hop
 /// fields, those the `Connection` field names, and the fields the layer
 /// computes on each hit.
@@ -468,40 +451,4 @@ fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
         }
     }
     kept
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_lengths(values: &[&'static str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for value in values {
-            headers.append(
-                header::CONTENT_LENGTH,
-                http::HeaderValue::from_static(value),
-            );
-        }
-        headers
-    }
-
-    #[test]
-    fn content_length_counts_only_as_one_plain_decimal_equal_to_the_body() {
-        assert!(has_content_length(&with_lengths(&["5"]), 5));
-        assert!(has_content_length(&with_lengths(&["0"]), 0));
-        assert!(has_content_length(&with_lengths(&["16384"]), 16384));
-        for (values, length) in [
-            (&["6"][..], 5),
-            (&["05"][..], 5),
-            (&["+5"][..], 5),
-            (&[" 5"][..], 5),
-            (&["5", "5"][..], 5),
-            (&[][..], 0),
-        ] {
-            assert!(
-                !has_content_length(&with_lengths(values), length),
-                "{values:?}"
-            );
-        }
-    }
 }
