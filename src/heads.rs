@@ -143,23 +143,25 @@ impl Heads {
         if head_len > MAX_HEAD_BYTES || head.headers.len() > MAX_HEAD_FIELDS {
             return Entry::from_head(head, rest);
         }
-        // Decode again from a copy of the head's bytes, so that what is
-        // kept borrows nothing from the store's buffers, and keep the
-        // entry only if it is whole.
+        // Decoded a second time, from a copy of just the head's bytes: what
+        // is kept then borrows nothing from the store's read buffer and
+        // holds no byte more than the head (the first decode told its
+        // length). This runs once per entry written, not per hit.
         let raw = Bytes::copy_from_slice(&start[..head_len]);
-        let mut kept_head = Head::take(&mut raw.clone())?;
-        make_hit_ready(&mut kept_head);
-        let mut entry = Entry::from_head(kept_head.clone(), rest)?;
+        let mut head = Head::take(&mut raw.clone())?;
+        make_hit_ready(&mut head);
+        // A clone's map is allocated to size, the decoded one's with room
+        // to grow: the clone is kept, the entry gets the other. Kept only
+        // if the entry is whole.
+        let kept = head.clone();
+        let mut entry = Entry::from_head(head, rest)?;
         entry.hit_ready = true;
-        // The clone's entries are allocated to size, the decoded map's
-        // with room to grow: keep the clone.
-        kept_head.headers = entry.headers.clone();
         set.keep(
             way,
             Arc::new(Kept {
                 tag,
                 raw,
-                head: kept_head,
+                head: kept,
             }),
         );
         Ok(entry)
@@ -182,12 +184,16 @@ impl Heads {
 }
 
 impl Set {
+    /// The way whose tag is `tag` (0: a free way).
+    fn way_of(&self, tag: u64) -> Option<usize> {
+        self.tags
+            .iter()
+            .position(|t| t.load(Ordering::Relaxed) == tag)
+    }
+
     /// The head kept under `tag`, if any (and if its lock is free).
     fn find(&self, tag: u64) -> Option<Arc<Kept>> {
-        let way = self
-            .tags
-            .iter()
-            .position(|t| t.load(Ordering::Relaxed) == tag)?;
+        let way = self.way_of(tag)?;
         let kept = self.ways.get(way)?.try_lock().ok()?.clone()?;
         // The tag is only a filter: what matters is the bytes, compared by
         // the caller.
@@ -199,16 +205,7 @@ impl Set {
     /// whose turn it is; `None` when the set is full and it is not its
     /// turn.
     fn way_for(&self, tag: u64) -> Option<usize> {
-        if let Some(way) = self
-            .tags
-            .iter()
-            .position(|t| t.load(Ordering::Relaxed) == tag)
-            .or_else(|| {
-                self.tags
-                    .iter()
-                    .position(|t| t.load(Ordering::Relaxed) == 0)
-            })
-        {
+        if let Some(way) = self.way_of(tag).or_else(|| self.way_of(0)) {
             return Some(way);
         }
         if fastrand::u32(..ADMIT_ONE_IN) != 0 {
