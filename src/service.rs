@@ -250,8 +250,8 @@ pub(crate) fn hit_response<B>(
     if hit_ready && !not_modified {
         // The map holds `Age` and `Cache-Status` once each, as
         // placeholders (see `Entry::hit_ready`): their values are replaced
-        // where they stand, with no look-up by name.
-        let no_status = status_value.is_none();
+        // where they stand, with no look-up by name. (A hit's member always
+        // fits; the placeholder, a plain hit's member, is what would stay.)
         let (mut age_value, mut status_value) = (Some(age_value), status_value);
         for (name, value) in headers.iter_mut() {
             if name == header::AGE {
@@ -263,9 +263,6 @@ pub(crate) fn hit_response<B>(
                     *value = status;
                 }
             }
-        }
-        if no_status {
-            headers.remove(CACHE_STATUS);
         }
     } else {
         // Entries hold at most 1024 fields, so these fit; a failure would
