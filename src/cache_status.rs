@@ -180,7 +180,7 @@ impl Member {
         if negative {
             self.push("-");
         }
-        self.push(crate::decimal::Decimal::new(number).as_str());
+        self.push(crate::util::decimal::Decimal::new(number).as_str());
     }
 
     fn push_detail(&mut self, detail: Option<&str>) {
@@ -228,7 +228,7 @@ pub(crate) fn number_value(number: u64) -> HeaderValue {
         }
     }
     // Digits are always a valid value; one copy into the header's bytes.
-    HeaderValue::from_bytes(crate::decimal::Decimal::new(number).as_bytes())
+    HeaderValue::from_bytes(crate::util::decimal::Decimal::new(number).as_bytes())
         .unwrap_or_else(|_| HeaderValue::from(number))
 }
 

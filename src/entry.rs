@@ -146,7 +146,7 @@ fn has_content_length(headers: &HeaderMap, length: usize) -> bool {
         // As the layer writes it: plain decimal digits. Any other spelling
         // of the same number ("+5", "05") is replaced by that.
         (Some(value), None) => {
-            value.as_bytes() == crate::decimal::Decimal::new(length as u64).as_bytes()
+            value.as_bytes() == crate::util::decimal::Decimal::new(length as u64).as_bytes()
         }
         _ => false,
     }

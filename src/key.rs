@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use http::{header, HeaderName, Request};
 
-use crate::inline::InlineBytes;
+use crate::util::inline::InlineBytes;
 
 /// Longest encoded resource kept verbatim in a key.
 pub(crate) const MAX_RESOURCE_LEN: usize = 512;

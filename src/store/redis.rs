@@ -39,9 +39,9 @@ use super::deadline::{Deadlines, Elapsed};
 use super::hints::{resource_hash, HintKey, Hints, DEFAULT_ENTRIES};
 use super::waiters::Waiters;
 use super::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
-use crate::decimal::Decimal;
-use crate::inline::InlineBytes;
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
+use crate::util::decimal::Decimal;
+use crate::util::inline::InlineBytes;
 use crate::Error;
 
 /// Looks an entry up, and on a miss takes its fill lease, in one round

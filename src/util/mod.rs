@@ -1,0 +1,2 @@
+pub(crate) mod decimal;
+pub(crate) mod inline;
