@@ -1,0 +1,133 @@
+//! Purges: of one resource, by the purge script on its two keys, and of
+//! every resource a pattern matches, found by `SCAN` (never `KEYS`).
+//!
+//! The invariants kept: a purge ends this process's hints of what it
+//! removed before it returns, and is announced on the events channel so
+//! that it ends every other instance's too (a pattern purge once, at the
+//! end, for everything it removed, even when it failed part way). A
+//! pattern purge holds one `SCAN` page of names at a time.
+
+use fred::interfaces::{ClientLike, PubsubInterface};
+use fred::types::scan::Scanner;
+use fred::types::Value;
+use futures_util::StreamExt;
+
+use super::call::Call;
+use super::events::{EVENTS_CHANNEL, PATTERN_PURGED};
+use super::names::KeyNames;
+use super::scripts::Script;
+use crate::key::ResourcePattern;
+use crate::store::hints::{resource_hash, Hints};
+use crate::Error;
+
+/// Keys asked for per `SCAN` call in a pattern purge; each page's
+/// resources are purged before the next page is read, so memory stays
+/// bounded.
+const SCAN_COUNT: u32 = 1000;
+
+/// Runs the purge script `purge` on one resource's hash; `announce`
+/// publishes it to every instance and ends its `hints` here (a pattern
+/// purge announces once, at the end). Returns how many unexpired entries
+/// it removed.
+pub(super) async fn purge_hash(
+    call: &Call<'_>,
+    purge: &Script,
+    hints: &Hints,
+    names: KeyNames,
+    announce: bool,
+) -> Result<u64, Error> {
+    let removed: i64 = purge
+        .run_on(call, &names, || {
+            vec![
+                Value::from_static_str(EVENTS_CHANNEL),
+                Value::from_static_str(if announce { "1" } else { "" }),
+            ]
+        })
+        .await?;
+    if announce {
+        hints.purged(resource_hash(names.hash_name()));
+    }
+    Ok(u64::try_from(removed).unwrap_or(0))
+}
+
+/// `SCAN MATCH <prefix>{<literal prefix>*}` on every primary (never
+/// `KEYS`), then the purge script `purge` on each resource hash the
+/// pattern matches, page by page; then one announcement for them all,
+/// and the end of every hint here.
+pub(super) async fn purge_matching(
+    call: &Call<'_>,
+    purge: &Script,
+    hints: &Hints,
+    pattern: &ResourcePattern,
+) -> Result<u64, Error> {
+    let client = call.client;
+    // Candidates: every resource under the pattern's literal start;
+    // `matches` then decides (it also reaches long, hashed paths).
+    // A resource never holds `{` or `}`, so the glob's closing `}`
+    // leaves out the `:t` sets.
+    let glob = format!("{}{{{}*}}", pattern.prefix(), pattern.literal_prefix());
+    let resource_of = |hash: &str| -> Option<String> {
+        let inner = hash.strip_prefix(pattern.prefix())?.strip_prefix('{')?;
+        Some(inner.strip_suffix('}')?.to_owned())
+    };
+    let mut pages = if client.is_clustered() {
+        client.scan_cluster(glob, Some(SCAN_COUNT), None).boxed()
+    } else {
+        client.scan(glob, Some(SCAN_COUNT), None).boxed()
+    };
+    let mut removed = 0u64;
+    let mut purged = 0usize;
+    let mut outcome = Ok(());
+    while let Some(page) = pages.next().await {
+        let mut page = match page {
+            Ok(page) => page,
+            Err(error) => {
+                outcome = Err(error.into());
+                break;
+            }
+        };
+        let hashes = page.take_results().unwrap_or_default();
+        let purges = hashes.into_iter().filter_map(|hash| {
+            let name = hash.as_str()?;
+            if !pattern.matches(&resource_of(name)?) {
+                return None;
+            }
+            Some(purge_hash(
+                call,
+                purge,
+                hints,
+                KeyNames::of_hash(hash.as_bytes()),
+                false,
+            ))
+        });
+        let purges: Vec<_> = purges.collect();
+        purged += purges.len();
+        for result in futures_util::future::join_all(purges).await {
+            match result {
+                Ok(n) => removed += n,
+                Err(error) => outcome = Err(error),
+            }
+        }
+        if outcome.is_err() {
+            break;
+        }
+        page.next();
+    }
+    // Whatever was purged, even in part, ends every hint here and,
+    // announced, in every other instance. A pattern that matched
+    // nothing leaves them all.
+    let announced = if purged > 0 {
+        hints.purged_all();
+        let client = call.client()?;
+        call.result(
+            client
+                .publish::<(), _, _>(EVENTS_CHANNEL, PATTERN_PURGED)
+                .await,
+        )
+    } else {
+        Ok(())
+    };
+    outcome?;
+    announced?;
+    Ok(removed)
+}

@@ -1,0 +1,136 @@
+//! The read path: how one entry is read, and how a lookup that finds its
+//! lease held elsewhere comes to wait.
+//!
+//! The invariant kept: a read returns a value only when Redis held it
+//! readable (unexpired, and within the store's size bound). The lookup
+//! script checks both itself; the plain `HGET` of an entry hinted fresh
+//! cannot check expiry, and relies on every purge removing a resource's
+//! hash whole (so a purged entry reads as nothing) and on hints ending
+//! before their entry does. A hinted read that finds nothing usable ends
+//! the hint and asks the script.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::interfaces::HashesInterface;
+use fred::types::Value;
+
+use super::call::Call;
+use super::events::Events;
+use super::names::{lease_announced, lease_arg, KeyNames};
+use super::scripts::Script;
+use crate::key::EntryKey;
+use crate::store::deadline::Elapsed;
+use crate::store::{FillEnd, LeaseRequest, Lookup};
+use crate::Error;
+
+/// What a read of one entry found.
+pub(super) enum EntryRead {
+    /// A readable value.
+    Value(Bytes),
+    /// Readable when checked, gone when read (purged in between).
+    Gone,
+    /// The lookup script's verdict: 0, 2, 3 or 4.
+    Verdict(i64),
+}
+
+/// Waits on another holder's lease: registers, then checks that the
+/// lease is still held (a fill that ended in between is not waited for).
+pub(super) async fn busy(
+    call: &Call<'_>,
+    events: &Arc<Events>,
+    key: &EntryKey,
+    lease: &LeaseRequest,
+) -> Result<Lookup, Error> {
+    events.listen(call.client, call.within(lease.ttl)).await;
+    let lease_names = KeyNames::entry(b"l:", key);
+    let wait = events.waiters.register(&lease_announced(&lease_names));
+    let (hash, field) = (lease_names.hash(), lease_names.field());
+    let client = call.client()?;
+    let held: i64 = call.result(client.hexists(hash, field).await)?;
+    if held == 0 {
+        return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
+    }
+    Ok(Lookup::Busy(wait))
+}
+
+/// Reads an entry: with a plain `HGET` when it was seen fresh lately
+/// (see [`Hints`](crate::store::hints::Hints)), else (or when that finds
+/// nothing) with the `lookup` script, which takes the lease `lease` asks
+/// for on a miss. A value over `max_value_bytes` is not used.
+pub(super) async fn read(
+    call: &Call<'_>,
+    events: &Arc<Events>,
+    lookup: &Script,
+    max_value_bytes: u64,
+    key: &EntryKey,
+    lease: Option<&LeaseRequest>,
+) -> Result<EntryRead, Error> {
+    let hints = &events.hints;
+    let names = KeyNames::entry(b"v:", key);
+    let hint = names.hint();
+    let stamp = hints.stamp(&hint);
+    if hints.is_fresh(&hint, stamp) {
+        // Boxed: fred's command futures are large (5 KB for an `HGET`)
+        // and would make every caller's future (moved into a box of its
+        // own on every call) as large.
+        let (client, deadline) = call.watched_client(&events.deadlines)?;
+        let hget = Box::pin(client.hget(names.hash(), names.field()));
+        let read = match deadline {
+            Some(at) => match events.deadlines.watch(hget, at).await {
+                Ok(read) => call.result(read),
+                Err(Elapsed) => Err(call.timeout()),
+            },
+            None => call.result(hget.await),
+        };
+        match read {
+            Ok(Some(value)) if within_bound(&value, max_value_bytes) => {
+                return Ok(EntryRead::Value(value))
+            }
+            // Purged or evicted since (or replaced by something too
+            // large, or not ours): the script finds out which, and
+            // takes the lease on a miss.
+            Ok(_) => hints.clear(&hint),
+            Err(Error::Redis(error)) if error.details().starts_with("WRONGTYPE") => {
+                hints.clear(&hint)
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let reply: Value = lookup
+        .run_on(call, &names, || {
+            vec![
+                names.variant(),
+                lease.map_or_else(|| Value::Bytes(Bytes::new()), lease_arg),
+            ]
+        })
+        .await?;
+    match reply {
+        Value::Array(mut parts) if !parts.is_empty() && parts.len() <= 2 => {
+            let left = parts[0].as_i64().unwrap_or(0).max(0);
+            let value = match parts.pop() {
+                Some(Value::Bytes(value)) if parts.len() == 1 => value,
+                Some(Value::String(value)) if parts.len() == 1 => value.into_inner(),
+                // Readable but large: read it now.
+                _ => match call
+                    .result(Box::pin(call.client()?.hget(names.hash(), names.field())).await)?
+                {
+                    Some(value) if within_bound(&value, max_value_bytes) => value,
+                    _ => return Ok(EntryRead::Gone),
+                },
+            };
+            hints.set(&hint, stamp, Duration::from_millis(left as u64));
+            events.hinted(call.client);
+            Ok(EntryRead::Value(value))
+        }
+        Value::Integer(verdict) => Ok(EntryRead::Verdict(verdict)),
+        _ => Err(Error::Store("unexpected lookup script reply".into())),
+    }
+}
+
+/// Whether a value read by a plain `HGET`, which cannot check its size
+/// first, is within `max_value_bytes`: one over the bound is not used.
+fn within_bound(value: &Bytes, max_value_bytes: u64) -> bool {
+    value.len() as u64 <= max_value_bytes
+}
