@@ -222,6 +222,7 @@ impl RedisStore {
     /// Purge announcements this store has heard from the events channel
     /// (its own included), for tests that must know a purge was heard
     /// before they look again. Not part of the API.
+    #[cfg(feature = "_internal")]
     #[doc(hidden)]
     pub fn purges_heard(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events.purges_heard.subscribe()
@@ -230,6 +231,7 @@ impl RedisStore {
     /// Starts listening to the events channel, and resolves once it
     /// listens (or after `timeout`). Not part of the API: the store starts
     /// listening by itself on its first hinted read or fill wait.
+    #[cfg(feature = "_internal")]
     #[doc(hidden)]
     pub async fn listen(&self, timeout: Duration) {
         self.events.listen(self.client(), timeout).await;
