@@ -466,7 +466,7 @@ impl Store for RedisStore {
         })
     }
 
-    /// Scans, then purges each match ([`purge::purge_matching`]).
+    /// Scans, then purges each match (`purge_matching` in `purge.rs`).
     fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64> {
         // The call starts when the purge is first polled.
         let purge = async move {

@@ -200,9 +200,9 @@ return 0
 "#;
 
 /// Removes a resource: its hash (every entry and lease) and its expiries,
-/// and announces it, if there was anything, unless ARGV[2] is ''. KEYS: hash, times. ARGV:
-/// channel, announce. Returns how many unexpired entries (not leases)
-/// there were, by their expiries.
+/// and announces it, if there was anything, unless `ARGV[2]` is ''. KEYS:
+/// hash, times. ARGV: channel, announce. Returns how many unexpired
+/// entries (not leases) there were, by their expiries.
 const PURGE_SCRIPT: &str = r#"
 local hash, times = KEYS[1], KEYS[2]
 CLOCK
