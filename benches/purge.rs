@@ -42,10 +42,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Layer, ServiceExt};
-use tower_cache_aside::{
-    CacheAsideLayer, EntryKey, LeaseRequest, LeaseToken, Lookup, Purger, RedisStore, ResourceKey,
-    ResourcePattern, Store, StoreFuture,
+use tower_cache_aside::store::{
+    EntryKey, LeaseRequest, LeaseToken, Lookup, ResourceKey, ResourcePattern, StoreFuture,
 };
+use tower_cache_aside::{CacheAsideLayer, Purger, RedisStore, Store};
 
 use redis_server::RedisServer;
 

@@ -51,7 +51,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::util::BoxCloneService;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
-use tower_cache_aside::{CacheAsideLayer, RedisStore, ResponseBody, Route};
+use tower_cache_aside::http::ResponseBody;
+use tower_cache_aside::{CacheAsideLayer, RedisStore, Route};
 
 use redis_server::RedisServer;
 

@@ -50,7 +50,7 @@ pub(crate) struct Entry {
     /// Whether `headers` are as a hit sends them but for the values of
     /// `Age` and `Cache-Status`, which are there to be replaced: the
     /// `Content-Length` is the body's (none on 204 and 304). Set by
-    /// [`crate::heads`]; a plain decode leaves the headers as stored.
+    /// [`crate::http::head_cache`]; a plain decode leaves the headers as stored.
     pub(crate) hit_ready: bool,
 }
 
@@ -134,7 +134,7 @@ pub(crate) fn set_content_length(status: StatusCode, headers: &mut HeaderMap, bo
         headers.remove(http::header::CONTENT_LENGTH);
     } else if !has_content_length(headers, body_len) {
         // Fails only on a map at its capacity: the field is left out then.
-        let length = crate::cache_status::number_value(body_len as u64);
+        let length = crate::util::decimal::header_value(body_len as u64);
         let _ = headers.try_insert(http::header::CONTENT_LENGTH, length);
     }
 }
@@ -211,7 +211,7 @@ impl Entry {
 
 /// An entry's head: everything in its value before the body (the fixed
 /// fields, the fingerprint, the headers and the body's length), decoded.
-/// What a hit needs besides the body; [`crate::heads`] keeps the heads it
+/// What a hit needs besides the body; [`crate::http::head_cache`] keeps the heads it
 /// has decoded, to reuse on values that start with the same bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct Head {

@@ -1,43 +1,288 @@
-//! Fill leases: one origin call per cold key, and no stale fill after a
-//! purge (DESIGN.md 4.1 and 4.3).
+//! The fill protocol: one origin call per cold key, and no stale fill
+//! after a purge (DESIGN.md 4.1 and 4.3). The layer and the typed
+//! [`Cache`](crate::Cache) both look values up through [`Leases::find`].
 //!
-//! A GET that misses takes the entry's fill lease in the same round trip as
-//! its lookup ([`Store::lookup`](crate::Store::lookup)). Only the lease
-//! holder calls the origin and stores; it stores through
-//! [`Store::fill`](crate::Store::fill), which writes only while its token
-//! still holds the lease. Every purge drops the leases of what it purges, so
-//! a fill whose origin call began before a write can never store its old
-//! answer after the write's purge (the leases of memcache at Facebook,
-//! NSDI 2013).
+//! A caller that misses takes the entry's fill lease in the same round trip
+//! as its lookup ([`Store::lookup`]). Only the lease holder calls the origin
+//! and stores; it stores through [`Store::fill`], which writes only while
+//! its token still holds the lease. Every purge drops the leases of what it
+//! purges, so a fill whose origin call began before a write can never store
+//! its old answer after the write's purge (the leases of memcache at
+//! Facebook, NSDI 2013).
 //!
 //! Everyone else who misses while the lease is held (in this process or
-//! another) waits, at most [`Builder::fill_wait`](crate::Builder::fill_wait),
-//! to be told the fill has ended, then looks again: the entry is there (a
-//! hit), or the lease is free and they take it. If the holder let the lease
-//! go without storing (an uncacheable response), or the wait runs out, they
-//! call the origin themselves and store nothing.
+//! another) waits, at most `fill_wait`, to be told the fill has ended, then
+//! looks again: the value is there (a hit), or the lease is free and they
+//! take it. If the holder let the lease go without storing (an uncacheable
+//! answer), or the wait runs out, they call the origin themselves and store
+//! nothing.
 //!
-//! A [`LeaseGuard`] owns a held lease. Whatever happens to the request
-//! (the response is not cacheable, the inner service fails, the client goes
-//! away, the future is dropped), the guard releases the lease when it is
-//! dropped, so waiters are woken at once rather than at the lease's TTL.
+//! A [`LeaseGuard`] owns a held lease. Whatever happens to its holder (the
+//! answer is not cacheable, the origin fails, the client goes away, the
+//! future is dropped), the guard releases the lease when it is dropped, so
+//! waiters are woken at once rather than at the lease's TTL.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::entry::Entry;
 use crate::key::EntryKey;
-use crate::layer::Config;
-use crate::service::MissContext;
-use crate::store::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store};
+use crate::store::backend::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store};
+use crate::store::guarded::Guarded;
+use crate::Error;
 
-/// A held fill lease; released on drop unless it was used to fill. Used by
-/// the layer and by the typed [`Cache`](crate::Cache) alike.
+/// How a caller judged a stored value it read back.
+#[derive(Debug)]
+pub(crate) enum Judged<T> {
+    /// Serve it.
+    Fresh(T),
+    /// Serve it, and refresh it in the background (stale-while-revalidate).
+    Stale(T),
+    /// Call the origin, and answer with this if the origin fails
+    /// (stale-if-error).
+    Fallback(T),
+    /// It may not answer (another key's, expired, does not decode): it is
+    /// removed. The detail, if any, is worth reporting.
+    Unusable(Option<&'static str>),
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub(crate) enum Found<T> {
+    /// A fresh value.
+    Fresh(T),
+    /// A value within its stale-while-revalidate window: serve it; when
+    /// the [`Fill`] holds the lease, refresh it in the background.
+    Stale(T),
+    /// Nothing to serve: call the origin, storing only with the lease.
+    Miss,
+}
+
+/// What a lookup leaves its caller for the origin call that may follow.
+#[derive(Debug)]
+pub(crate) struct Fill<T> {
+    /// The fill lease, when this caller holds it: only then is the
+    /// origin's answer stored.
+    pub(crate) lease: Option<LeaseGuard>,
+    /// A stale value to answer with if the origin fails.
+    pub(crate) fallback: Option<Box<T>>,
+    /// Whether the caller waited on another caller's fill.
+    pub(crate) collapsed: bool,
+    /// Why nothing usable was found, when it is worth saying (a
+    /// `Cache-Status` detail).
+    pub(crate) detail: Option<&'static str>,
+}
+
+impl<T> Default for Fill<T> {
+    fn default() -> Self {
+        Fill {
+            lease: None,
+            fallback: None,
+            collapsed: false,
+            detail: None,
+        }
+    }
+}
+
+/// Lookups with fill leases over one guarded store.
+#[derive(Debug, Clone)]
+pub(crate) struct Leases {
+    store: Arc<Guarded>,
+    ttl: Duration,
+    fill_wait: Duration,
+}
+
+impl Leases {
+    /// Leases of `ttl`, waits on other holders of at most `fill_wait`.
+    pub(crate) fn new(store: Arc<Guarded>, ttl: Duration, fill_wait: Duration) -> Leases {
+        Leases {
+            store,
+            ttl,
+            fill_wait,
+        }
+    }
+
+    /// The store the leases are taken in.
+    pub(crate) fn store(&self) -> &Arc<Guarded> {
+        &self.store
+    }
+
+    /// A request for a lease, with a new token.
+    pub(crate) fn request(&self) -> LeaseRequest {
+        LeaseRequest {
+            token: LeaseToken::new(),
+            ttl: self.ttl,
+        }
+    }
+
+    /// Looks `key` up: a value to serve (judged by `judge`), or the lease
+    /// (then `fill.lease` is set), or, after waiting on another holder or
+    /// a store failure, a miss with `fill.detail` saying why.
+    ///
+    /// A value `judge` finds unusable is removed and looked up once more,
+    /// which takes the lease, so that the fresh answer gets stored.
+    pub(crate) async fn find<T>(
+        &self,
+        key: &EntryKey,
+        fill: &mut Fill<T>,
+        mut judge: impl FnMut(Bytes) -> Judged<T>,
+    ) -> Found<T> {
+        // The wait on another holder's fill is bounded from the first time
+        // this caller finds one (a hit never reads the clock for it).
+        let mut deadline = None;
+        let request = self.request();
+        let mut removed_one = false;
+        loop {
+            let found = match self.store.call(|store| store.lookup(key, &request)).await {
+                Ok(found) => found,
+                Err(error) => {
+                    // The lookup may have run and taken the lease after
+                    // all: let it go, or everyone waits for its TTL.
+                    self.release_unclaimed(key, request.token);
+                    fill.detail = Some(detail_of(&error));
+                    return Found::Miss;
+                }
+            };
+            match found {
+                Lookup::Hit(value) => match judge(value) {
+                    Judged::Fresh(value) => return Found::Fresh(value),
+                    Judged::Stale(value) => {
+                        fill.lease = self.take(key, &request).await;
+                        return Found::Stale(value);
+                    }
+                    Judged::Fallback(value) => {
+                        fill.lease = self.take(key, &request).await;
+                        fill.fallback = Some(Box::new(value));
+                        return Found::Miss;
+                    }
+                    Judged::Unusable(detail) => {
+                        self.remove(key).await;
+                        fill.detail = detail;
+                        if removed_one {
+                            return Found::Miss;
+                        }
+                        removed_one = true;
+                    }
+                },
+                Lookup::Lease => {
+                    fill.lease = Some(self.guard(key, request.token));
+                    return Found::Miss;
+                }
+                Lookup::Unleased => {
+                    fill.detail = Some("store-refuses-writes");
+                    return Found::Miss;
+                }
+                Lookup::Busy(wait) => {
+                    fill.collapsed = true;
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.fill_wait);
+                    match tokio::time::timeout_at(deadline, wait).await {
+                        // The holder stored, or its lease went: look again.
+                        Ok(FillEnd::Filled) => continue,
+                        Ok(FillEnd::Released) => {
+                            fill.detail = Some("fill-released");
+                            return Found::Miss;
+                        }
+                        Err(_) => {
+                            fill.detail = Some("fill-wait");
+                            return Found::Miss;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks `key` up without taking a lease (a HEAD request): a value to
+    /// serve (fresh, or within stale-while-revalidate) or a miss.
+    pub(crate) async fn read<T>(
+        &self,
+        key: &EntryKey,
+        fill: &mut Fill<T>,
+        judge: impl FnOnce(Bytes) -> Judged<T>,
+    ) -> Found<T> {
+        match self.store.call(|store| store.get(key)).await {
+            Ok(None) => Found::Miss,
+            Ok(Some(value)) => match judge(value) {
+                Judged::Fresh(value) => Found::Fresh(value),
+                Judged::Stale(value) => Found::Stale(value),
+                Judged::Fallback(_) => Found::Miss,
+                Judged::Unusable(detail) => {
+                    self.remove(key).await;
+                    fill.detail = detail;
+                    Found::Miss
+                }
+            },
+            Err(error) => {
+                fill.detail = Some(detail_of(&error));
+                Found::Miss
+            }
+        }
+    }
+
+    /// Takes the lease of `key` whether or not a value exists (to refresh
+    /// a stale one, or to fence a batch's writes); `None` when another
+    /// caller holds it or the store failed.
+    pub(crate) async fn take(&self, key: &EntryKey, request: &LeaseRequest) -> Option<LeaseGuard> {
+        match self.store.call(|store| store.lease(key, request)).await {
+            Ok(true) => Some(self.guard(key, request.token)),
+            Ok(false) => None,
+            Err(_) => {
+                self.release_unclaimed(key, request.token);
+                None
+            }
+        }
+    }
+
+    /// Removes the value at `key`, under the store deadline. Done before
+    /// the origin is called, so it cannot race the write of the fresh
+    /// answer.
+    async fn remove(&self, key: &EntryKey) {
+        let _ = self.store.call(|store| store.remove(key)).await;
+    }
+
+    fn guard(&self, key: &EntryKey, token: LeaseToken) -> LeaseGuard {
+        LeaseGuard {
+            store: self.store.clone(),
+            key: key.clone(),
+            token: Some(token),
+        }
+    }
+
+    /// Releases a lease that a failed or late call may have taken with
+    /// `token` without the caller knowing. The release only deletes a
+    /// lease that token holds, so it is harmless when none was taken. It is
+    /// sent twice, the second time a moment later, in case the late call,
+    /// on another pooled connection, reaches the store after the first.
+    fn release_unclaimed(&self, key: &EntryKey, token: LeaseToken) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, key) = (self.store.clone(), key.clone());
+        let timeout = store.timeout().max(Duration::from_millis(500));
+        runtime.spawn(async move {
+            for delay in [Duration::ZERO, Duration::from_secs(1)] {
+                tokio::time::sleep(delay).await;
+                let _ = store
+                    .raw_within(timeout, |store| store.release(&key, &token))
+                    .await;
+            }
+        });
+    }
+}
+
+/// The `Cache-Status` detail of a failed store call.
+fn detail_of(error: &Error) -> &'static str {
+    match error {
+        Error::Timeout(_) => "store-timeout",
+        _ => "store-error",
+    }
+}
+
+/// A held fill lease; released on drop unless it was used to fill.
 pub(crate) struct LeaseGuard {
-    store: Arc<dyn Store>,
-    timeout: Duration,
+    store: Arc<Guarded>,
     key: EntryKey,
     token: Option<LeaseToken>,
 }
@@ -52,23 +297,32 @@ impl std::fmt::Debug for LeaseGuard {
 }
 
 impl LeaseGuard {
-    pub(crate) fn new(
-        store: Arc<dyn Store>,
-        timeout: Duration,
-        key: EntryKey,
-        token: LeaseToken,
-    ) -> LeaseGuard {
-        LeaseGuard {
-            store,
-            timeout,
-            key,
-            token: Some(token),
-        }
+    /// The key the lease is for.
+    pub(crate) fn key(&self) -> &EntryKey {
+        &self.key
     }
 
-    /// Hands the token over for a fill: the guard no longer releases it.
-    pub(crate) fn take_token(mut self) -> Option<LeaseToken> {
-        self.token.take()
+    /// Stores `value` for `keep` if the lease still holds: `Ok(false)` when
+    /// it was lost (purged, expired) and nothing was written. On an error
+    /// the lease is released. The lease is used up either way.
+    pub(crate) async fn fill(&mut self, value: Bytes, keep: Duration) -> Result<bool, Error> {
+        let Some(token) = self.token.take() else {
+            return Ok(false);
+        };
+        let (store, key) = (&self.store, &self.key);
+        let result = store.call(|s| s.fill(key, value, keep, &token)).await;
+        if result.is_err() {
+            let _ = store.call(|s| s.release(key, &token)).await;
+        }
+        result
+    }
+
+    /// Lets the lease go now, waking whoever waits on it.
+    pub(crate) async fn release(mut self) {
+        if let Some(token) = self.token.take() {
+            let (store, key) = (&self.store, &self.key);
+            let _ = store.call(|s| s.release(key, &token)).await;
+        }
     }
 }
 
@@ -80,240 +334,16 @@ impl Drop for LeaseGuard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (store, key, timeout) = (self.store.clone(), self.key.clone(), self.timeout);
+        let (store, key) = (self.store.clone(), self.key.clone());
         runtime.spawn(async move {
             // On failure the lease ends at its TTL.
-            if let Ok(Err(error)) = tokio::time::timeout(timeout, store.release(&key, &token)).await
+            let timeout = store.timeout();
+            if let Err(error) = store
+                .raw_within(timeout, |s: &dyn Store| s.release(&key, &token))
+                .await
             {
                 tracing::warn!(target: "tower_cache_aside", %error, "lease release failed");
             }
         });
     }
 }
-
-/// The guard of a lease this request just took.
-fn guard(config: &Config, miss: &MissContext, token: LeaseToken) -> LeaseGuard {
-    LeaseGuard::new(
-        config.store.clone(),
-        config.store_timeout,
-        miss.key.key.clone(),
-        token,
-    )
-}
-
-/// What a GET's lookup found.
-#[derive(Debug)]
-pub(crate) enum Found {
-    /// A fresh entry, and the wall-clock time (ms) it was judged at.
-    Fresh(Entry, u64),
-    /// An entry within its stale-while-revalidate window: serve it; when
-    /// `miss.lease` is set, this request refreshes it in the background.
-    Stale(Entry, u64),
-    /// Nothing to serve: call the origin (storing only with `miss.lease`;
-    /// falling back on `miss.stale` if the origin fails).
-    Nothing,
-}
-
-/// Looks `miss.key` up for a GET: an entry to serve, or the lease (then
-/// `miss.lease` is set), or, after waiting on another holder, a reason to
-/// call the origin without storing (`Err(detail)`, or `Nothing` with
-/// `miss.detail` set).
-pub(crate) async fn find(
-    config: &Arc<Config>,
-    miss: &mut MissContext,
-) -> Result<Found, &'static str> {
-    // The wait on another holder's fill is bounded from the first time
-    // this request finds one (a hit never reads the clock for it).
-    let mut deadline = None;
-    let request = LeaseRequest {
-        token: LeaseToken::new(),
-        ttl: config.lease_ttl,
-    };
-    // An unusable entry is removed and looked up once more, which takes
-    // the lease so that the fresh answer gets stored.
-    let mut removed_one = false;
-    loop {
-        let found = match config
-            .store_call(|store| store.lookup(&miss.key.key, &request))
-            .await
-        {
-            Ok(found) => found,
-            Err(error) => {
-                // The lookup may have run on Redis and taken the lease
-                // after all: let it go, or everyone waits for its TTL.
-                release_unclaimed(
-                    config.store.clone(),
-                    miss.key.key.clone(),
-                    request.token,
-                    config.store_timeout,
-                );
-                return Err(detail_of(error));
-            }
-        };
-        match found {
-            Lookup::Hit(value) => match usable(config, miss, value) {
-                Ok((entry, Freshness::Fresh, now)) => return Ok(Found::Fresh(entry, now)),
-                Ok((entry, freshness, now)) => {
-                    // Stale: whoever takes the lease refreshes it.
-                    let lease = config.store_call(|store| store.lease(&miss.key.key, &request));
-                    match lease.await {
-                        Ok(true) => miss.lease = Some(guard(config, miss, request.token)),
-                        Ok(false) => {}
-                        Err(_) => release_unclaimed(
-                            config.store.clone(),
-                            miss.key.key.clone(),
-                            request.token,
-                            config.store_timeout,
-                        ),
-                    }
-                    if freshness == Freshness::StaleWhileRevalidate {
-                        return Ok(Found::Stale(entry, now));
-                    }
-                    miss.stale = Some(Box::new(entry));
-                    return Ok(Found::Nothing);
-                }
-                Err(detail) => {
-                    remove(config, miss).await;
-                    miss.detail = detail;
-                    if removed_one {
-                        return Ok(Found::Nothing);
-                    }
-                    removed_one = true;
-                }
-            },
-            Lookup::Lease => {
-                miss.lease = Some(guard(config, miss, request.token));
-                return Ok(Found::Nothing);
-            }
-            Lookup::Unleased => {
-                miss.detail = Some("store-refuses-writes");
-                return Ok(Found::Nothing);
-            }
-            Lookup::Busy(wait) => {
-                miss.collapsed = true;
-                let deadline = *deadline.get_or_insert_with(|| Instant::now() + config.fill_wait);
-                match tokio::time::timeout_at(deadline, wait).await {
-                    // The holder stored, or its lease went: look again.
-                    Ok(FillEnd::Filled) => continue,
-                    Ok(FillEnd::Released) => {
-                        miss.detail = Some("fill-released");
-                        return Ok(Found::Nothing);
-                    }
-                    Err(_) => {
-                        miss.detail = Some("fill-wait");
-                        return Ok(Found::Nothing);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Looks `miss.key` up without a lease (HEAD): an entry to serve (fresh,
-/// or stale within stale-while-revalidate) or nothing.
-pub(crate) async fn get(
-    config: &Arc<Config>,
-    miss: &mut MissContext,
-) -> Result<Found, &'static str> {
-    match config.store_call(|store| store.get(&miss.key.key)).await {
-        Ok(None) => Ok(Found::Nothing),
-        Ok(Some(value)) => match usable(config, miss, value) {
-            Ok((entry, Freshness::Fresh, now)) => Ok(Found::Fresh(entry, now)),
-            Ok((entry, Freshness::StaleWhileRevalidate, now)) => Ok(Found::Stale(entry, now)),
-            Ok((_, Freshness::StaleIfError, _)) => Ok(Found::Nothing),
-            Err(detail) => {
-                remove(config, miss).await;
-                miss.detail = detail;
-                Ok(Found::Nothing)
-            }
-        },
-        Err(error) => Err(detail_of(error)),
-    }
-}
-
-/// The `Cache-Status` detail of a failed store call.
-fn detail_of(error: crate::Error) -> &'static str {
-    match error {
-        crate::Error::Timeout(_) => "store-timeout",
-        _ => "store-error",
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Freshness {
-    Fresh,
-    /// Past its freshness, within the stale-while-revalidate window.
-    StaleWhileRevalidate,
-    /// Past that, within the stale-if-error window.
-    StaleIfError,
-}
-
-/// Decodes a stored value and checks that it may answer this request: its
-/// fingerprint is the request's key material, and it is fresh or within a
-/// stale window. Returns it with the wall-clock time (ms) it was judged at;
-/// `Err` holds the `Cache-Status` detail to report, if any.
-fn usable(
-    config: &Config,
-    miss: &MissContext,
-    value: bytes::Bytes,
-) -> Result<(Entry, Freshness, u64), Option<&'static str>> {
-    let tag = xxhash_rust::xxh3::xxh3_64(miss.key.key.variant_bytes());
-    let entry = config.heads.decode(tag, value).map_err(|error| {
-        tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
-        Some("bad-entry")
-    })?;
-    if entry.fingerprint[..] != miss.key.fingerprint[..] {
-        // A hash collision, or a value planted under this key.
-        return Err(None);
-    }
-    let expires_at = entry.stored_at_ms.saturating_add(entry.ttl_ms);
-    let now = crate::service::now_ms();
-    if now < expires_at {
-        return Ok((entry, Freshness::Fresh, now));
-    }
-    let past = Duration::from_millis(now - expires_at);
-    if past < config.stale_while_revalidate {
-        Ok((entry, Freshness::StaleWhileRevalidate, now))
-    } else if past < config.stale_if_error {
-        Ok((entry, Freshness::StaleIfError, now))
-    } else {
-        Err(None)
-    }
-}
-
-/// Removes the entry at `miss.key`, under the store deadline. Done before
-/// the inner call starts, so it cannot race the write of the fresh answer.
-async fn remove(config: &Arc<Config>, miss: &MissContext) {
-    let _ = config.store_call(|store| store.remove(&miss.key.key)).await;
-}
-
-/// Releases a lease that a failed or late call may have taken with `token`
-/// without the caller knowing. The release only deletes a lease that token
-/// holds, so it is harmless when none was taken. It is sent twice, the
-/// second time a moment later, in case the late call, on another pooled
-/// connection, reaches Redis after the first.
-pub(crate) fn release_unclaimed(
-    store: Arc<dyn crate::Store>,
-    key: crate::EntryKey,
-    token: LeaseToken,
-    timeout: Duration,
-) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        for delay in [Duration::ZERO, Duration::from_secs(1)] {
-            tokio::time::sleep(delay).await;
-            let _ = tokio::time::timeout(
-                timeout.max(Duration::from_millis(500)),
-                store.release(&key, &token),
-            )
-            .await;
-        }
-    });
-}
-
-/// Defaults: a lease outlives any sane origin call; waiting is bounded well
-/// below a client's patience.
-pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
-pub(crate) const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(3);

@@ -68,34 +68,24 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod aside;
-#[doc(hidden)]
-pub mod bench_api;
-mod body;
-mod breaker;
-mod cache_status;
 mod entry;
 mod error;
-mod future;
-mod heads;
+pub mod http;
 mod key;
-mod layer;
 mod lease;
-mod policy;
 mod purge;
-mod service;
-mod store;
+mod settings;
+pub mod store;
 mod util;
+
+#[cfg(feature = "_internal")]
+#[doc(hidden)]
+pub use self::http::bench_api;
 
 pub use self::aside::codec;
 pub use self::aside::{Cache, CacheBuilder};
-pub use self::body::ResponseBody;
 pub use self::error::Error;
-pub use self::future::ResponseFuture;
-pub use self::key::{EntryKey, ResourceKey, ResourcePattern};
-pub use self::layer::{Builder, CacheAsideLayer, Route};
+pub use self::http::config::Route;
+pub use self::http::layer::{Builder, CacheAsideLayer};
 pub use self::purge::Purger;
-pub use self::service::CacheAside;
-pub use self::store::{
-    FillEnd, FillWait, IntoStore, LeaseRequest, LeaseToken, Lookup, MemoryStore, RedisStore, Store,
-    StoreFuture,
-};
+pub use self::store::{IntoStore, MemoryStore, RedisStore, Store};

@@ -19,7 +19,8 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use tower::{Layer, Service};
-use tower_cache_aside::{CacheAside, CacheAsideLayer, MemoryStore, RedisStore, ResponseBody};
+use tower_cache_aside::http::{CacheAside, ResponseBody};
+use tower_cache_aside::{CacheAsideLayer, MemoryStore, RedisStore};
 
 use support::{
     assert_hit, bypass, send, shared_redis, CountingStore, RedisServer, Reply, TestBody, HOST,

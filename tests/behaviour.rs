@@ -12,7 +12,8 @@ use std::time::Duration;
 use http::header::{ACCEPT_LANGUAGE, AUTHORIZATION};
 use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
-use tower_cache_aside::{ResponseBody, Route};
+use tower_cache_aside::http::ResponseBody;
+use tower_cache_aside::Route;
 
 use support::{
     assert_hit, bypass, flush_spawned, get, head, headers, miss, request, send, send_unread,

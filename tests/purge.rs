@@ -23,7 +23,8 @@ use std::time::Duration;
 use http::header::ACCEPT_LANGUAGE;
 use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
-use tower_cache_aside::{CacheAsideLayer, Error, MemoryStore, ResponseBody};
+use tower_cache_aside::http::ResponseBody;
+use tower_cache_aside::{CacheAsideLayer, Error, MemoryStore};
 
 use support::{
     request, scan_keys, send, Backend, CountingStore, Harness, Origin, TestBody, HOST, METHOD,

@@ -19,10 +19,10 @@ use fred::interfaces::ClientLike;
 use fred::types::{CustomCommand, Value};
 use http::{Method, Response, StatusCode};
 use tower::Layer;
-use tower_cache_aside::{
-    Builder, CacheAsideLayer, EntryKey, Error, LeaseRequest, LeaseToken, Lookup, RedisStore,
-    ResourceKey, ResourcePattern, Store, StoreFuture,
+use tower_cache_aside::store::{
+    EntryKey, LeaseRequest, LeaseToken, Lookup, ResourceKey, ResourcePattern, StoreFuture,
 };
+use tower_cache_aside::{Builder, CacheAsideLayer, Error, RedisStore, Store};
 
 use support::{
     assert_hit, cached_fields, fred_client, get, head, read_field, request, scan_keys, send,
@@ -363,7 +363,7 @@ async fn cache<S>(h: &Harness, svc: &S, paths: &[&str])
 where
     S: tower::Service<
             http::Request<()>,
-            Response = Response<tower_cache_aside::ResponseBody<TestBody>>,
+            Response = Response<tower_cache_aside::http::ResponseBody<TestBody>>,
             Error = std::convert::Infallible,
         > + Clone,
 {
@@ -452,7 +452,7 @@ async fn unfenced<S>(svc: &S, path: &str) -> String
 where
     S: tower::Service<
             http::Request<()>,
-            Response = Response<tower_cache_aside::ResponseBody<TestBody>>,
+            Response = Response<tower_cache_aside::http::ResponseBody<TestBody>>,
             Error = std::convert::Infallible,
         > + Clone,
 {

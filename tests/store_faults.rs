@@ -15,10 +15,10 @@ use bytes::Bytes;
 use fred::interfaces::{ClientLike, KeysInterface};
 use http::{Method, Response, StatusCode};
 use tower::Layer;
-use tower_cache_aside::{
-    CacheAsideLayer, EntryKey, Error, IntoStore, LeaseRequest, LeaseToken, Lookup, RedisStore,
-    ResourceKey, ResourcePattern, Store, StoreFuture,
+use tower_cache_aside::store::{
+    EntryKey, LeaseRequest, LeaseToken, Lookup, ResourceKey, ResourcePattern, StoreFuture,
 };
+use tower_cache_aside::{CacheAsideLayer, Error, IntoStore, RedisStore, Store};
 
 use support::{
     assert_hit, cached_fields, flush_spawned, fred_client, get, head, read_field, request, send,
@@ -336,7 +336,7 @@ async fn until_hit<S>(svc: &S, store: &CountingStore, path: &str) -> support::Re
 where
     S: tower::Service<
             http::Request<()>,
-            Response = Response<tower_cache_aside::ResponseBody<TestBody>>,
+            Response = Response<tower_cache_aside::http::ResponseBody<TestBody>>,
             Error = std::convert::Infallible,
         > + Clone,
 {

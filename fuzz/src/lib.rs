@@ -37,10 +37,8 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
-use tower_cache_aside::{
-    CacheAsideLayer, EntryKey, LeaseRequest, LeaseToken, Lookup, MemoryStore, ResourceKey,
-    ResourcePattern, Store, StoreFuture,
-};
+use tower_cache_aside::{CacheAsideLayer, MemoryStore, Store};
+use tower_cache_aside::store::{EntryKey, LeaseRequest, LeaseToken, Lookup, ResourceKey, ResourcePattern, StoreFuture};
 
 use crate::reference::RefEntry;
 

@@ -35,52 +35,23 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::time::Instant;
-
-use crate::breaker::{Breaker, Timed};
-use crate::key::{EntryKey, KeyConfig, QueryKey};
-use crate::lease::LeaseGuard;
-use crate::store::{FillEnd, IntoStore, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
-use crate::Error;
-
-pub mod codec;
-mod value;
 
 use self::codec::{Codec, Json};
+use self::inner::Inner;
+use crate::key::EntryKey;
+use crate::lease::{Fill, Found};
+use crate::store::IntoStore;
+use crate::Error;
 
-const DEFAULT_PREFIX: &str = "tca:obj:";
+mod batch;
+mod builder;
+pub mod codec;
+mod inner;
+mod value;
 
-struct Inner {
-    /// The store, for background lease releases (under a deadline of
-    /// their own).
-    store: Arc<dyn Store>,
-    /// The store the cache's calls go to, within `store_timeout`.
-    timed: Timed,
-    keys: KeyConfig,
-    negative_ttl: Duration,
-    store_timeout: Duration,
-    lease_ttl: Duration,
-    fill_wait: Duration,
-    stale_while_revalidate: Duration,
-    ttl_jitter: f64,
-    breaker: Breaker,
-}
-
-impl Inner {
-    async fn call<'a, T>(
-        &'a self,
-        call: impl FnOnce(&'a dyn Store) -> StoreFuture<'a, T>,
-    ) -> Result<T, Error> {
-        self.timed.run(&self.breaker, call).await
-    }
-
-    fn jittered(&self, ttl: Duration) -> Duration {
-        crate::layer::jittered(ttl, self.ttl_jitter)
-    }
-}
+pub use self::builder::CacheBuilder;
 
 /// A typed cache-aside cache over a [`Store`]. Cheap to clone.
 ///
@@ -107,25 +78,12 @@ impl<C> std::fmt::Debug for Cache<C> {
     }
 }
 
-/// Configures a [`Cache`]; [`CacheBuilder::build`] validates it.
-#[must_use = "a builder does nothing until `build` is called"]
-pub struct CacheBuilder<C = Json> {
-    store: Arc<dyn Store>,
-    prefix: String,
-    negative_ttl: Duration,
-    store_timeout: Duration,
-    lease_ttl: Duration,
-    fill_wait: Duration,
-    stale_while_revalidate: Duration,
-    ttl_jitter: f64,
-    codec: PhantomData<fn() -> C>,
-}
-
-impl<C> std::fmt::Debug for CacheBuilder<C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CacheBuilder")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
+impl<C> Cache<C> {
+    fn from_inner(inner: Inner) -> Cache<C> {
+        Cache {
+            inner: Arc::new(inner),
+            codec: PhantomData,
+        }
     }
 }
 
@@ -138,7 +96,7 @@ impl Cache<Json> {
     /// let cache = Cache::new(MemoryStore::new());
     /// ```
     pub fn new(store: impl IntoStore) -> Cache<Json> {
-        CacheBuilder::new(store.into_store()).assemble()
+        Cache::from_inner(CacheBuilder::new(store.into_store()).assemble())
     }
 
     /// A builder over `store`.
@@ -159,137 +117,11 @@ impl Cache<Json> {
     }
 }
 
-impl CacheBuilder<Json> {
-    fn new(store: Arc<dyn Store>) -> CacheBuilder<Json> {
-        CacheBuilder {
-            store,
-            prefix: DEFAULT_PREFIX.to_owned(),
-            negative_ttl: Duration::from_secs(10),
-            store_timeout: Duration::from_millis(50),
-            lease_ttl: crate::lease::DEFAULT_LEASE_TTL,
-            fill_wait: crate::lease::DEFAULT_FILL_WAIT,
-            stale_while_revalidate: Duration::ZERO,
-            ttl_jitter: 0.0,
-            codec: PhantomData,
-        }
-    }
-}
-
 impl<C: Codec> CacheBuilder<C> {
-    /// Prefix of every key (default `tca:obj:`). Same rules as the layer's.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// How long a `None` from `fetch` is cached (default 10 s).
-    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.negative_ttl = ttl;
-        self
-    }
-
-    /// Deadline of each store call (default 50 ms); past it the cache
-    /// fails open.
-    pub fn store_timeout(mut self, timeout: Duration) -> Self {
-        self.store_timeout = timeout;
-        self
-    }
-
-    /// How long a fill lease holds if never released (default 10 s).
-    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl;
-        self
-    }
-
-    /// How long a caller waits for another caller's fetch (default 3 s).
-    pub fn fill_wait(mut self, wait: Duration) -> Self {
-        self.fill_wait = wait;
-        self
-    }
-
-    /// Return a value up to `window` past its TTL while one caller
-    /// refreshes it in the background (default off).
-    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
-        self.stale_while_revalidate = window;
-        self
-    }
-
-    /// Shorten each TTL by a random fraction of at most `fraction` (0 to 1).
-    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
-        self.ttl_jitter = fraction;
-        self
-    }
-
-    /// Store values with another codec.
-    ///
-    /// ```
-    /// # #[cfg(feature = "postcard")] {
-    /// use tower_cache_aside::{codec::Postcard, Cache, MemoryStore};
-    /// let cache = Cache::builder(MemoryStore::new()).codec::<Postcard>().build()?;
-    /// # }
-    /// # Ok::<(), tower_cache_aside::Error>(())
-    /// ```
-    pub fn codec<C2: Codec>(self) -> CacheBuilder<C2> {
-        CacheBuilder {
-            store: self.store,
-            prefix: self.prefix,
-            negative_ttl: self.negative_ttl,
-            store_timeout: self.store_timeout,
-            lease_ttl: self.lease_ttl,
-            fill_wait: self.fill_wait,
-            stale_while_revalidate: self.stale_while_revalidate,
-            ttl_jitter: self.ttl_jitter,
-            codec: PhantomData,
-        }
-    }
-
     /// Validates the settings and builds the cache.
     pub fn build(self) -> Result<Cache<C>, Error> {
-        crate::layer::check_prefix(&self.prefix)?;
-        if self.negative_ttl.is_zero() || self.store_timeout.is_zero() || self.lease_ttl.is_zero() {
-            return Err(Error::InvalidConfig(
-                "negative_ttl, store_timeout and lease_ttl must be above zero".into(),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.ttl_jitter) {
-            return Err(Error::InvalidConfig(format!(
-                "ttl_jitter is a fraction from 0 to 1, not {}",
-                self.ttl_jitter
-            )));
-        }
-        Ok(self.assemble())
+        Ok(Cache::from_inner(self.validated()?))
     }
-
-    fn assemble(self) -> Cache<C> {
-        Cache {
-            inner: Arc::new(Inner {
-                timed: Timed::new(&self.store, self.store_timeout),
-                store: self.store,
-                keys: KeyConfig {
-                    prefix: Arc::from(self.prefix),
-                    include_authority: false,
-                    query: QueryKey::All,
-                    vary_by: Vec::new(),
-                },
-                negative_ttl: self.negative_ttl,
-                store_timeout: self.store_timeout,
-                lease_ttl: self.lease_ttl,
-                fill_wait: self.fill_wait,
-                stale_while_revalidate: self.stale_while_revalidate,
-                ttl_jitter: self.ttl_jitter,
-                breaker: Breaker::new(5, Duration::from_secs(2)),
-            }),
-            codec: PhantomData,
-        }
-    }
-}
-
-/// A stored value read back, classified.
-enum Read<T> {
-    Fresh(Option<T>),
-    Stale(Option<T>),
-    /// Not usable: another codec, another key, expired, or not a value.
-    Unusable,
 }
 
 impl<C: Codec> Cache<C> {
@@ -347,176 +179,43 @@ impl<C: Codec> Cache<C> {
         E: Send + 'static,
     {
         let inner = &self.inner;
-        if !inner.breaker.allow() {
+        if !inner.store().allow() {
             return fetch().await;
         }
         let entry = inner.keys.named_key(key);
-        let request = LeaseRequest {
-            token: LeaseToken::new(),
-            ttl: inner.lease_ttl,
-        };
-        let deadline = Instant::now() + inner.fill_wait;
-        let mut removed_one = false;
-        loop {
-            let found = match inner.call(|store| store.lookup(&entry, &request)).await {
-                Ok(found) => found,
-                Err(_) => {
-                    crate::lease::release_unclaimed(
-                        inner.store.clone(),
-                        entry,
-                        request.token,
-                        inner.store_timeout,
-                    );
-                    return fetch().await;
+        let mut fill = Fill::default();
+        let found = inner
+            .leases
+            .find(&entry, &mut fill, |bytes| inner.judge::<C, T>(key, bytes))
+            .await;
+        match found {
+            Found::Fresh(value) => Ok(value),
+            Found::Stale(value) => {
+                // Whoever took the lease refreshes the value, on a task of
+                // its own; a fetch that panics releases it through the
+                // guard.
+                if let (Some(lease), Ok(runtime)) =
+                    (fill.lease, tokio::runtime::Handle::try_current())
+                {
+                    let (inner, key) = (self.inner.clone(), key.to_owned());
+                    runtime.spawn(async move {
+                        let result = fetch().await;
+                        inner
+                            .finish_fill::<C, T>(&key, lease, result.as_ref().ok(), ttl)
+                            .await;
+                    });
                 }
-            };
-            match found {
-                Lookup::Hit(bytes) => match self.read::<T>(key, bytes) {
-                    Read::Fresh(value) => return Ok(value),
-                    Read::Stale(value) => {
-                        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                            return Ok(value);
-                        };
-                        let taken = inner.call(|store| store.lease(&entry, &request)).await;
-                        if taken.is_err() {
-                            crate::lease::release_unclaimed(
-                                inner.store.clone(),
-                                entry.clone(),
-                                request.token,
-                                inner.store_timeout,
-                            );
-                        }
-                        if let Ok(true) = taken {
-                            // The refresh owns the lease; a fetch that
-                            // panics releases it through the guard.
-                            let guard = LeaseGuard::new(
-                                inner.store.clone(),
-                                inner.store_timeout,
-                                entry.clone(),
-                                request.token,
-                            );
-                            let (cache, key) = (self.clone(), key.to_owned());
-                            runtime.spawn(async move {
-                                let result = fetch().await;
-                                if let Some(token) = guard.take_token() {
-                                    let encoded = result
-                                        .as_ref()
-                                        .ok()
-                                        .and_then(|value| cache.encode(&key, value.as_ref(), ttl));
-                                    cache.finish_fill(&key, token, encoded).await;
-                                }
-                            });
-                        }
-                        return Ok(value);
-                    }
-                    Read::Unusable => {
-                        let _ = inner.call(|store| store.remove(&entry)).await;
-                        if removed_one {
-                            return fetch().await;
-                        }
-                        removed_one = true;
-                    }
-                },
-                Lookup::Lease => {
-                    let guard = LeaseGuard::new(
-                        inner.store.clone(),
-                        inner.store_timeout,
-                        entry.clone(),
-                        request.token,
-                    );
-                    let result = fetch().await;
-                    if let Some(token) = guard.take_token() {
-                        let encoded = result
-                            .as_ref()
-                            .ok()
-                            .and_then(|value| self.encode(key, value.as_ref(), ttl));
-                        self.finish_fill(key, token, encoded).await;
-                    }
-                    return result;
+                Ok(value)
+            }
+            Found::Miss => {
+                let result = fetch().await;
+                if let Some(lease) = fill.lease {
+                    inner
+                        .finish_fill::<C, T>(key, lease, result.as_ref().ok(), ttl)
+                        .await;
                 }
-                Lookup::Unleased => return fetch().await,
-                Lookup::Busy(wait) => match tokio::time::timeout_at(deadline, wait).await {
-                    Ok(FillEnd::Filled) => continue,
-                    Ok(FillEnd::Released) | Err(_) => return fetch().await,
-                },
+                result
             }
-        }
-    }
-
-    /// Stores an encoded fetch result under a held lease (or releases the
-    /// lease when there is none: the fetch failed, or its value does not
-    /// encode). Store errors are logged, never returned.
-    async fn finish_fill(&self, key: &str, token: LeaseToken, encoded: Option<(Bytes, Duration)>) {
-        let inner = &self.inner;
-        let entry = inner.keys.named_key(key);
-        match encoded {
-            Some((bytes, keep)) => {
-                let _ = inner
-                    .call(|store| store.fill(&entry, bytes, keep, &token))
-                    .await;
-            }
-            None => {
-                let _ = inner.call(|store| store.release(&entry, &token)).await;
-            }
-        }
-    }
-
-    /// The stored bytes of a value (or of the negative marker) and how long
-    /// to keep them.
-    fn encode<T: Serialize>(
-        &self,
-        key: &str,
-        value: Option<&T>,
-        ttl: Duration,
-    ) -> Option<(Bytes, Duration)> {
-        let inner = &self.inner;
-        let ttl = inner.jittered(if value.is_some() {
-            ttl
-        } else {
-            inner.negative_ttl
-        });
-        let payload = match value {
-            Some(value) => match C::encode(value) {
-                Ok(payload) => Some(payload),
-                Err(error) => {
-                    tracing::warn!(target: "tower_cache_aside", %error, key, "value not cached: it does not encode");
-                    return None;
-                }
-            },
-            None => None,
-        };
-        let bytes = value::encode(
-            C::ID,
-            payload.as_deref(),
-            crate::service::now_ms(),
-            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            key,
-        )?;
-        Some((bytes, ttl + inner.stale_while_revalidate))
-    }
-
-    fn read<T: DeserializeOwned>(&self, key: &str, bytes: Bytes) -> Read<T> {
-        let Some(stored) = value::decode(bytes) else {
-            return Read::Unusable;
-        };
-        if stored.codec != C::ID || stored.key != key.as_bytes() {
-            return Read::Unusable;
-        }
-        let value = match stored.payload {
-            None => None,
-            Some(payload) => match C::decode::<T>(&payload) {
-                Ok(value) => Some(value),
-                Err(_) => return Read::Unusable,
-            },
-        };
-        let expires_at = stored.stored_at_ms.saturating_add(stored.ttl_ms);
-        let now = crate::service::now_ms();
-        if now < expires_at {
-            Read::Fresh(value)
-        } else if Duration::from_millis(now - expires_at) < self.inner.stale_while_revalidate {
-            Read::Stale(value)
-        } else {
-            Read::Unusable
         }
     }
 
@@ -552,106 +251,7 @@ impl<C: Codec> Cache<C> {
         F: FnOnce(Vec<String>) -> Fut,
         Fut: Future<Output = Result<HashMap<String, T>, E>>,
     {
-        let inner = &self.inner;
-        // Each key once, in first-seen order.
-        let mut unique: Vec<&str> = Vec::new();
-        for key in keys {
-            if !unique.contains(&key.as_ref()) {
-                unique.push(key.as_ref());
-            }
-        }
-        let entries: Vec<EntryKey> = unique.iter().map(|k| inner.keys.named_key(k)).collect();
-        let reachable = inner.breaker.allow();
-        let stored = if reachable {
-            inner
-                .call(|store| store.get_many(&entries))
-                .await
-                .unwrap_or_else(|_| vec![None; entries.len()])
-        } else {
-            vec![None; entries.len()]
-        };
-        let mut found: HashMap<&str, Option<T>> = HashMap::new();
-        let mut missing: Vec<usize> = Vec::new();
-        for (i, value) in stored.into_iter().enumerate() {
-            // A stale value is fetched again with the missing ones: a batch
-            // has no caller to answer first and refresh after.
-            match value.map(|bytes| self.read::<T>(unique[i], bytes)) {
-                Some(Read::Fresh(value)) => {
-                    found.insert(unique[i], value);
-                }
-                _ => missing.push(i),
-            }
-        }
-        if !missing.is_empty() {
-            // Leases for the missing keys, so that the writes are fenced.
-            let request = &LeaseRequest {
-                token: LeaseToken::new(),
-                ttl: inner.lease_ttl,
-            };
-            let entries = &entries;
-            let held: Vec<bool> = if reachable {
-                futures_util::future::join_all(
-                    missing
-                        .iter()
-                        .map(|&i| inner.call(move |store| store.lease(&entries[i], request))),
-                )
-                .await
-                .into_iter()
-                .zip(&missing)
-                .map(|(result, &i)| {
-                    if result.is_err() {
-                        crate::lease::release_unclaimed(
-                            inner.store.clone(),
-                            entries[i].clone(),
-                            request.token,
-                            inner.store_timeout,
-                        );
-                    }
-                    matches!(result, Ok(true))
-                })
-                .collect()
-            } else {
-                vec![false; missing.len()]
-            };
-            let asked: Vec<String> = missing.iter().map(|&i| unique[i].to_owned()).collect();
-            let mut fetched = match fetch_many(asked).await {
-                Ok(fetched) => fetched,
-                Err(error) => {
-                    let releases =
-                        missing
-                            .iter()
-                            .zip(&held)
-                            .filter(|(_, held)| **held)
-                            .map(|(&i, _)| {
-                                inner.call(move |store| store.release(&entries[i], &request.token))
-                            });
-                    futures_util::future::join_all(releases).await;
-                    return Err(error);
-                }
-            };
-            let mut writes = Vec::new();
-            for (&i, held) in missing.iter().zip(&held) {
-                let value = fetched.remove(unique[i]);
-                if *held {
-                    match self.encode(unique[i], value.as_ref(), ttl) {
-                        Some((bytes, keep)) => writes.push(inner.call(move |store| {
-                            store.fill(&entries[i], bytes, keep, &request.token)
-                        })),
-                        None => {
-                            let _ = inner
-                                .call(|store| store.release(&entries[i], &request.token))
-                                .await;
-                        }
-                    }
-                }
-                found.insert(unique[i], value);
-            }
-            futures_util::future::join_all(writes).await;
-        }
-        Ok(keys
-            .iter()
-            .map(|key| found.get(key.as_ref()).cloned().flatten())
-            .collect())
+        batch::get_many::<C, K, T, F, Fut, E>(&self.inner, keys, ttl, fetch_many).await
     }
 
     /// Removes the cached value of `key`; returns how many entries went (0
@@ -667,8 +267,8 @@ impl<C: Codec> Cache<C> {
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<u64, Error> {
         let entry = self.inner.keys.named_key(key);
-        let inner = &self.inner;
-        inner
+        self.inner
+            .store()
             .call(|store| store.purge_resource(entry.resource()))
             .await
     }
@@ -691,11 +291,11 @@ impl<C: Codec> Cache<C> {
             .collect();
         let inner = &self.inner;
         let mut removed = 0;
-        for result in futures_util::future::join_all(
-            entries
-                .iter()
-                .map(|e| inner.call(|store| store.purge_resource(e.resource()))),
-        )
+        for result in futures_util::future::join_all(entries.iter().map(|e| {
+            inner
+                .store()
+                .call(|store| store.purge_resource(e.resource()))
+        }))
         .await
         {
             removed += result?;
@@ -738,7 +338,10 @@ impl<C: Codec> Cache<C> {
             .keys
             .resource_pattern(pieces.iter().map(|p| p.as_deref()));
         let inner = &self.inner;
-        inner.call(|store| store.purge_pattern(&pattern)).await
+        inner
+            .store()
+            .call(|store| store.purge_pattern(&pattern))
+            .await
     }
 }
 

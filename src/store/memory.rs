@@ -16,8 +16,8 @@ use bytes::Bytes;
 use moka::sync::Cache;
 use moka::Expiry;
 
+use super::backend::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use super::waiters::Waiters;
-use super::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 
 /// Default byte budget of a [`MemoryStore`]: 64 MiB.

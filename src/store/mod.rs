@@ -13,189 +13,21 @@
 //! Any other backend can implement [`Store`]; the layer wraps every call in
 //! its own deadline, so an implementation does not need one.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-
-use crate::key::{EntryKey, ResourceKey, ResourcePattern};
-use crate::Error;
-
+pub(crate) mod backend;
 mod deadline;
+pub(crate) mod guarded;
 mod hints;
 mod memory;
 mod redis;
 mod waiters;
 
+pub use crate::key::{EntryKey, ResourceKey, ResourcePattern};
+
+pub use self::backend::{FillEnd, FillWait, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
-
-/// The future a [`Store`] method returns.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
-
-/// A fill lease's token: random, so that only its holder can fill or
-/// release it.
-///
-/// 128 random bits held as 32 hex digits inline: taking one (every lookup
-/// does, in case it misses) allocates nothing.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LeaseToken([u8; 32]);
-
-impl LeaseToken {
-    /// A new random token (128 bits).
-    pub fn new() -> LeaseToken {
-        LeaseToken(crate::key::hex32(fastrand::u128(..)))
-    }
-
-    /// The token's text: 32 lowercase hex digits.
-    pub fn as_str(&self) -> &str {
-        // Only ASCII hex digits are ever written into the array.
-        std::str::from_utf8(&self.0).unwrap_or("")
-    }
-
-    /// The token's text as bytes.
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for LeaseToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("LeaseToken").field(&self.as_str()).finish()
-    }
-}
-
-impl Default for LeaseToken {
-    fn default() -> Self {
-        LeaseToken::new()
-    }
-}
-
-/// Asks a [`Store::lookup`] for the fill lease of a missing entry.
-#[derive(Debug, Clone)]
-pub struct LeaseRequest {
-    /// The token the lease is taken with.
-    pub token: LeaseToken,
-    /// How long the lease holds if never released (a crashed holder).
-    pub ttl: Duration,
-}
-
-/// How a fill that another caller holds ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FillEnd {
-    /// The holder wrote the entry: look it up again.
-    Filled,
-    /// The holder let the lease go without writing (the response was not
-    /// cacheable, or the holder failed or went away).
-    Released,
-}
-
-/// Resolves when a fill held elsewhere ends. It may never resolve (a
-/// holder that crashed, a lost notification): callers bound the wait.
-pub type FillWait = Pin<Box<dyn Future<Output = FillEnd> + Send>>;
-
-/// What a [`Store::lookup`] found.
-pub enum Lookup {
-    /// The entry.
-    Hit(Bytes),
-    /// No entry; the caller now holds its fill lease and must
-    /// [`fill`](Store::fill) or [`release`](Store::release) it.
-    Lease,
-    /// No entry, and another caller holds the fill lease.
-    Busy(FillWait),
-    /// No entry, and no lease could be taken because the store refuses
-    /// writes (a full `maxmemory`): call the origin, store nothing.
-    Unleased,
-}
-
-impl std::fmt::Debug for Lookup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Lookup::Hit(value) => f.debug_tuple("Hit").field(&value.len()).finish(),
-            Lookup::Lease => f.write_str("Lease"),
-            Lookup::Busy(_) => f.write_str("Busy"),
-            Lookup::Unleased => f.write_str("Unleased"),
-        }
-    }
-}
-
-/// A key-value store for cached entries.
-///
-/// Values are opaque bytes, encoded and validated by the layer. Every method
-/// may fail; the layer treats a failure as a miss (reads) or a skipped write.
-pub trait Store: Send + Sync + 'static {
-    /// Reads one entry; `Ok(None)` when there is none.
-    fn get<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, Option<Bytes>>;
-
-    /// Writes one entry, replacing any previous value, expiring after `ttl`.
-    fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()>;
-
-    /// Reads one entry; when there is none, takes its fill lease with
-    /// `lease`, or reports that someone else holds it. Leases are per entry
-    /// key, and every purge of a resource also drops its leases: so a fill
-    /// that began before a purge can never be written after it.
-    fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup>;
-
-    /// Takes the fill lease of an entry whether or not the entry exists (to
-    /// refresh a stale one); `Ok(false)` when someone else holds it.
-    fn lease<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, bool>;
-
-    /// Writes an entry only if `token` still holds its lease, then drops
-    /// the lease and wakes the callers waiting on it. `Ok(false)` when the
-    /// lease was lost (purged, expired): nothing was written.
-    fn fill<'a>(
-        &'a self,
-        key: &'a EntryKey,
-        value: Bytes,
-        ttl: Duration,
-        token: &'a LeaseToken,
-    ) -> StoreFuture<'a, bool>;
-
-    /// Drops a lease that `token` holds without writing, and wakes the
-    /// callers waiting on it.
-    fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()>;
-
-    /// Reads several entries at once, in the order of `keys`. The default
-    /// calls [`get`](Store::get) for each, concurrently; the Redis store
-    /// sends one script per Cluster slot, which reads each entry as `get`
-    /// does.
-    fn get_many<'a>(&'a self, keys: &'a [EntryKey]) -> StoreFuture<'a, Vec<Option<Bytes>>> {
-        Box::pin(async move {
-            futures_util::future::join_all(keys.iter().map(|key| self.get(key)))
-                .await
-                .into_iter()
-                .collect()
-        })
-    }
-
-    /// Removes one entry (for instance one that did not decode).
-    fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()>;
-
-    /// Removes every variant of a resource, and their leases; returns how
-    /// many entries went. Costs O(the resource's variants).
-    fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64>;
-
-    /// Removes every variant (and lease) of every resource the pattern
-    /// matches; returns how many entries went. May scan the keyspace (in bounded batches).
-    fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64>;
-
-    /// This store with every call bounded by `timeout` by the store itself,
-    /// failing with [`Error::Timeout`] when it runs out; or `None` (the
-    /// default) when the store cannot do that.
-    ///
-    /// The layer and the typed [`Cache`](crate::Cache) bound each of their
-    /// store calls. They ask for such a view once, when they are built:
-    /// with one, they arm no timer of their own on every call. The Redis
-    /// store keeps a hit's deadline with one watchdog thread per store and
-    /// gives its other commands the time their call has left as fred's
-    /// timeout, so a hit arms no timer and other calls one, not two.
-    fn bounded(&self, timeout: Duration) -> Option<Arc<dyn Store>> {
-        let _ = timeout;
-        None
-    }
-}
 
 /// Anything the layer can cache in: a [`Store`], an `Arc<dyn Store>`, or a
 /// fred [`Client`](fred::clients::Client) or [`Pool`](fred::clients::Pool)
@@ -226,26 +58,5 @@ impl IntoStore for fred::clients::Client {
 impl IntoStore for fred::clients::Pool {
     fn into_store(self) -> Arc<dyn Store> {
         Arc::new(RedisStore::from(self))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::LeaseToken;
-
-    #[test]
-    fn lease_tokens_are_32_hex_digits_and_distinct() {
-        let tokens: Vec<LeaseToken> = (0..1000).map(|_| LeaseToken::new()).collect();
-        for token in &tokens {
-            assert_eq!(token.as_str().len(), 32);
-            assert!(token
-                .as_str()
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-            assert_eq!(token.as_bytes(), token.as_str().as_bytes());
-        }
-        let distinct: std::collections::HashSet<&str> =
-            tokens.iter().map(LeaseToken::as_str).collect();
-        assert_eq!(distinct.len(), tokens.len());
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::{FillEnd, FillWait};
+use super::backend::{FillEnd, FillWait};
 
 #[derive(Debug, Default)]
 pub(crate) struct Waiters {

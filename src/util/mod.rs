@@ -1,2 +1,3 @@
 pub(crate) mod decimal;
 pub(crate) mod inline;
+pub(crate) mod time;

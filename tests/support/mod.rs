@@ -60,10 +60,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{Service, ServiceExt};
-use tower_cache_aside::{
-    Builder, CacheAsideLayer, EntryKey, LeaseRequest, LeaseToken, Lookup, MemoryStore, RedisStore,
-    ResourceKey, ResourcePattern, Store, StoreFuture,
+use tower_cache_aside::store::{
+    EntryKey, LeaseRequest, LeaseToken, Lookup, ResourceKey, ResourcePattern, StoreFuture,
 };
+use tower_cache_aside::{Builder, CacheAsideLayer, MemoryStore, RedisStore, Store};
 
 /// The name every `Cache-Status` member of the layer starts with.
 pub const CACHE: &str = "tower-cache-aside";

@@ -15,10 +15,10 @@ use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::config::ReconnectPolicy;
 
+use crate::store::backend::FillEnd;
 use crate::store::deadline::Deadlines;
 use crate::store::hints::{resource_hash, Hints, DEFAULT_ENTRIES};
 use crate::store::waiters::Waiters;
-use crate::store::FillEnd;
 
 /// The channel every instance announces on: `f:<lease>` (a fill ended
 /// with a write: look again), `r:<lease>` (released without a write),

@@ -54,8 +54,8 @@ use self::events::{Events, EVENTS_CHANNEL};
 use self::names::{lease_arg, token_arg, KeyNames};
 use self::read::EntryRead;
 use self::scripts::Scripts;
-use super::{LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
+use crate::store::backend::{LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::Error;
 
 mod call;

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use fred::types::{Key, Value};
 
 use crate::key::{EntryKey, ResourceKey};
+use crate::store::backend::{LeaseRequest, LeaseToken};
 use crate::store::hints::HintKey;
-use crate::store::{LeaseRequest, LeaseToken};
 use crate::util::decimal::Decimal;
 use crate::util::inline::InlineBytes;
 

@@ -21,8 +21,8 @@ use super::events::Events;
 use super::names::{lease_announced, lease_arg, KeyNames};
 use super::scripts::Script;
 use crate::key::EntryKey;
+use crate::store::backend::{FillEnd, LeaseRequest, Lookup};
 use crate::store::deadline::Elapsed;
-use crate::store::{FillEnd, LeaseRequest, Lookup};
 use crate::Error;
 
 /// What a read of one entry found.

@@ -6,7 +6,7 @@
 //! checks every value. But a hot entry is read again and again unchanged,
 //! so its head (everything before the body: status, times, fingerprint,
 //! headers and the body's length, see [`crate::entry`]) decodes to the same
-//! thing every time. [`Heads::decode`] keeps, for each entry it decodes,
+//! thing every time. [`HeadCache::decode`] keeps, for each entry it decodes,
 //! a copy of the head's bytes and the head decoded from that copy, with its
 //! header map already as a hit sends it (see [`Entry::hit_ready`]). The
 //! next value read for that entry whose first bytes equal the copy is
@@ -19,7 +19,7 @@
 //! A purge, a new fill or a planted value changes the head (its stored-at
 //! time at least) and is decoded afresh.
 //!
-//! The table is bounded: [`DEFAULT_HEADS`] heads in 4-way sets chosen by a
+//! The table is bounded: [`DEFAULT_DECODED_HEADS`] heads in 4-way sets chosen by a
 //! hash of the entry's variant. A newcomer takes the way that holds its
 //! entry's older head, else a free way; a full set takes it only on one
 //! read in [`ADMIT_ONE_IN`], replacing its ways in turn, so that a few
@@ -40,11 +40,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue};
 
 use crate::entry::{DecodeError, Entry, Head};
+use crate::settings::{DEFAULT_DECODED_HEADS, MAX_DECODED_HEADS};
 
-/// Heads kept by default: at most about 7 MiB (see the module docs).
-pub(crate) const DEFAULT_HEADS: usize = 2048;
-/// The most heads a table may keep (`Builder::decoded_heads`).
-pub(crate) const MAX_HEADS: usize = 1 << 20;
 /// Ways per set.
 const WAYS: usize = 4;
 /// A full set takes a newcomer on one read in this many.
@@ -58,7 +55,7 @@ pub(crate) const MAX_HEAD_FIELDS: usize = 16;
 /// A decoded head and the bytes it was decoded from.
 #[derive(Debug)]
 struct Kept {
-    /// The entry's tag (see [`Heads::decode`]).
+    /// The entry's tag (see [`HeadCache::decode`]).
     tag: u64,
     /// A copy of the head's bytes (not a slice of the value it came in,
     /// which would keep the store's whole read buffer alive).
@@ -78,29 +75,29 @@ struct Set {
 
 /// The table of decoded heads (see the module docs).
 #[derive(Debug)]
-pub(crate) struct Heads {
+pub(crate) struct HeadCache {
     sets: Box<[Set]>,
     /// Decodes that reused a kept head.
     #[cfg(test)]
     reused: AtomicUsize,
 }
 
-impl Default for Heads {
+impl Default for HeadCache {
     fn default() -> Self {
-        Heads::with_capacity(DEFAULT_HEADS)
+        HeadCache::with_capacity(DEFAULT_DECODED_HEADS)
     }
 }
 
-impl Heads {
-    /// A table of `heads` heads (at most [`MAX_HEADS`]; rounded up to
+impl HeadCache {
+    /// A table of `heads` heads (at most [`MAX_DECODED_HEADS`]; rounded up to
     /// whole sets, and to a power of two of them); with 0 it keeps none
     /// and every value is decoded.
-    pub(crate) fn with_capacity(heads: usize) -> Heads {
-        let sets = match heads.min(MAX_HEADS).div_ceil(WAYS) {
+    pub(crate) fn with_capacity(heads: usize) -> HeadCache {
+        let sets = match heads.min(MAX_DECODED_HEADS).div_ceil(WAYS) {
             0 => 0,
             sets => sets.next_power_of_two(),
         };
-        Heads {
+        HeadCache {
             sets: (0..sets).map(|_| Set::default()).collect(),
             #[cfg(test)]
             reused: AtomicUsize::new(0),
@@ -240,7 +237,7 @@ fn make_hit_ready(head: &mut Head) {
     crate::entry::set_content_length(head.status, headers, head.body_len);
     let _ = headers.try_insert(header::AGE, HeaderValue::from_static("0"));
     let _ = headers.try_insert(
-        crate::cache_status::CACHE_STATUS,
+        crate::http::cache_status::CACHE_STATUS,
         HeaderValue::from_static("tower-cache-aside; hit"),
     );
 }
@@ -249,8 +246,11 @@ fn make_hit_ready(head: &mut Head) {
 mod tests {
     use super::*;
     use crate::entry::EntryParts;
+    use crate::http::lookup::{Cacheable, Usable};
+    use crate::http::response;
+    use crate::lease::Fill;
+    use crate::util::time::Freshness;
     use crate::key::{KeyConfig, QueryKey};
-    use crate::service::{hit_response, MissContext};
     use http::{HeaderMap, Request, StatusCode};
     use http_body_util::{BodyExt, Full};
     use proptest::prelude::*;
@@ -294,7 +294,7 @@ mod tests {
         Bytes::from(value.to_vec())
     }
 
-    fn miss(is_head: bool) -> MissContext {
+    fn cacheable(is_head: bool) -> Cacheable {
         let keys = KeyConfig {
             prefix: "tca:".into(),
             include_authority: true,
@@ -305,14 +305,11 @@ mod tests {
             .header("host", "example.com")
             .body(())
             .unwrap();
-        MissContext {
+        Cacheable {
             key: keys.derive(&request),
             is_head,
             route_ttls: (None, None),
-            detail: None,
-            lease: None,
-            collapsed: false,
-            stale: None,
+            fill: Fill::default(),
         }
     }
 
@@ -322,13 +319,10 @@ mod tests {
         is_head: bool,
         conditional: Option<&HeaderMap>,
     ) -> (StatusCode, HeaderMap, Bytes) {
-        let response = hit_response::<Full<Bytes>>(
-            &miss(is_head),
-            entry,
-            STORED_AT + 1_500,
-            conditional,
-            None,
-        );
+        let freshness = Freshness::at(entry.stored_at_ms, entry.ttl_ms, STORED_AT + 1_500);
+        let usable = Usable { entry, freshness };
+        let response =
+            response::hit::<Full<Bytes>>(&cacheable(is_head), usable, conditional, None);
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         (parts.status, parts.headers, body)
@@ -437,7 +431,7 @@ mod tests {
             ),
         ];
         for (name, value, is_head, conditional) in cases {
-            let heads = Heads::default();
+            let heads = HeadCache::default();
             let plain = served(Entry::decode(value.clone()).unwrap(), is_head, conditional).await;
             let first = heads.decode(7, value.clone()).unwrap();
             let first = served(first, is_head, conditional).await;
@@ -450,7 +444,7 @@ mod tests {
 
     #[test]
     fn a_head_is_reused_only_for_the_same_bytes() {
-        let heads = Heads::default();
+        let heads = HeadCache::default();
         let first = encode(StatusCode::OK, &[("etag", "\"v1\"")], b"one");
         let kept = heads.decode(7, first.clone()).unwrap();
         // Read again, in another buffer: the fingerprint is the kept
@@ -484,7 +478,7 @@ mod tests {
 
     #[test]
     fn a_kept_head_does_not_excuse_a_broken_tail() {
-        let heads = Heads::default();
+        let heads = HeadCache::default();
         let value = encode(StatusCode::OK, &[], b"hello");
         heads.decode(7, value.clone()).unwrap();
         let mut longer = value.to_vec();
@@ -509,7 +503,7 @@ mod tests {
 
     #[test]
     fn more_entries_than_a_set_holds_are_each_served_their_own() {
-        let heads = Heads::with_capacity(WAYS);
+        let heads = HeadCache::with_capacity(WAYS);
         let values: Vec<Bytes> = (0..3 * WAYS as u64)
             .map(|i| encode_at(StatusCode::OK, &[], &i.to_be_bytes(), STORED_AT + i, None))
             .collect();
@@ -526,7 +520,7 @@ mod tests {
     #[test]
     fn a_full_set_keeps_reusing_what_it_holds() {
         fastrand::seed(7);
-        let heads = Heads::with_capacity(WAYS);
+        let heads = HeadCache::with_capacity(WAYS);
         let values: Vec<Bytes> = (0..WAYS as u64 + 1)
             .map(|i| encode_at(StatusCode::OK, &[], b"x", STORED_AT + i, None))
             .collect();
@@ -549,7 +543,7 @@ mod tests {
         // Two sets' worth of entries, each written again now and then, read
         // by four threads at once: whatever the locks and the sets do, each
         // decode gives back what its own value holds.
-        let heads = Heads::with_capacity(2 * WAYS);
+        let heads = HeadCache::with_capacity(2 * WAYS);
         let value = |key: u64, version: u64| {
             encode_at(
                 StatusCode::OK,
@@ -583,7 +577,7 @@ mod tests {
 
     #[test]
     fn a_table_of_no_heads_decodes_everything() {
-        let heads = Heads::with_capacity(0);
+        let heads = HeadCache::with_capacity(0);
         let value = encode(StatusCode::OK, &[], b"hello");
         let first = heads.decode(7, value.clone()).unwrap();
         let again = heads.decode(7, reread(&value)).unwrap();
@@ -601,8 +595,8 @@ mod tests {
         ) {
             // One table for every case, so that mutated values meet heads
             // kept from others.
-            static HEADS: std::sync::OnceLock<Heads> = std::sync::OnceLock::new();
-            let heads = HEADS.get_or_init(|| Heads::with_capacity(8));
+            static HEADS: std::sync::OnceLock<HeadCache> = std::sync::OnceLock::new();
+            let heads = HEADS.get_or_init(|| HeadCache::with_capacity(8));
             let mut value = encode(
                 StatusCode::OK,
                 &[("content-type", "text/plain"), ("content-length", "9")],

@@ -1,4 +1,5 @@
-//! The circuit breaker in front of the store.
+//! Every store call goes through [`Guarded`]: a deadline, and the circuit
+//! breaker in front of the store.
 //!
 //! While the store is down, every lookup would wait for its deadline before
 //! falling through to the origin. After `threshold` consecutive failures
@@ -13,7 +14,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::store::{Store, StoreFuture};
+use crate::store::backend::{Store, StoreFuture};
+use crate::Error;
 
 #[derive(Debug)]
 pub(crate) struct Breaker {
@@ -126,7 +128,7 @@ impl Breaker {
 
     /// Records the outcome of a store call: only errors that say the store
     /// is unreachable or late count as failures; a refusal proves it is up.
-    pub(crate) fn record<T>(&self, result: &Result<T, crate::Error>) {
+    fn record<T>(&self, result: &Result<T, Error>) {
         match result {
             Err(error) if error.is_unavailable() => self.failure(),
             _ => self.success(),
@@ -134,46 +136,102 @@ impl Breaker {
     }
 }
 
-/// A store whose calls are bounded by `timeout` and reported to a breaker:
-/// bounded by the store itself when it offers such a view
-/// ([`Store::bounded`](crate::Store::bounded)), else by a timer armed
-/// around each call. A late call is an [`Error::Timeout`](crate::Error::Timeout).
-pub(crate) struct Timed {
+/// A store whose calls are bounded by a deadline and reported to a
+/// circuit breaker: the one way the rest of the crate calls a store.
+///
+/// Calls on the request path are bounded by the store itself when it
+/// offers such a view ([`Store::bounded`]), else by a timer armed around
+/// each call. A late call is an [`Error::Timeout`]. Every failure is logged
+/// once, here.
+pub(crate) struct Guarded {
+    /// The store as given, for calls with a deadline of their own.
     store: Arc<dyn Store>,
-    /// The timer armed around each call: `None` when the store bounds its
-    /// calls itself.
+    /// The store request-path calls go to: `store`'s bounded view, or
+    /// `store` itself.
+    calls: Arc<dyn Store>,
+    /// The timer armed around each request-path call: `None` when the
+    /// store bounds its calls itself.
     timer: Option<Duration>,
+    timeout: Duration,
+    breaker: Breaker,
 }
 
-impl Timed {
-    pub(crate) fn new(store: &Arc<dyn Store>, timeout: Duration) -> Timed {
-        match store.bounded(timeout) {
-            Some(bounded) => Timed {
-                store: bounded,
-                timer: None,
-            },
-            None => Timed {
-                store: store.clone(),
-                timer: Some(timeout),
-            },
+impl Guarded {
+    /// Calls `store` within `timeout`, behind `breaker`.
+    pub(crate) fn new(store: Arc<dyn Store>, timeout: Duration, breaker: Breaker) -> Guarded {
+        let (calls, timer) = match store.bounded(timeout) {
+            Some(bounded) => (bounded, None),
+            None => (store.clone(), Some(timeout)),
+        };
+        Guarded {
+            store,
+            calls,
+            timer,
+            timeout,
+            breaker,
         }
     }
 
-    /// Runs the call `call` makes on the store, within the timeout, and
-    /// tells `breaker` how it went.
-    pub(crate) async fn run<'a, T>(
+    /// The deadline of request-path calls.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether a call may go to the store now (see [`Breaker::allow`]).
+    /// Checked before a request starts its store calls, so that an open
+    /// breaker sends it straight to the origin.
+    pub(crate) fn allow(&self) -> bool {
+        self.breaker.allow()
+    }
+
+    /// Runs the store call `call` makes, within the timeout, and tells the
+    /// breaker how it went.
+    pub(crate) async fn call<'a, T>(
         &'a self,
-        breaker: &Breaker,
         call: impl FnOnce(&'a dyn Store) -> StoreFuture<'a, T>,
-    ) -> Result<T, crate::Error> {
-        let call = call(self.store.as_ref());
+    ) -> Result<T, Error> {
+        let call = call(self.calls.as_ref());
         let result = match self.timer {
             None => call.await,
             Some(timeout) => tokio::time::timeout(timeout, call)
                 .await
-                .unwrap_or(Err(crate::Error::Timeout(timeout))),
+                .unwrap_or(Err(Error::Timeout(timeout))),
         };
-        breaker.record(&result);
+        self.settle(result)
+    }
+
+    /// Runs `call` within `timeout` instead (purges, background releases).
+    /// Fails at once, as [`Error::Unavailable`], while the breaker is open:
+    /// such calls are retried, and must not be the breaker's probe.
+    pub(crate) async fn call_within<'a, T>(
+        &'a self,
+        timeout: Duration,
+        call: impl FnOnce(&'a dyn Store) -> StoreFuture<'a, T>,
+    ) -> Result<T, Error> {
+        if self.breaker.cooling() {
+            return Err(Error::Unavailable);
+        }
+        let result = tokio::time::timeout(timeout, call(self.store.as_ref()))
+            .await
+            .unwrap_or(Err(Error::Timeout(timeout)));
+        self.settle(result)
+    }
+
+    /// Runs `call` within `timeout` outside the breaker, and quietly:
+    /// background lease releases, which neither wait on the breaker nor
+    /// sway it (a lease not released ends at its TTL).
+    pub(crate) async fn raw_within<'a, T>(
+        &'a self,
+        timeout: Duration,
+        call: impl FnOnce(&'a dyn Store) -> StoreFuture<'a, T>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout(timeout, call(self.store.as_ref()))
+            .await
+            .unwrap_or(Err(Error::Timeout(timeout)))
+    }
+
+    fn settle<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        self.breaker.record(&result);
         if let Err(error) = &result {
             tracing::warn!(target: "tower_cache_aside", %error, "store call failed");
         }
@@ -181,10 +239,12 @@ impl Timed {
     }
 }
 
-impl std::fmt::Debug for Timed {
+impl std::fmt::Debug for Guarded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Timed")
-            .field("timer", &self.timer)
+        f.debug_struct("Guarded")
+            .field("timeout", &self.timeout)
+            .field("bounded_by_store", &self.timer.is_none())
+            .field("breaker", &self.breaker)
             .finish_non_exhaustive()
     }
 }

@@ -15,21 +15,18 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::ResponseBody;
-use crate::cache_status::Outcome;
-use crate::layer::Config;
-use crate::lease;
+use crate::http::body::ResponseBody;
+use crate::http::cache_status::Outcome;
+use crate::http::lookup::{look_up, Cacheable, Usable};
+use crate::http::response::{self, refresh_in_background};
+use crate::http::shared::Shared;
 use crate::lease::Found;
 use crate::purge::{self, Purge, PurgeReport};
-use crate::service::{
-    forwarded_response, hit_response, miss_response, refresh_in_background, MissContext,
-    WriteContext,
-};
+use crate::util::time::Freshness;
 
 /// A store lookup under its deadline. It owns what it needs and gives the
-/// miss context back, so nothing is cloned for it.
-type Lookup = Pin<Box<dyn Future<Output = (Box<MissContext>, LookupResult)> + Send>>;
-type LookupResult = Result<Found, &'static str>;
+/// request's context back, so nothing is cloned for it.
+type LookupFuture = Pin<Box<dyn Future<Output = (Box<Cacheable>, Found<Usable>)> + Send>>;
 /// The purges of a successful write, run concurrently under their deadline.
 type Purging = Pin<Box<dyn Future<Output = PurgeReport> + Send>>;
 
@@ -41,7 +38,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody>,
-        config: Arc<Config>,
+        shared: Arc<Shared>,
     }
 }
 
@@ -52,13 +49,13 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         Lookup {
-            lookup: Lookup,
+            lookup: LookupFuture,
             pending: Option<(S, Request<ReqBody>)>,
         },
         Inner {
             #[pin]
             future: S::Future,
-            then: Option<Then>,
+            then: Option<OnResponse>,
         },
         Purge {
             purging: Purging,
@@ -69,11 +66,20 @@ pin_project! {
 }
 
 /// What to do with the inner service's response.
-enum Then {
+enum OnResponse {
     Forward(Outcome),
     /// Boxed (since the request was classified), so the future stays small.
-    Miss(Box<MissContext>),
-    Write(WriteContext),
+    Miss(Box<Cacheable>),
+    Write(Write),
+}
+
+/// What a request with an unsafe method carries over to its response.
+#[derive(Debug)]
+pub(crate) struct Write {
+    /// The request path and the matching rules' targets.
+    pub(crate) purges: Vec<Purge>,
+    pub(crate) authority: String,
+    pub(crate) path: String,
 }
 
 impl<S, ReqBody> std::fmt::Debug for ResponseFuture<S, ReqBody>
@@ -90,62 +96,58 @@ where
     S: Service<Request<ReqBody>>,
 {
     /// Waits for the inner service only.
-    pub(crate) fn forward(future: S::Future, outcome: Outcome, config: Arc<Config>) -> Self {
+    pub(crate) fn forward(future: S::Future, outcome: Outcome, shared: Arc<Shared>) -> Self {
         ResponseFuture {
             state: State::Inner {
                 future,
-                then: Some(Then::Forward(outcome)),
+                then: Some(OnResponse::Forward(outcome)),
             },
-            config,
+            shared,
         }
     }
 
     /// Waits for the inner service, then for the purges of a successful
     /// write, before the response is returned (read your writes).
-    pub(crate) fn write(future: S::Future, write: WriteContext, config: Arc<Config>) -> Self {
+    pub(crate) fn write(future: S::Future, write: Write, shared: Arc<Shared>) -> Self {
         ResponseFuture {
             state: State::Inner {
                 future,
-                then: Some(Then::Write(write)),
+                then: Some(OnResponse::Write(write)),
             },
-            config,
+            shared,
         }
     }
 
     /// Waits for the inner service of a miss that skipped the lookup.
-    pub(crate) fn miss(future: S::Future, miss: Box<MissContext>, config: Arc<Config>) -> Self {
+    pub(crate) fn miss(future: S::Future, cacheable: Box<Cacheable>, shared: Arc<Shared>) -> Self {
         ResponseFuture {
             state: State::Inner {
                 future,
-                then: Some(Then::Miss(miss)),
+                then: Some(OnResponse::Miss(cacheable)),
             },
-            config,
+            shared,
         }
     }
 
-    /// Looks `miss.key` up first; calls `service` (already ready) on a miss.
+    /// Looks the request up first; calls `service` (already ready) on a miss.
     pub(crate) fn lookup(
         service: S,
         request: Request<ReqBody>,
-        miss: Box<MissContext>,
-        config: Arc<Config>,
+        cacheable: Box<Cacheable>,
+        shared: Arc<Shared>,
     ) -> Self {
-        let shared = config.clone();
-        let lookup: Lookup = Box::pin(async move {
-            let mut miss = miss;
-            let result = if miss.is_head {
-                lease::get(&shared, &mut miss).await
-            } else {
-                lease::find(&shared, &mut miss).await
-            };
-            (miss, result)
+        let state = shared.clone();
+        let lookup: LookupFuture = Box::pin(async move {
+            let mut cacheable = cacheable;
+            let found = look_up(&state, &mut cacheable).await;
+            (cacheable, found)
         });
         ResponseFuture {
             state: State::Lookup {
                 lookup,
                 pending: Some((service, request)),
             },
-            config,
+            shared,
         }
     }
 }
@@ -164,59 +166,67 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup, pending } => {
-                    let (mut miss, result) = ready!(lookup.as_mut().poll(cx));
+                    let (cacheable, found) = ready!(lookup.as_mut().poll(cx));
                     let Some((mut service, request)) = pending.take() else {
                         this.state.set(State::Done);
                         continue;
                     };
-                    match result {
-                        Ok(Found::Fresh(entry, now)) => {
+                    match found {
+                        Found::Fresh(usable) => {
                             let response =
-                                hit_response(&miss, entry, now, Some(request.headers()), None);
+                                response::hit(&cacheable, usable, Some(request.headers()), None);
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
-                        Ok(Found::Stale(entry, now)) => {
-                            let response = hit_response(
-                                &miss,
-                                entry,
-                                now,
+                        Found::Stale(usable) => {
+                            let response = response::hit(
+                                &cacheable,
+                                usable,
                                 Some(request.headers()),
                                 Some(None),
                             );
-                            if miss.lease.is_some() {
-                                refresh_in_background(this.config.clone(), service, request, *miss);
+                            if cacheable.fill.lease.is_some() {
+                                refresh_in_background(
+                                    this.shared.clone(),
+                                    service,
+                                    request,
+                                    *cacheable,
+                                );
                             }
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
-                        Ok(Found::Nothing) => {}
-                        Err(detail) => miss.detail = Some(detail),
+                        Found::Miss => {}
                     }
                     let future = service.call(request);
                     this.state.set(State::Inner {
                         future,
-                        then: Some(Then::Miss(miss)),
+                        then: Some(OnResponse::Miss(cacheable)),
                     });
                 }
                 StateProj::Inner { future, then } => {
                     let result = ready!(future.poll(cx));
                     // stale-if-error: the origin failed, and a stale entry
                     // within its window answers instead.
-                    if let Some(Then::Miss(miss)) = then.as_mut() {
+                    if let Some(OnResponse::Miss(cacheable)) = then.as_mut() {
                         let failed = match &result {
                             Ok(response) => response.status().is_server_error(),
                             Err(_) => true,
                         };
-                        if let (true, Some(stale)) = (failed, miss.stale.take()) {
-                            let response = hit_response(
-                                miss,
-                                *stale,
-                                crate::service::now_ms(),
+                        if let (true, Some(stale)) = (failed, cacheable.fill.fallback.take()) {
+                            let Usable { entry, .. } = *stale;
+                            let usable = Usable {
+                                freshness: Freshness::now(entry.stored_at_ms, entry.ttl_ms),
+                                entry,
+                            };
+                            let response = response::hit(
+                                cacheable,
+                                usable,
                                 None,
                                 Some(Some("stale-if-error")),
                             );
-                            // Dropping the miss context releases any lease.
+                            // Dropping the request's context releases any
+                            // lease.
                             *then = None;
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
@@ -224,33 +234,32 @@ where
                     }
                     let response = result?;
                     let response = match then.take() {
-                        Some(Then::Miss(miss)) => miss_response(this.config, response, *miss),
-                        Some(Then::Forward(outcome)) => forwarded_response(response, outcome),
-                        Some(Then::Write(write)) if purge::purges_on(response.status()) => {
+                        Some(OnResponse::Miss(cacheable)) => {
+                            response::miss(this.shared, response, *cacheable)
+                        }
+                        Some(OnResponse::Forward(outcome)) => {
+                            response::forwarded(response, outcome)
+                        }
+                        Some(OnResponse::Write(write)) if purge::purges_on(response.status()) => {
                             let mut purges = write.purges;
-                            for path in purge::location_paths(
+                            let all = this.shared.purges.clone();
+                            all.add_locations(
+                                &mut purges,
                                 response.headers(),
                                 &write.authority,
                                 &write.path,
-                            ) {
-                                let resource =
-                                    Purge::Resource(this.config.keys.resource_key(&path));
-                                if !purges.contains(&resource) {
-                                    purges.push(resource);
-                                }
-                            }
-                            let config = this.config.clone();
-                            let purging: Purging = Box::pin(async move {
-                                purge::run(&config, purges, config.purge_timeout).await
-                            });
+                            );
+                            let purging: Purging = Box::pin(async move { all.purge(purges).await });
                             this.state.set(State::Purge {
                                 purging,
                                 response: Some(response),
                             });
                             continue;
                         }
-                        Some(Then::Write(_)) => forwarded_response(response, Outcome::Method),
-                        None => forwarded_response(response, Outcome::Bypass("internal")),
+                        Some(OnResponse::Write(_)) => {
+                            response::forwarded(response, Outcome::Method)
+                        }
+                        None => response::forwarded(response, Outcome::Bypass("internal")),
                     };
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(response));
@@ -261,14 +270,12 @@ where
                         this.state.set(State::Done);
                         continue;
                     };
-                    let failed = !report.failed.is_empty();
-                    purge::retry_later(this.config, report.failed);
                     let outcome = Outcome::Purged {
                         removed: report.removed,
-                        failed,
+                        failed: report.failed,
                     };
                     this.state.set(State::Done);
-                    return Poll::Ready(Ok(forwarded_response(response, outcome)));
+                    return Poll::Ready(Ok(response::forwarded(response, outcome)));
                 }
                 // Polled after completion: like a fused future, stay pending.
                 StateProj::Done => return Poll::Pending,

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, StatusCode};
 
 use crate::entry::{Entry, EntryParts};
+use crate::http::policy::PolicyConfig;
 use crate::key::{KeyConfig, QueryKey};
-use crate::policy::{PolicyConfig, DEFAULT_STATUSES};
+use crate::settings::DEFAULT_STATUSES;
 
 /// The layer's key derivation, on its default settings (prefix `tca:`,
 /// authority in the key, every query parameter, no vary headers).
@@ -87,11 +88,11 @@ pub fn decode_entry(bytes: Bytes) -> bool {
 }
 
 /// A hit's decoding with the layer's table of decoded heads
-/// (`heads.rs`): the first value read for an entry is decoded in full and
+/// (`head_cache.rs`): the first value read for an entry is decoded in full and
 /// its head kept; a value that starts with the same bytes reuses it.
 #[derive(Debug, Default)]
 pub struct HeadDecoder {
-    heads: crate::heads::Heads,
+    heads: crate::http::head_cache::HeadCache,
 }
 
 impl HeadDecoder {
@@ -148,7 +149,7 @@ impl Policy {
     /// Why the request skips the cache (its `Cache-Status` detail), or
     /// `None` when it may be looked up.
     pub fn request_bypass(&self, req: &Request<()>) -> Option<&'static str> {
-        crate::policy::request_bypass(req, &self.vary_by)
+        crate::http::policy::request_bypass(req, &self.vary_by)
     }
 
     /// The TTL the response would be stored with, or `None` when it may

@@ -21,10 +21,6 @@ pub(crate) struct PolicyConfig {
     pub(crate) max_body_bytes: usize,
 }
 
-/// Default statuses stored (RFC 9110's heuristically cacheable ones that an
-/// app usually means, without 206 and 501).
-pub(crate) const DEFAULT_STATUSES: [u16; 8] = [200, 203, 204, 300, 301, 308, 404, 410];
-
 /// Why a request skips the cache, as a `Cache-Status` detail, or `None` when
 /// it may be looked up. `vary_by` is the configured key headers: keying on
 /// `Authorization` or `Cookie` is an explicit opt-in that makes those
@@ -243,6 +239,7 @@ fn split_directives(value: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::DEFAULT_STATUSES;
     use http::HeaderValue;
 
     fn cfg() -> PolicyConfig {

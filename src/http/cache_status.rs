@@ -211,27 +211,6 @@ const PLAIN_HIT_TTLS: usize = 300;
 static PLAIN_HITS: [OnceLock<HeaderValue>; PLAIN_HIT_TTLS] =
     [const { OnceLock::new() }; PLAIN_HIT_TTLS];
 
-/// The decimal numbers 0 to 99, back to back.
-const SMALL_NUMBERS: &str = "0123456789101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
-
-/// A header value holding `number` in decimal (`Age`, `Content-Length`):
-/// without allocating below 100, with one copy above.
-pub(crate) fn number_value(number: u64) -> HeaderValue {
-    if let Ok(small) = usize::try_from(number) {
-        let at = match small {
-            0..=9 => Some((small, 1)),
-            10..=99 => Some((10 + 2 * (small - 10), 2)),
-            _ => None,
-        };
-        if let Some(text) = at.and_then(|(start, len)| SMALL_NUMBERS.get(start..start + len)) {
-            return HeaderValue::from_static(text);
-        }
-    }
-    // Digits are always a valid value; one copy into the header's bytes.
-    HeaderValue::from_bytes(crate::util::decimal::Decimal::new(number).as_bytes())
-        .unwrap_or_else(|_| HeaderValue::from(number))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,13 +226,6 @@ mod tests {
             .collect();
         assert_eq!(values[0], "origin-cache; hit", "existing member kept first");
         values[1].clone()
-    }
-
-    #[test]
-    fn number_values_are_decimal() {
-        for n in (0..250).chain([999, 1000, 65_535, u64::from(u32::MAX), u64::MAX]) {
-            assert_eq!(number_value(n).to_str().unwrap(), n.to_string(), "{n}");
-        }
     }
 
     /// A fresh hit with `ttl` seconds left, nothing else said.

@@ -1,0 +1,106 @@
+//! The layer's settings, validated by the [`Builder`](crate::Builder): no
+//! runtime state here (the breaker lives with the guarded store, failed
+//! purges with [`Purges`](crate::purge::Purges), decoded heads in the
+//! [`HeadCache`](super::head_cache::HeadCache)). Defaults are in
+//! [`crate::settings`].
+
+use std::time::Duration;
+
+use crate::http::policy::PolicyConfig;
+use crate::key::KeyConfig;
+
+/// Caching rules for the requests whose path matches one route template.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cache_aside::Route;
+///
+/// let users = Route::new().ttl(Duration::from_secs(30)).negative_ttl(Duration::from_secs(2));
+/// let admin = Route::bypass();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    ttl: Option<Duration>,
+    negative_ttl: Option<Duration>,
+    bypass: bool,
+}
+
+impl Route {
+    /// A route that uses the layer's defaults until told otherwise.
+    pub fn new() -> Route {
+        Route::default()
+    }
+
+    /// A route that is never looked up nor stored.
+    pub fn bypass() -> Route {
+        Route {
+            bypass: true,
+            ..Route::default()
+        }
+    }
+
+    /// Time to live of this route's stored responses (404 and 410 excepted).
+    pub fn ttl(mut self, ttl: Duration) -> Route {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Time to live of this route's stored 404 and 410 responses.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Route {
+        self.negative_ttl = Some(ttl);
+        self
+    }
+
+    /// The route's time to live and negative time to live, where set.
+    pub(crate) fn ttls(&self) -> (Option<Duration>, Option<Duration>) {
+        (self.ttl, self.negative_ttl)
+    }
+
+    /// Whether the route is never cached.
+    pub(crate) fn is_bypass(&self) -> bool {
+        self.bypass
+    }
+
+    /// Why the route cannot work, if it cannot.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        let zero = |ttl: Option<Duration>| ttl.is_some_and(|t| t.is_zero());
+        if zero(self.ttl) || zero(self.negative_ttl) {
+            return Err("a ttl of zero stores nothing; use Route::bypass()");
+        }
+        Ok(())
+    }
+}
+
+/// The layer's settings.
+pub(crate) struct Config {
+    pub(crate) keys: KeyConfig,
+    pub(crate) policy: PolicyConfig,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+    pub(crate) ttl_jitter: f64,
+    pub(crate) routes: matchit::Router<Route>,
+}
+
+impl Config {
+    /// How long an entry is kept past its freshness, for serving it stale.
+    pub(crate) fn grace(&self) -> Duration {
+        self.stale_while_revalidate.max(self.stale_if_error)
+    }
+
+    /// The rules for a request path: the matching route's, or the defaults.
+    pub(crate) fn route(&self, path: &str) -> Option<&Route> {
+        self.routes.at(path).ok().map(|m| m.value)
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("keys", &self.keys)
+            .field("policy", &self.policy)
+            .field("stale_while_revalidate", &self.stale_while_revalidate)
+            .field("stale_if_error", &self.stale_if_error)
+            .field("ttl_jitter", &self.ttl_jitter)
+            .finish_non_exhaustive()
+    }
+}

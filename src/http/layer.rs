@@ -1,0 +1,429 @@
+//! [`CacheAsideLayer`] and its [`Builder`]: the configuration, validated
+//! once.
+//!
+//! The layer is cheap to clone (one `Arc`); every service it makes shares
+//! the same settings, store and state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method, StatusCode};
+use tower_layer::Layer;
+
+use crate::http::config::{Config, Route};
+use crate::http::head_cache::HeadCache;
+use crate::http::policy::PolicyConfig;
+use crate::http::service::CacheAside;
+use crate::http::shared::Shared;
+use crate::key::{KeyConfig, QueryKey};
+use crate::lease::Leases;
+use crate::purge::{PurgeRules, Purger, Purges};
+use crate::settings::{self, Common};
+use crate::store::guarded::{Breaker, Guarded};
+use crate::store::{IntoStore, Store};
+use crate::Error;
+
+/// A [`Layer`] that caches GET and HEAD responses of the service it wraps.
+///
+/// ```
+/// use tower_cache_aside::{CacheAsideLayer, MemoryStore};
+///
+/// // With Redis: CacheAsideLayer::new(fred_client)
+/// let layer = CacheAsideLayer::new(MemoryStore::new());
+/// ```
+///
+/// See the [crate docs](crate) for what is stored and [`Builder`] for every
+/// setting.
+#[derive(Debug, Clone)]
+pub struct CacheAsideLayer {
+    shared: Arc<Shared>,
+}
+
+impl CacheAsideLayer {
+    /// A layer with the default settings over `store`: a fred `Client` or
+    /// `Pool`, a [`RedisStore`](crate::RedisStore), a
+    /// [`MemoryStore`](crate::MemoryStore) or any [`Store`].
+    pub fn new(store: impl IntoStore) -> CacheAsideLayer {
+        Builder::new(store.into_store()).assemble(matchit::Router::new(), PurgeRules::default())
+    }
+
+    /// A builder to configure the layer over `store`.
+    pub fn builder(store: impl IntoStore) -> Builder {
+        Builder::new(store.into_store())
+    }
+
+    /// A handle to purge this layer's cached responses out of band.
+    pub fn purger(&self) -> Purger {
+        Purger::new(self.shared.purges.clone())
+    }
+}
+
+impl<S> Layer<S> for CacheAsideLayer {
+    type Service = CacheAside<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheAside::new(inner, self.shared.clone())
+    }
+}
+
+/// Configures a [`CacheAsideLayer`]; [`Builder::build`] validates it.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::header::ACCEPT_LANGUAGE;
+/// use tower_cache_aside::{CacheAsideLayer, MemoryStore, Route};
+///
+/// let layer = CacheAsideLayer::builder(MemoryStore::new())
+///     .prefix("shop:")
+///     .ttl(Duration::from_secs(300))
+///     .route("/products/{id}", Route::new().ttl(Duration::from_secs(30)))
+///     .route("/admin/{*rest}", Route::bypass())
+///     .query_ignore(["utm_source", "utm_campaign"])
+///     .vary_by(ACCEPT_LANGUAGE)
+///     .build()?;
+/// # Ok::<(), tower_cache_aside::Error>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder {
+    store: Arc<dyn Store>,
+    common: Common,
+    include_authority: bool,
+    query: QueryKey,
+    vary_by: Vec<HeaderName>,
+    ttl: Duration,
+    statuses: Vec<StatusCode>,
+    max_body_bytes: usize,
+    purge_timeout: Duration,
+    stale_if_error: Duration,
+    decoded_heads: usize,
+    routes: Vec<(String, Route)>,
+    purge_rules: Vec<(Method, String, Vec<String>)>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("prefix", &self.common.prefix)
+            .field("ttl", &self.ttl)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    fn new(store: Arc<dyn Store>) -> Builder {
+        Builder {
+            store,
+            common: Common::with_prefix(settings::DEFAULT_PREFIX),
+            include_authority: true,
+            query: QueryKey::All,
+            vary_by: Vec::new(),
+            ttl: settings::DEFAULT_TTL,
+            statuses: settings::DEFAULT_STATUSES
+                .iter()
+                .filter_map(|code| StatusCode::from_u16(*code).ok())
+                .collect(),
+            max_body_bytes: settings::DEFAULT_MAX_BODY_BYTES,
+            purge_timeout: settings::DEFAULT_PURGE_TIMEOUT,
+            stale_if_error: Duration::ZERO,
+            decoded_heads: settings::DEFAULT_DECODED_HEADS,
+            routes: Vec::new(),
+            purge_rules: Vec::new(),
+        }
+    }
+
+    settings::common_setters!("a request");
+
+    /// Default time to live of stored responses (default 60 s). A response's
+    /// own `s-maxage`, `max-age` or `Expires` can shorten it.
+    pub fn ttl(mut self, ttl: Duration) -> Builder {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Time to live of stored 404 and 410 responses (default 10 s).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Builder {
+        self.common.negative_ttl = ttl;
+        self
+    }
+
+    /// Rules for the paths that match `template`, in axum's syntax
+    /// (`/users/{id}`, `/files/{*path}`). The most specific template wins.
+    pub fn route(mut self, template: impl Into<String>, route: Route) -> Builder {
+        self.routes.push((template.into(), route));
+        self
+    }
+
+    /// Never cache the paths that match `template`; short for
+    /// `route(template, Route::bypass())`.
+    pub fn exclude(self, template: impl Into<String>) -> Builder {
+        self.route(template, Route::bypass())
+    }
+
+    /// Only these query parameters are part of the key; the others are
+    /// ignored (responses must not depend on them).
+    pub fn query_allowlist<I, N>(mut self, names: I) -> Builder
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        self.query = QueryKey::Allow(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// These query parameters are left out of the key (tracking parameters,
+    /// for instance); all others are in it.
+    pub fn query_ignore<I, N>(mut self, names: I) -> Builder
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        self.query = QueryKey::Ignore(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Adds a request header to the key, so that its values get separate
+    /// entries, and lets responses carry `Vary: <header>`. Keying on
+    /// `Authorization` or `Cookie` opts those requests in to caching, one
+    /// entry per credential.
+    pub fn vary_by(mut self, header: HeaderName) -> Builder {
+        if !self.vary_by.contains(&header) {
+            self.vary_by.push(header);
+        }
+        self
+    }
+
+    /// The response statuses that may be stored (default 200, 203, 204,
+    /// 300, 301, 308, 404, 410).
+    pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Builder {
+        self.statuses = statuses.into_iter().collect();
+        self
+    }
+
+    /// Largest body stored (default 1 MiB). Larger bodies stream through
+    /// uncached, and no more than this is ever buffered per response.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Builder {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Whether the authority (`Host`) is part of the key (default yes).
+    /// Turn it off only when one app answers the same for every host name.
+    pub fn include_authority(mut self, include: bool) -> Builder {
+        self.include_authority = include;
+        self
+    }
+
+    /// Deadline of the purges a mutating request waits for, and of
+    /// [`Purger`] calls (default 1 s). A purge that misses it is retried in
+    /// the background (see [`Purger`]).
+    pub fn purge_timeout(mut self, timeout: Duration) -> Builder {
+        self.purge_timeout = timeout;
+        self
+    }
+
+    /// When the origin answers 5xx or fails, serve an entry up to `window`
+    /// past its freshness instead (`Cache-Status: …; hit; fwd=stale;
+    /// detail=stale-if-error`). Default: off.
+    pub fn stale_if_error(mut self, window: Duration) -> Builder {
+        self.stale_if_error = window;
+        self
+    }
+
+    /// How many entries' decoded heads the layer keeps (default 2,048).
+    /// A hit on an entry whose stored head is the one decoded last time
+    /// clones that decoded head instead of parsing the stored fields again;
+    /// what is served is the same either way. A kept head takes about
+    /// 1 KiB (at most 3.5 KiB), so the default holds at most about 7 MiB.
+    /// 0 keeps none: every hit decodes its entry in full; more than
+    /// 1,048,576 is an error at `build`.
+    pub fn decoded_heads(mut self, entries: usize) -> Builder {
+        self.decoded_heads = entries;
+        self
+    }
+
+    /// When a `method` request whose path matches `template` succeeds (2xx
+    /// or 3xx), purge `targets` too, besides the request's own path.
+    ///
+    /// Templates use axum's syntax; targets may use the template's
+    /// parameters (`{id}`) and `*` wildcards (any run of characters):
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tower_cache_aside::{CacheAsideLayer, MemoryStore};
+    ///
+    /// let layer = CacheAsideLayer::builder(MemoryStore::new())
+    ///     .purge_on(Method::PUT, "/users/{id}", ["/users/{id}", "/users", "/teams/*/members"])
+    ///     .purge_on(Method::POST, "/users", ["/users"])
+    ///     .build()?;
+    /// # Ok::<(), tower_cache_aside::Error>(())
+    /// ```
+    ///
+    /// A target that names a parameter the template does not capture, or a
+    /// second rule for the same method and template, fails [`build`](Self::build).
+    pub fn purge_on<I, T>(
+        mut self,
+        method: Method,
+        template: impl Into<String>,
+        targets: I,
+    ) -> Builder
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.purge_rules.push((
+            method,
+            template.into(),
+            targets.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// Validates the configuration and builds the layer.
+    pub fn build(self) -> Result<CacheAsideLayer, Error> {
+        self.common.validate()?;
+        if self.ttl.is_zero() {
+            return Err(Error::InvalidConfig("a ttl of zero stores nothing".into()));
+        }
+        if self.decoded_heads > settings::MAX_DECODED_HEADS {
+            return Err(Error::InvalidConfig(format!(
+                "decoded_heads is at most {}, not {}",
+                settings::MAX_DECODED_HEADS,
+                self.decoded_heads
+            )));
+        }
+        if u32::try_from(self.max_body_bytes).is_err() {
+            return Err(Error::InvalidConfig(
+                "max_body_bytes must fit in 32 bits".into(),
+            ));
+        }
+        let mut routes = matchit::Router::new();
+        for (template, route) in &self.routes {
+            let invalid = |reason: String| Error::InvalidRoute {
+                template: template.clone(),
+                reason,
+            };
+            if !template.starts_with('/') {
+                return Err(invalid("a template starts with `/`".into()));
+            }
+            route.check().map_err(|reason| invalid(reason.into()))?;
+            routes
+                .insert(template.clone(), route.clone())
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        let mut purge_rules = PurgeRules::default();
+        for (method, template, targets) in &self.purge_rules {
+            purge_rules.add(method.clone(), template, targets)?;
+        }
+        Ok(self.assemble(routes, purge_rules))
+    }
+
+    fn assemble(self, routes: matchit::Router<Route>, purge_rules: PurgeRules) -> CacheAsideLayer {
+        let common = self.common;
+        let (failures, cool_down) = common.breaker;
+        let store = Arc::new(Guarded::new(
+            self.store,
+            common.store_timeout,
+            Breaker::new(failures, cool_down),
+        ));
+        let keys = KeyConfig {
+            prefix: Arc::from(common.prefix),
+            include_authority: self.include_authority,
+            query: self.query,
+            vary_by: self.vary_by,
+        };
+        let purges = Purges::new(store.clone(), keys.clone(), purge_rules, self.purge_timeout);
+        CacheAsideLayer {
+            shared: Arc::new(Shared {
+                config: Config {
+                    keys,
+                    policy: PolicyConfig {
+                        ttl: self.ttl,
+                        negative_ttl: common.negative_ttl,
+                        statuses: self.statuses,
+                        max_body_bytes: self.max_body_bytes,
+                    },
+                    stale_while_revalidate: common.stale_while_revalidate,
+                    stale_if_error: self.stale_if_error,
+                    ttl_jitter: common.ttl_jitter,
+                    routes,
+                },
+                leases: Leases::new(store, common.lease_ttl, common.fill_wait),
+                heads: HeadCache::with_capacity(self.decoded_heads),
+                purges: Arc::new(purges),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    #[test]
+    fn bad_templates_fail_at_build() {
+        let err = CacheAsideLayer::builder(MemoryStore::new())
+            .route("/users/{id}", Route::new())
+            .route("/users/{name}", Route::new())
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidRoute { ref template, .. } if template == "/users/{name}"),
+            "{err}"
+        );
+        let err = CacheAsideLayer::builder(MemoryStore::new())
+            .exclude("users")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("`users`"), "{err}");
+    }
+
+    #[test]
+    fn bad_prefixes_fail_at_build() {
+        for prefix in ["a{b", "a}b", "a*", "a b", "x?"] {
+            let result = CacheAsideLayer::builder(MemoryStore::new())
+                .prefix(prefix)
+                .build();
+            assert!(matches!(result, Err(Error::InvalidConfig(_))), "{prefix}");
+        }
+    }
+
+    #[test]
+    fn decoded_heads_are_bounded_at_build() {
+        let heads = |entries| {
+            CacheAsideLayer::builder(MemoryStore::new())
+                .decoded_heads(entries)
+                .build()
+        };
+        assert_eq!(heads(0).unwrap().shared.heads.capacity(), 0);
+        assert_eq!(heads(100).unwrap().shared.heads.capacity(), 128);
+        assert_eq!(
+            CacheAsideLayer::new(MemoryStore::new())
+                .shared
+                .heads
+                .capacity(),
+            2048
+        );
+        assert!(heads(settings::MAX_DECODED_HEADS).is_ok());
+        let err = heads(settings::MAX_DECODED_HEADS + 1).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+        assert!(heads(usize::MAX).is_err());
+    }
+
+    #[test]
+    fn the_most_specific_route_wins() {
+        let layer = CacheAsideLayer::builder(MemoryStore::new())
+            .route("/users/{id}", Route::new().ttl(Duration::from_secs(5)))
+            .exclude("/users/me")
+            .build()
+            .unwrap();
+        assert!(layer.shared.config.route("/users/me").unwrap().is_bypass());
+        assert_eq!(
+            layer.shared.config.route("/users/7").unwrap().ttls().0,
+            Some(Duration::from_secs(5))
+        );
+        assert!(layer.shared.config.route("/teams").is_none());
+    }
+}

@@ -1,0 +1,72 @@
+//! The GET and HEAD lookup, over the fill protocol of [`crate::lease`]:
+//! what a cacheable request carries from its classification to its
+//! response ([`Cacheable`]), and how a stored entry is judged for it.
+//!
+//! An entry is served only if it decodes, its fingerprint equals the
+//! request's key material, and it is fresh, or within a stale window. An
+//! entry that does not decode, or belongs to another key, is removed before
+//! the inner service is called.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::entry::Entry;
+use crate::http::shared::Shared;
+use crate::key::DerivedKey;
+use crate::lease::{Fill, Found, Judged};
+use crate::util::time::{Freshness, Stand};
+
+/// A GET or HEAD request the layer looks up, on its way to its response.
+#[derive(Debug)]
+pub(crate) struct Cacheable {
+    pub(crate) key: DerivedKey,
+    pub(crate) is_head: bool,
+    /// The matching route's TTLs, where it sets them.
+    pub(crate) route_ttls: (Option<Duration>, Option<Duration>),
+    /// The lease, the stale fallback and what the lookup found out.
+    pub(crate) fill: Fill<Usable>,
+}
+
+/// An entry that may answer the request, and how fresh it is.
+#[derive(Debug)]
+pub(crate) struct Usable {
+    pub(crate) entry: Entry,
+    pub(crate) freshness: Freshness,
+}
+
+/// Looks the request up: GET with the fill lease, HEAD without.
+pub(crate) async fn look_up(shared: &Shared, cacheable: &mut Cacheable) -> Found<Usable> {
+    let Cacheable { key, fill, .. } = cacheable;
+    let judge = |value| judge(shared, key, value);
+    if cacheable.is_head {
+        shared.leases.read(&key.key, fill, judge).await
+    } else {
+        shared.leases.find(&key.key, fill, judge).await
+    }
+}
+
+/// Decodes a stored value and says whether, and how, it may answer.
+fn judge(shared: &Shared, key: &DerivedKey, value: Bytes) -> Judged<Usable> {
+    let tag = xxhash_rust::xxh3::xxh3_64(key.key.variant_bytes());
+    let entry = match shared.heads.decode(tag, value) {
+        Ok(entry) => entry,
+        Err(error) => {
+            tracing::warn!(target: "tower_cache_aside", %error, "removing an entry that does not decode");
+            return Judged::Unusable(Some("bad-entry"));
+        }
+    };
+    if entry.fingerprint[..] != key.fingerprint[..] {
+        // A hash collision, or a value planted under this key.
+        return Judged::Unusable(None);
+    }
+    let freshness = Freshness::now(entry.stored_at_ms, entry.ttl_ms);
+    let config = &shared.config;
+    let usable = Usable { entry, freshness };
+    match freshness.stand(config.stale_while_revalidate, config.stale_if_error) {
+        Stand::Fresh => Judged::Fresh(usable),
+        Stand::StaleWhileRevalidate => Judged::Stale(usable),
+        Stand::StaleIfError => Judged::Fallback(usable),
+        Stand::Expired => Judged::Unusable(None),
+    }
+}
