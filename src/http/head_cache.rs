@@ -248,9 +248,9 @@ mod tests {
     use crate::entry::EntryParts;
     use crate::http::lookup::{Cacheable, Usable};
     use crate::http::response;
+    use crate::key::{KeyConfig, QueryKey};
     use crate::lease::Fill;
     use crate::util::time::Freshness;
-    use crate::key::{KeyConfig, QueryKey};
     use http::{HeaderMap, Request, StatusCode};
     use http_body_util::{BodyExt, Full};
     use proptest::prelude::*;
@@ -321,8 +321,7 @@ mod tests {
     ) -> (StatusCode, HeaderMap, Bytes) {
         let freshness = Freshness::at(entry.stored_at_ms, entry.ttl_ms, STORED_AT + 1_500);
         let usable = Usable { entry, freshness };
-        let response =
-            response::hit::<Full<Bytes>>(&cacheable(is_head), usable, conditional, None);
+        let response = response::hit::<Full<Bytes>>(&cacheable(is_head), usable, conditional, None);
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         (parts.status, parts.headers, body)

@@ -31,15 +31,19 @@ use std::sync::Arc;
 
 use http::{header, HeaderName, Request};
 
+pub(crate) use self::encode::hex32;
+use self::encode::{encode_into, percent_decode};
+pub use self::pattern::ResourcePattern;
+use self::pattern::HASHED_HEAD_LEN;
 use crate::util::inline::InlineBytes;
+
+mod encode;
+mod pattern;
 
 /// Longest encoded resource kept verbatim in a key.
 pub(crate) const MAX_RESOURCE_LEN: usize = 512;
 /// The one variant of a typed cache key.
 const NAMED_VARIANT: [u8; 32] = [b'0'; 32];
-/// Readable head kept when a resource is hashed.
-const HASHED_HEAD_LEN: usize = 256;
-
 /// One cached resource: every variant (host, query, vary values) of one path.
 ///
 /// Built by the layer from a request; a [`Store`](crate::Store) turns it into
@@ -68,84 +72,6 @@ impl ResourceKey {
     pub(crate) fn resource_bytes(&self) -> &[u8] {
         &self.resource
     }
-}
-
-/// A set of resources named by a glob over encoded paths, for purges.
-///
-/// `*` is the only wildcard and matches any run of characters, `/`
-/// included. Every other character is literal: the path encoding leaves no
-/// other glob character in a resource, and text taken from a request is
-/// encoded the same way, so it can never widen the pattern.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ResourcePattern {
-    prefix: Arc<str>,
-    pattern: String,
-}
-
-impl ResourcePattern {
-    /// The key prefix configured on the layer.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// The pattern over encoded paths; `*` is its only special character.
-    pub fn pattern(&self) -> &str {
-        &self.pattern
-    }
-
-    /// Whether the pattern may match a resource: exactly for a resource
-    /// kept verbatim; for a long resource kept as `<head>#<hash>`, whenever
-    /// some path starting with its head would match (an over-approximation:
-    /// purging too much is safe, too little is not).
-    pub fn matches(&self, resource: &str) -> bool {
-        match resource.split_once('#') {
-            Some((head, _hash)) => glob_match_prefix(self.pattern.as_bytes(), head.as_bytes()),
-            None => glob_match(self.pattern.as_bytes(), resource.as_bytes()),
-        }
-    }
-
-    /// The literal start of the pattern (up to its first `*`), cut to the
-    /// head a long resource keeps: every resource the pattern
-    /// [`matches`](Self::matches) starts with it. A store that scans for
-    /// candidates matches on `<this>*` and filters with `matches`.
-    pub fn literal_prefix(&self) -> &str {
-        let literal = self.pattern.split('*').next().unwrap_or("");
-        &literal[..literal.len().min(HASHED_HEAD_LEN)]
-    }
-}
-
-/// Matches `text` against `pattern`, where `*` matches any run of bytes.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    glob_walk(pattern, text, false)
-}
-
-/// Whether some text starting with `head` matches `pattern`.
-fn glob_match_prefix(pattern: &[u8], head: &[u8]) -> bool {
-    glob_walk(pattern, head, true)
-}
-
-fn glob_walk(pattern: &[u8], text: &[u8], prefix_only: bool) -> bool {
-    // Classic greedy match with one backtrack point: O(len(pattern) * len(text)).
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    // All of the text is consumed: as a prefix, the rest of the pattern can
-    // always be met by what follows.
-    prefix_only || pattern[p..].iter().all(|&b| b == b'*')
 }
 
 /// One cached response variant of a resource.
@@ -259,10 +185,7 @@ impl KeyConfig {
                 None => pattern.push('*'),
             }
         }
-        ResourcePattern {
-            prefix: self.prefix.clone(),
-            pattern,
-        }
+        ResourcePattern::new(self.prefix.clone(), pattern)
     }
 
     /// Derives the entry key of a request.
@@ -363,101 +286,6 @@ fn query_name_eq(raw: &str, configured: &str) -> bool {
     percent_decode(raw.as_bytes()) == configured.as_bytes()
 }
 
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < input.len() => match (hex_val(input[i + 1]), hex_val(input[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    out
-}
-
-fn hex_val(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Bytes kept as they are in an encoded resource; every other byte becomes
-/// `%XX`. Excludes `%` (injectivity), glob characters and braces.
-fn is_safe(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-        )
-}
-
-/// Appends `bytes` to `out` in the resource encoding.
-pub(crate) fn encode_into(out: &mut impl Encoded, mut bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    // Runs of safe bytes (the common case: all of a path) go in at once.
-    while !bytes.is_empty() {
-        let safe = bytes
-            .iter()
-            .position(|&b| !is_safe(b))
-            .unwrap_or(bytes.len());
-        let (run, rest) = bytes.split_at(safe);
-        out.put(run);
-        let Some((&byte, rest)) = rest.split_first() else {
-            break;
-        };
-        out.put(&[
-            b'%',
-            HEX[usize::from(byte >> 4)],
-            HEX[usize::from(byte & 0x0f)],
-        ]);
-        bytes = rest;
-    }
-}
-
-/// Where [`encode_into`] writes: text it builds, which is ASCII.
-pub(crate) trait Encoded {
-    /// Appends encoded bytes (ASCII only).
-    fn put(&mut self, ascii: &[u8]);
-}
-
-impl Encoded for String {
-    fn put(&mut self, ascii: &[u8]) {
-        self.push_str(std::str::from_utf8(ascii).unwrap_or_default());
-    }
-}
-
-impl<const N: usize> Encoded for InlineBytes<N> {
-    fn put(&mut self, ascii: &[u8]) {
-        self.extend_from_slice(ascii);
-    }
-}
-
 /// A request path in the resource encoding (`/` for an empty one).
 fn encoded_path(path: &str) -> ResourceText {
     let path = if path.is_empty() {
@@ -472,69 +300,10 @@ fn encoded_path(path: &str) -> ResourceText {
     full
 }
 
-/// `value` as 32 lowercase hex digits, most significant first.
-///
-/// On every hit (the variant's name) and every lease token: each half is
-/// turned into its 16 digits with a few word-wide operations, not a table
-/// look-up per nibble.
-pub(crate) fn hex32(value: u128) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    // Truncation intended: the high and the low 64 bits.
-    out[..16].copy_from_slice(&hex16((value >> 64) as u64).to_be_bytes());
-    out[16..].copy_from_slice(&hex16(value as u64).to_be_bytes());
-    out
-}
-
-/// The 16 hex digits of `value`, one per byte, the most significant digit
-/// in the most significant byte.
-fn hex16(value: u64) -> u128 {
-    const NIBBLES: u128 = 0x0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f;
-    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
-    // Spread the nibbles apart, halving the width of each lane at every
-    // step, until nibble k of `value` is byte k.
-    let mut x = u128::from(value);
-    x = (x | (x << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
-    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
-    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
-    x = (x | (x << 4)) & NIBBLES;
-    // 1 in the bytes that hold 10..=15 (adding 6 carries them into bit 4;
-    // no byte exceeds 0x15, so nothing carries into the next byte).
-    let letters = ((x + 6 * ONES) >> 4) & ONES;
-    // '0' + d for digits, 'a' + d - 10 = '0' + d + 0x27 for letters.
-    x + 0x30 * ONES + 0x27 * letters
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn hex32_is_the_values_32_lowercase_hex_digits() {
-        for value in [
-            0,
-            1,
-            0xabc,
-            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
-            0x9a9a_9a9a_9a9a_9a9a_a9a9_a9a9_a9a9_a9a9,
-            u128::from(u64::MAX),
-            u128::MAX,
-            0x0123_4567_89ab_cdef << 60,
-        ] {
-            assert_eq!(
-                std::str::from_utf8(&hex32(value)).unwrap(),
-                format!("{value:032x}")
-            );
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn hex32_matches_the_formatter_on_any_value(value in any::<u128>()) {
-            let digits = hex32(value);
-            prop_assert_eq!(std::str::from_utf8(&digits).unwrap(), format!("{value:032x}"));
-        }
-    }
 
     fn config() -> KeyConfig {
         KeyConfig {

@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(Freshness::at(20_000, 5_000, 12_000).age_secs(), 0);
         let far = Freshness::at(u64::MAX, u64::MAX, 0);
         assert_eq!(far.ttl_secs(), i64::try_from(u64::MAX / 1000).unwrap());
-        assert_eq!(Freshness::at(0, 0, u64::MAX).ttl_secs(), -i64::try_from(u64::MAX.div_ceil(1000)).unwrap());
+        assert_eq!(
+            Freshness::at(0, 0, u64::MAX).ttl_secs(),
+            -i64::try_from(u64::MAX.div_ceil(1000)).unwrap()
+        );
     }
 
     #[test]
