@@ -53,7 +53,7 @@ mod value;
 
 pub use self::builder::CacheBuilder;
 
-/// A typed cache-aside cache over a [`Store`]. Cheap to clone.
+/// A typed cache-aside cache over a [`Store`](crate::Store). Cheap to clone.
 ///
 /// `C` is the [`Codec`] values are stored with (JSON by default).
 pub struct Cache<C = Json> {
