@@ -1,5 +1,5 @@
 //! The fill protocol: one origin call per cold key, and no stale fill
-//! after a purge (DESIGN.md 4.1 and 4.3). The layer and the typed
+//! after a purge. The layer and the typed
 //! [`Cache`](crate::Cache) both look values up through [`Leases::find`].
 //!
 //! A caller that misses takes the entry's fill lease in the same round trip
