@@ -50,7 +50,7 @@ pub(crate) struct Entry {
     /// Whether `headers` are as a hit sends them but for the values of
     /// `Age` and `Cache-Status`, which are there to be replaced: the
     /// `Content-Length` is the body's (none on 204 and 304). Set by
-    /// [`crate::http::head_cache`]; a plain decode leaves the headers as stored.
+    /// the layer's head cache; a plain decode leaves the headers as stored.
     pub(crate) hit_ready: bool,
 }
 

@@ -167,7 +167,7 @@ impl Leases {
                     }
                 },
                 Lookup::Lease => {
-                    fill.lease = Some(self.guard(key, request.token));
+                    fill.lease = Some(self.lease_guard(key, request.token));
                     return Found::Miss;
                 }
                 Lookup::Unleased => {
@@ -226,7 +226,7 @@ impl Leases {
     /// caller holds it or the store failed.
     pub(crate) async fn take(&self, key: &EntryKey, request: &LeaseRequest) -> Option<LeaseGuard> {
         match self.store.call(|store| store.lease(key, request)).await {
-            Ok(true) => Some(self.guard(key, request.token)),
+            Ok(true) => Some(self.lease_guard(key, request.token)),
             Ok(false) => None,
             Err(_) => {
                 self.release_unclaimed(key, request.token);
@@ -242,7 +242,7 @@ impl Leases {
         let _ = self.store.call(|store| store.remove(key)).await;
     }
 
-    fn guard(&self, key: &EntryKey, token: LeaseToken) -> LeaseGuard {
+    fn lease_guard(&self, key: &EntryKey, token: LeaseToken) -> LeaseGuard {
         LeaseGuard {
             store: self.store.clone(),
             key: key.clone(),
