@@ -87,7 +87,7 @@ impl<T> Default for Fill<T> {
 }
 
 /// Lookups with fill leases over one guarded store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Leases {
     store: Arc<Guarded>,
     ttl: Duration,

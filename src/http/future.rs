@@ -22,7 +22,6 @@ use crate::http::response::{self, refresh_in_background};
 use crate::http::shared::Shared;
 use crate::lease::Found;
 use crate::purge::{self, Purge, PurgeReport};
-use crate::util::time::Freshness;
 
 /// A store lookup under its deadline. It owns what it needs and gives the
 /// request's context back, so nothing is cloned for it.
@@ -214,14 +213,9 @@ where
                             Err(_) => true,
                         };
                         if let (true, Some(stale)) = (failed, cacheable.fill.fallback.take()) {
-                            let Usable { entry, .. } = *stale;
-                            let usable = Usable {
-                                freshness: Freshness::now(entry.stored_at_ms, entry.ttl_ms),
-                                entry,
-                            };
                             let response = response::hit(
                                 cacheable,
-                                usable,
+                                stale.recounted(),
                                 None,
                                 Some(Some("stale-if-error")),
                             );

@@ -35,6 +35,19 @@ pub(crate) struct Usable {
     pub(crate) freshness: Freshness,
 }
 
+impl Usable {
+    /// The same entry with its age and freshness counted now: a
+    /// stale-if-error fallback is served after the origin call, not when
+    /// it was judged.
+    pub(crate) fn recounted(self) -> Usable {
+        let freshness = Freshness::now(self.entry.stored_at_ms, self.entry.ttl_ms);
+        Usable {
+            entry: self.entry,
+            freshness,
+        }
+    }
+}
+
 /// Looks the request up: GET with the fill lease, HEAD without.
 pub(crate) async fn look_up(shared: &Shared, cacheable: &mut Cacheable) -> Found<Usable> {
     let Cacheable { key, fill, .. } = cacheable;

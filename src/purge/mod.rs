@@ -63,7 +63,7 @@ pub(crate) fn purges_on(status: StatusCode) -> bool {
 }
 
 /// What a set of purges did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct PurgeReport {
     /// Entries removed.
     pub(crate) removed: u64,

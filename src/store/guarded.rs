@@ -79,7 +79,7 @@ impl Breaker {
 
     /// Whether the breaker is open and its cool-down has not ended: calls
     /// that should fail fast (purges) check this, which takes no probe.
-    pub(crate) fn cooling(&self) -> bool {
+    fn cooling(&self) -> bool {
         let open_until = self.open_until.load(Ordering::Acquire);
         open_until != 0 && self.now() < open_until
     }
@@ -87,7 +87,7 @@ impl Breaker {
     /// Every store call that succeeds reports here, from every worker
     /// thread: so it only reads while the breaker is closed and nothing
     /// has failed, and the shared cache line is not written on every call.
-    pub(crate) fn success(&self) {
+    fn success(&self) {
         if self.failures.load(Ordering::Acquire) != 0 {
             self.failures.store(0, Ordering::Release);
         }
@@ -101,7 +101,7 @@ impl Breaker {
         }
     }
 
-    pub(crate) fn failure(&self) {
+    fn failure(&self) {
         if self.threshold == 0 {
             return;
         }
