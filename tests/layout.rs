@@ -14,6 +14,9 @@
 //!    imports from its own rank or lower, never higher.
 //! 3. **Size.** No file has more than [`MAX_CODE_LINES`] lines of non-test
 //!    code, blank and comment-only lines not counted.
+//! 4. **The root API.** `src/lib.rs` makes public only what a user types
+//!    (and the `http` and `store` modules); a new root name is a decision,
+//!    made by changing the list in `the_root_api_is_what_a_user_types`.
 //!
 //! How to fix a failure:
 //!
@@ -423,9 +426,102 @@ fn files_stay_small() {
     assert_none("files too long", "split them by concern", long);
 }
 
+/// The names the crate root makes public, as `src/lib.rs` declares them:
+/// `pub mod` and the leaves of `pub use`, leaving out what only the
+/// crate-private `_internal` feature turns on.
+fn root_api(lib: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut internal = false;
+    let mut statement = String::new();
+    for line in lib.lines().map(str::trim) {
+        if line.starts_with("//") {
+            continue;
+        }
+        if statement.is_empty() {
+            if line == "#[cfg(feature = \"_internal\")]" {
+                internal = true;
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            if !(line.starts_with("pub use ") || line.starts_with("pub mod ")) {
+                internal = false;
+                continue;
+            }
+        }
+        statement.push_str(line);
+        if !statement.ends_with(';') {
+            continue;
+        }
+        let body = statement.trim_end_matches(';');
+        if !internal {
+            if let Some(module) = body.strip_prefix("pub mod ") {
+                names.insert(module.trim().to_owned());
+            } else {
+                let path = body.trim_start_matches("pub use ");
+                let leaves = match path.split_once('{') {
+                    Some((_, group)) => group.trim_end_matches('}').to_owned(),
+                    None => path.rsplit("::").next().unwrap_or(path).to_owned(),
+                };
+                for leaf in leaves.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+                    names.insert(leaf.rsplit(' ').next().unwrap_or(leaf).to_owned());
+                }
+            }
+        }
+        statement.clear();
+        internal = false;
+    }
+    names
+}
+
+#[test]
+fn the_root_api_is_what_a_user_types() {
+    let tree = load_src();
+    let lib = tree
+        .iter()
+        .find(|(path, _)| path == LIB)
+        .map(|(_, text)| text.as_str())
+        .expect("src/lib.rs");
+    let expected: BTreeSet<String> = [
+        "CacheAsideLayer",
+        "Builder",
+        "Route",
+        "Purger",
+        "Cache",
+        "CacheBuilder",
+        "codec",
+        "Error",
+        "RedisStore",
+        "MemoryStore",
+        "Store",
+        "IntoStore",
+        "http",
+        "store",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(
+        root_api(lib),
+        expected,
+        "the crate root shows what a user types; backend types go under `store`, \
+         named-only types under `http`, test and bench hooks behind `_internal`"
+    );
+}
+
 /// The checker's own logic, on small trees in memory.
 mod self_test {
     use super::*;
+
+    #[test]
+    fn root_api_reads_groups_and_leaves_internal_items_out() {
+        let lib = "//! docs: pub use nothing::Here;\nmod private;\npub mod http;\n\
+                   #[cfg(feature = \"_internal\")]\n#[doc(hidden)]\npub use self::http::bench_api;\n\
+                   pub use self::a::{B,\n    C};\npub use self::d::E;\n";
+        let names: Vec<String> = root_api(lib).into_iter().collect();
+        assert_eq!(names, ["B", "C", "E", "http"]);
+    }
 
     /// A tree from a spec: a line `== a.rs b.rs` starts files, all but the
     /// last empty; the next lines, trimmed, are the last one's text.
