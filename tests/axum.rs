@@ -15,12 +15,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use tower::{Layer, Service};
-use tower_cache_aside::http::{CacheAside, ResponseBody};
-use tower_cache_aside::{CacheAsideLayer, MemoryStore, RedisStore};
+use tower_cache_aside::http::{CacheAside, PurgePaths, ResponseBody};
+use tower_cache_aside::{CacheAsideLayer, MemoryStore, RedisStore, Route};
 
 use support::{
     assert_hit, bypass, send, shared_redis, CountingStore, RedisServer, Reply, TestBody, HOST,
@@ -52,6 +52,7 @@ impl App {
     fn router(&self) -> Router {
         Router::new()
             .route("/users/{id}", get(get_user).put(put_user))
+            .route("/members/{id}", get(get_user).put(put_member))
             .route("/session", get(session))
             .route("/stream", get(stream))
             .with_state(self.clone())
@@ -81,6 +82,20 @@ async fn get_user(State(app): State<App>, Path(id): Path<u32>) -> Response {
 async fn put_user(State(app): State<App>, Path(id): Path<u32>, name: String) -> StatusCode {
     app.users.lock().unwrap().insert(id, name);
     StatusCode::NO_CONTENT
+}
+
+/// Renames a user, and names the canonical spelling of the user's page as
+/// stale: `/members/02` and `/members/2` are one user to `Path<u32>`.
+async fn put_member(
+    State(app): State<App>,
+    Path(id): Path<u32>,
+    name: String,
+) -> impl IntoResponse {
+    app.users.lock().unwrap().insert(id, name);
+    (
+        Extension(PurgePaths::new().path(format!("/members/{id}"))),
+        StatusCode::NO_CONTENT,
+    )
 }
 
 async fn session(State(app): State<App>) -> impl IntoResponse {
@@ -125,6 +140,142 @@ fn req(method: Method, path: &str, headers: &[(&str, &str)]) -> Request<Body> {
 
 fn get_req(path: &str) -> Request<Body> {
     req(Method::GET, path, &[])
+}
+
+fn put_req(path: &str, body: &'static str) -> Request<Body> {
+    Request::put(path)
+        .header("host", HOST)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// The story of a user who renamed user 2 through `/users/%32` and kept
+/// reading the old name from `/users/2`, both ways round, and with other
+/// spellings of the id.
+#[tokio::test]
+async fn axum_a_write_through_any_spelling_purges_every_spelling() {
+    let (_server, store, layer) = redis_layer("t:axum-spellings:").await;
+    let app = App::new();
+    let router = app.router().layer(layer);
+    let mut puts = 0;
+    // The entries each PUT finds: the GET's, and the previous round's
+    // re-read of the same user through another spelling.
+    for (read, write, name, entries) in [
+        ("/users/2", "/users/%32", "Mallory", 1),
+        ("/users/%32", "/users/2", "Trent", 2),
+        ("/users/%31", "/users/1", "Peggy", 1),
+        ("/users/1", "/users/%31", "Victor", 2),
+    ] {
+        let id: u32 = if read.ends_with('2') { 2 } else { 1 };
+        let first = send(&router, get_req(read)).await;
+        assert_eq!(first.cache_status(), STORED, "GET {read}");
+        puts += 1;
+        store.wait_puts(puts).await;
+        assert_hit(&send(&router, get_req(read)).await);
+
+        let put = send(&router, put_req(write, name)).await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT, "PUT {write}");
+        assert_eq!(
+            put.cache_status(),
+            format!("{}; purged={entries}", support::METHOD),
+            "PUT {write} purged what GET {read} stored"
+        );
+        let after = send(&router, get_req(read)).await;
+        assert_eq!(after.cache_status(), STORED, "GET {read} after PUT {write}");
+        assert_eq!(after.text(), user_json(id, name));
+        puts += 1;
+        store.wait_puts(puts).await;
+    }
+    // Each spelling is its own entry of the one resource: `/users/%32`
+    // reads the handler's answer once, then hits, and a purge of `/users/2`
+    // takes both spellings.
+    assert_eq!(
+        send(&router, get_req("/users/2")).await.cache_status(),
+        STORED
+    );
+    store.wait_puts(puts + 1).await;
+    let before = app.reads();
+    for spelling in ["/users/2", "/users/%32"] {
+        assert_hit(&send(&router, get_req(spelling)).await);
+    }
+    assert_eq!(app.reads(), before);
+    let put = send(&router, put_req("/users/2", "Walter")).await;
+    assert_eq!(put.cache_status(), format!("{}; purged=2", support::METHOD));
+}
+
+/// A spelling that the app routes differently never answers for another:
+/// axum matches `/us%65rs/2` against no route (404, which is cacheable),
+/// and `/users/2` still reads the user.
+#[tokio::test]
+async fn axum_one_spellings_answer_is_never_served_for_another() {
+    let (_server, store, layer) = redis_layer("t:axum-cpdos:").await;
+    let app = App::new();
+    let router = app.router().layer(layer);
+    let odd = send(&router, get_req("/us%65rs/2")).await;
+    assert_eq!(odd.status, StatusCode::NOT_FOUND);
+    support::flush_spawned().await;
+    let puts = store.stats().puts_finished();
+    let user = send(&router, get_req("/users/2")).await;
+    assert_eq!(user.status, StatusCode::OK);
+    assert_eq!(user.cache_status(), STORED);
+    assert_eq!(user.text(), user_json(2, "Bob"));
+    store.wait_puts(puts + 1).await;
+    let again = send(&router, get_req("/users/2")).await;
+    assert_hit(&again);
+    assert_eq!(again.status, StatusCode::OK);
+}
+
+/// What no canonical form can know (`/members/02` and `/members/2` are one
+/// user to `Path<u32>`), the handler names in a `PurgePaths` extension; the
+/// layer purges it and strips it from the response.
+#[tokio::test]
+async fn axum_a_handler_names_the_resources_its_write_changed() {
+    let (_server, store, layer) = redis_layer("t:axum-named:").await;
+    let app = App::new();
+    let router = app.router().layer(layer);
+    assert_eq!(
+        send(&router, get_req("/members/2")).await.cache_status(),
+        STORED
+    );
+    store.wait_puts(1).await;
+    assert_hit(&send(&router, get_req("/members/2")).await);
+
+    let mut service = router.clone();
+    let response = service
+        .call(put_req("/members/02", "Mallory"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(
+        response.extensions().get::<PurgePaths>().is_none(),
+        "the extension is the layer's, not the client's"
+    );
+    assert_eq!(
+        support::cache_status_of(response.headers()),
+        format!("{}; purged=1", support::METHOD)
+    );
+    let after = send(&router, get_req("/members/2")).await;
+    assert_eq!(after.cache_status(), STORED);
+    assert_eq!(after.text(), user_json(2, "Mallory"));
+}
+
+/// Declared routes are matched in the path's RFC 3986 normal form: an
+/// encoded spelling does not slip past `Route::bypass()`.
+#[tokio::test]
+async fn axum_route_rules_meet_every_spelling() {
+    let layer = CacheAsideLayer::builder(MemoryStore::new())
+        .route("/users/{id}", Route::bypass())
+        .build()
+        .unwrap();
+    let router = App::new().router().layer(layer);
+    for spelling in ["/users/1", "/users/%31", "/%75sers/1", "/users/%7e"] {
+        let reply = send(&router, get_req(spelling)).await;
+        assert_eq!(reply.cache_status(), bypass("route"), "{spelling}");
+    }
+    let odd = send(&router, get_req("/users/%zz")).await;
+    assert_eq!(odd.cache_status(), bypass("route"));
+    let malformed = send(&router, get_req("/session/%zz")).await;
+    assert_eq!(malformed.cache_status(), bypass("target-encoding"));
 }
 
 #[tokio::test]

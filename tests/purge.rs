@@ -771,6 +771,8 @@ async fn purge_glob_purges_matching_paths_only(backend: Backend, name: &str) {
             "/reports/2026-02?format=csv",
             "/reports/2026-03/summary",
             "/reports/2026-",
+            // A spelling of `/reports/2026-01`: one resource.
+            "/reports/2026%2D01",
         ],
         &["a.example", "b.example"],
         &[None, Some("en")],
@@ -781,7 +783,7 @@ async fn purge_glob_purges_matching_paths_only(backend: Backend, name: &str) {
         "/reports/x2026-01",
         "/reports",
         "/archive/reports/2026-01",
-        "/reports/2026%2D01",
+        "/reports/2026%2F01",
     ]);
     store_all(&h, &svc, &doomed).await;
     store_all(&h, &svc, &kept).await;
@@ -905,7 +907,7 @@ async fn glob_characters_in_requests_purge_only_the_literal_resource(backend: Ba
         "/users/%25",
     ]
     .into_iter()
-    .map(|t| (t, vec![t.to_owned(), format!("{t}/posts")]))
+    .map(|t| (t, vec![decoded(t), format!("{}/posts", decoded(t))]))
     // `?` starts the query: the path is `/users/`, which the rule's
     // template does not match, so only `/users/` itself goes.
     .chain([
@@ -917,21 +919,34 @@ async fn glob_characters_in_requests_purge_only_the_literal_resource(backend: Ba
         let parsed: http::Uri = target.parse().expect("the http crate accepts it");
         assert!(parsed.path().starts_with("/users/"), "{target}");
     }
-    let victims =
-        |literals: &[String]| -> Vec<Variant> { literals.iter().map(Variant::new).collect() };
+    // Every spelling of the attacks is stored (but `/users/%`, which is
+    // malformed and passes uncached); a DELETE purges the spellings whose
+    // path decodes to its own, or to that path's literal sub-paths.
     store_all(&h, &svc, &base).await;
     let mut standing: Vec<Variant> = Vec::new();
-    for (_, literals) in &attacks {
-        for v in victims(literals) {
-            if !standing.contains(&v) {
+    for (target, _) in &attacks {
+        for v in [
+            Variant::new(*target),
+            Variant::new(format!("{target}/posts")),
+        ] {
+            if !standing.contains(&v) && !v.target.contains('?') && *target != "/users/%" {
                 standing.push(v);
             }
         }
     }
+    standing.push(Variant::new("/users/"));
     store_all(&h, &svc, &standing).await;
+    let victims = |literals: &[String], standing: &[Variant]| -> Vec<Variant> {
+        standing
+            .iter()
+            .filter(|v| literals.contains(&decoded(&v.target)))
+            .cloned()
+            .collect()
+    };
 
     for (target, literals) in &attacks {
-        let doomed = victims(literals);
+        let doomed = victims(literals, &standing);
+
         // Already purged by an earlier attack with the same path.
         let present = doomed.iter().filter(|v| standing.contains(v)).count();
         let reply = send(&svc, request(Method::DELETE, target, &[])).await;
@@ -942,6 +957,8 @@ async fn glob_characters_in_requests_purge_only_the_literal_resource(backend: Ba
         assert_cached(&svc, &base, &format!("DELETE {target}")).await;
         assert_cached(&svc, &standing, &format!("DELETE {target}")).await;
     }
+
+    assert!(standing.is_empty(), "every spelling went: {standing:?}");
 
     // The Purger takes paths as they appear in requests: literally.
     let star = vec![Variant::new("/users/*")];
@@ -1126,14 +1143,19 @@ fn jitter_micros(max: u64) -> u64 {
 /// per key, held until the writes of the pair's GETs are over), and the
 /// only reads of a key are those issued after its latest PUT answered; the
 /// keys themselves run in parallel.
-async fn read_your_writes(backend: Backend, name: &str) {
+///
+/// With `mixed`, every PUT and every round's GETs pick a spelling of the
+/// key's path at random (`/k1`, `/%6B1`, `/k%31`, `/%6b%31`, …), and the
+/// origin reads the path decoded, as a handler's path parameters do: a
+/// write through any spelling must purge what any other stored.
+async fn read_your_writes(backend: Backend, name: &str, mixed: bool) {
     let h = backend.harness(name).await;
     let versions: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let map = versions.clone();
     let origin = tower::service_fn(move |req: Request<()>| {
         let map = map.clone();
         async move {
-            let path = req.uri().path().to_owned();
+            let path = decoded(req.uri().path());
             let version = if req.method() == Method::PUT {
                 let mut map = map.lock().unwrap();
                 let version = map.entry(path).or_default();
@@ -1164,7 +1186,8 @@ async fn read_your_writes(backend: Backend, name: &str) {
                 let (mut hits, mut purged_total) = (0usize, 0u64);
                 for round in 0..ROUNDS {
                     let _turn = locks[key].lock().await;
-                    let put = send(&svc, request(Method::PUT, &path, &[])).await;
+                    let spelling = |path: &str| if mixed { respell(path) } else { path.to_owned() };
+                    let put = send(&svc, request(Method::PUT, &spelling(&path), &[])).await;
                     assert_eq!(put.status, StatusCode::OK);
                     let written: u64 = put.text().parse().unwrap();
                     let status = put.cache_status();
@@ -1172,9 +1195,10 @@ async fn read_your_writes(backend: Backend, name: &str) {
                         .strip_prefix(&format!("{METHOD}; purged="))
                         .unwrap_or_else(|| panic!("a purge that succeeded: {status}"));
                     purged_total += count.parse::<u64>().unwrap();
+                    let read_as = spelling(&path);
                     for read in 0..2 {
                         let finished = store.puts_finished_for(&path);
-                        let got = send(&svc, request(Method::GET, &path, &[])).await;
+                        let got = send(&svc, request(Method::GET, &read_as, &[])).await;
                         let seen: u64 = got.text().parse().unwrap();
                         if seen < written {
                             violations.push(format!(
@@ -1222,10 +1246,42 @@ async fn read_your_writes(backend: Backend, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_your_writes_under_concurrency_redis() {
-    read_your_writes(Backend::Redis, "read_your_writes").await;
+    read_your_writes(Backend::Redis, "read_your_writes", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_your_writes_through_mixed_spellings_redis() {
+    read_your_writes(Backend::Redis, "read_your_writes_mixed", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_your_writes_through_mixed_spellings_memory() {
+    read_your_writes(Backend::Memory, "read_your_writes_mixed", true).await;
+}
+
+/// One spelling of `path`, at random: each byte after a `/` percent-encoded
+/// or not, in either hex case.
+fn respell(path: &str) -> String {
+    let mut out = String::new();
+    for byte in path.bytes() {
+        match (byte, jitter_micros(2)) {
+            (b'/', _) | (_, 0) => out.push(char::from(byte)),
+            (_, 1) => out.push_str(&format!("%{byte:02X}")),
+            _ => out.push_str(&format!("%{byte:02x}")),
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_your_writes_under_concurrency_memory() {
-    read_your_writes(Backend::Memory, "read_your_writes").await;
+    read_your_writes(Backend::Memory, "read_your_writes", false).await;
+}
+
+/// A path with every escape decoded, as a wildcard capture sees it (a
+/// reference decoder, not the crate's).
+fn decoded(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
 }

@@ -88,8 +88,13 @@ impl Config {
     }
 
     /// The rules for a request path: the matching route's, or the defaults.
+    /// Matched in the path's RFC 3986 normal form, so that `/%61dmin`
+    /// meets the rules of `/admin`.
     pub(crate) fn route(&self, path: &str) -> Option<&Route> {
-        self.routes.at(path).ok().map(|m| m.value)
+        self.routes
+            .at(&crate::key::route_form(path))
+            .ok()
+            .map(|m| m.value)
     }
 }
 

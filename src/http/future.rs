@@ -21,7 +21,7 @@ use crate::http::lookup::{look_up, Cacheable, Usable};
 use crate::http::response::{self, refresh_in_background};
 use crate::http::shared::Shared;
 use crate::lease::Found;
-use crate::purge::{self, Purge, PurgeReport};
+use crate::purge::{self, Purge, PurgePaths, PurgeReport};
 
 /// A store lookup under its deadline. It owns what it needs and gives the
 /// request's context back, so nothing is cloned for it.
@@ -235,8 +235,12 @@ where
                             response::forwarded(response, outcome)
                         }
                         Some(OnResponse::Write(write)) if purge::purges_on(response.status()) => {
+                            let mut response = response;
                             let mut purges = write.purges;
                             let all = this.shared.purges.clone();
+                            if let Some(named) = response.extensions_mut().remove::<PurgePaths>() {
+                                all.add_named(&mut purges, &named);
+                            }
                             all.add_locations(
                                 &mut purges,
                                 response.headers(),
@@ -251,6 +255,8 @@ where
                             continue;
                         }
                         Some(OnResponse::Write(_)) => {
+                            let mut response = response;
+                            response.extensions_mut().remove::<PurgePaths>();
                             response::forwarded(response, Outcome::Method)
                         }
                         None => response::forwarded(response, Outcome::Bypass("internal")),

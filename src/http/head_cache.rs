@@ -306,7 +306,7 @@ mod tests {
             .body(())
             .unwrap();
         Cacheable {
-            key: keys.derive(&request),
+            key: keys.derive(&request).unwrap(),
             is_head,
             route_ttls: (None, None),
             fill: Fill::default(),

@@ -46,3 +46,4 @@ mod shared;
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::service::CacheAside;
+pub use crate::purge::PurgePaths;

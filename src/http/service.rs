@@ -116,7 +116,13 @@ where
                 shared,
             );
         }
-        let key = config.keys.derive(&req);
+        let Ok(key) = config.keys.derive(&req) else {
+            return ResponseFuture::forward(
+                self.inner.call(req),
+                Outcome::Bypass("target-encoding"),
+                shared,
+            );
+        };
         // Boxed once here: the context is large (the key is held inline)
         // and travels through the lookup and, on a miss, to the response;
         // moving a pointer is cheaper than copying it at every step.

@@ -3,36 +3,6 @@
 
 use crate::util::inline::InlineBytes;
 
-/// Decodes `%XX` escapes and `+` (a query parameter name).
-pub(super) fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < input.len() => match (hex_val(input[i + 1]), hex_val(input[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    out
-}
-
-fn hex_val(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Bytes kept as they are in an encoded resource; every other byte becomes
 /// `%XX`. Excludes `%` (injectivity), glob characters and braces.
 fn kept_verbatim(byte: u8) -> bool {
@@ -58,15 +28,31 @@ fn kept_verbatim(byte: u8) -> bool {
         )
 }
 
+/// Bytes kept as they are in an encoded query name or value: the
+/// resource alphabet less the bytes that separate parameters (`&`, `=`)
+/// and `+`, which a form decoder reads as a space.
+fn kept_in_query(byte: u8) -> bool {
+    kept_verbatim(byte) && !matches!(byte, b'&' | b'=' | b'+')
+}
+
 /// Appends `bytes` to `out` in the resource encoding.
-pub(crate) fn encode_into(out: &mut impl Encoded, mut bytes: &[u8]) {
+pub(crate) fn encode_into(out: &mut impl Encoded, bytes: &[u8]) {
+    encode_with(out, bytes, kept_verbatim);
+}
+
+/// Appends a decoded query name or value to `out`, encoded so that the
+/// pairs written one after another, as `name=value&…`, read back one way
+/// only.
+pub(crate) fn encode_query_into(out: &mut impl Encoded, bytes: &[u8]) {
+    encode_with(out, bytes, kept_in_query);
+}
+
+#[inline]
+fn encode_with(out: &mut impl Encoded, mut bytes: &[u8], kept: fn(u8) -> bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     // Runs of safe bytes (the common case: all of a path) go in at once.
     while !bytes.is_empty() {
-        let safe = bytes
-            .iter()
-            .position(|&b| !kept_verbatim(b))
-            .unwrap_or(bytes.len());
+        let safe = bytes.iter().position(|&b| !kept(b)).unwrap_or(bytes.len());
         let (run, rest) = bytes.split_at(safe);
         out.put(run);
         let Some((&byte, rest)) = rest.split_first() else {

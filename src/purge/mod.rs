@@ -8,7 +8,11 @@
 //! - the paths of its response's `Location` and `Content-Location`, when
 //!   they are on the request's authority;
 //! - the targets of the purge rules that match its method and path, with
-//!   the path parameters substituted.
+//!   the path parameters substituted;
+//! - the paths its handler names in a [`PurgePaths`] response extension.
+//!
+//! Every path is purged as its resource: the decoded path, which every
+//! spelling of it shares (`/users/%32` purges what `/users/2` stored).
 //!
 //! An exact path is purged as one resource (every variant), in O(variants);
 //! a target with a `*` is a pattern, purged by `SCAN` in bounded batches.
@@ -35,8 +39,11 @@ use crate::store::guarded::Guarded;
 use crate::Error;
 
 mod location;
+mod named;
 mod pending;
 mod rules;
+
+pub use self::named::PurgePaths;
 
 pub(crate) use self::rules::{Purge, PurgeRules};
 
@@ -122,6 +129,14 @@ impl Purges {
     ) {
         for location in location::location_paths(headers, authority, path) {
             push_new(purges, Purge::Resource(self.keys.resource_key(&location)));
+        }
+    }
+
+    /// Adds to `purges` the paths the write's handler named in a
+    /// [`PurgePaths`] extension.
+    pub(crate) fn add_named(&self, purges: &mut Vec<Purge>, named: &PurgePaths) {
+        for path in named.paths() {
+            push_new(purges, Purge::Resource(self.keys.resource_key(path)));
         }
     }
 
@@ -290,7 +305,7 @@ impl Purger {
             }
             parts.push(Some(*piece));
         }
-        let pattern = self.purges.keys.resource_pattern(parts);
+        let pattern = self.purges.keys.path_pattern(parts);
         self.purges.purge_one(Purge::Pattern(pattern)).await
     }
 

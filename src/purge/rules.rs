@@ -98,7 +98,7 @@ impl Target {
         };
         if self.pieces.iter().any(|p| matches!(p, Piece::Wildcard)) {
             let values: Vec<Option<String>> = self.pieces.iter().map(value).collect();
-            Purge::Pattern(keys.resource_pattern(values.iter().map(|v| v.as_deref())))
+            Purge::Pattern(keys.path_pattern(values.iter().map(|v| v.as_deref())))
         } else {
             let path: String = self.pieces.iter().filter_map(value).collect();
             Purge::Resource(keys.resource_key(&path))
@@ -160,7 +160,11 @@ impl PurgeRules {
         let Some((_, router)) = self.by_method.iter().find(|(m, _)| m == method) else {
             return Vec::new();
         };
-        match router.at(path) {
+        // In the path's RFC 3986 normal form: `/us%65rs/2` meets the rules
+        // of `/users/{id}`; the parameters are decoded when their targets
+        // become resources.
+        let path = crate::key::route_form(path);
+        match router.at(&path) {
             Ok(matched) => matched
                 .value
                 .iter()
@@ -248,6 +252,25 @@ mod tests {
         assert!(twice
             .add(Method::POST, "/users/{id}", &["/x".into()])
             .is_ok());
+    }
+
+    #[test]
+    fn rules_match_and_render_every_spelling() {
+        let rules = rules(
+            Method::PUT,
+            "/users/{id}",
+            &["/users/{id}", "/teams/{id}/*"],
+        )
+        .unwrap();
+        for spelling in ["/users/2", "/users/%32", "/us%65rs/2", "/%75sers/%32"] {
+            let purges = rules.targets(&keys(), &Method::PUT, spelling);
+            assert_eq!(purges.len(), 2, "{spelling}");
+            assert_eq!(purges[0], resource("/users/2"), "{spelling}");
+            assert!(purges[1].covers(&keys().resource_key("/teams/2/members")));
+        }
+        let purges = rules.targets(&keys(), &Method::PUT, "/users/caf%c3%a9");
+        assert_eq!(purges[0], resource("/users/caf%C3%A9"));
+        assert!(purges[1].covers(&keys().resource_key("/teams/caf%C3%A9/x")));
     }
 
     #[test]
