@@ -114,6 +114,7 @@ impl Leases {
         LeaseRequest {
             token: LeaseToken::new(),
             ttl: self.ttl,
+            max_entries: None,
         }
     }
 
@@ -123,16 +124,21 @@ impl Leases {
     ///
     /// A value `judge` finds unusable is removed and looked up once more,
     /// which takes the lease, so that the fresh answer gets stored.
+    ///
+    /// `max_entries` bounds the entries of the key's resource: past it, a
+    /// new entry is not started (a miss with `fill.detail` saying so).
     pub(crate) async fn find<T>(
         &self,
         key: &EntryKey,
+        max_entries: Option<usize>,
         fill: &mut Fill<T>,
         mut judge: impl FnMut(Bytes) -> Judged<T>,
     ) -> Found<T> {
         // The wait on another holder's fill is bounded from the first time
         // this caller finds one (a hit never reads the clock for it).
         let mut deadline = None;
-        let request = self.request();
+        let mut request = self.request();
+        request.max_entries = max_entries;
         let mut removed_one = false;
         loop {
             let found = match self.store.call(|store| store.lookup(key, &request)).await {
@@ -172,6 +178,10 @@ impl Leases {
                 }
                 Lookup::Unleased => {
                     fill.detail = Some("store-refuses-writes");
+                    return Found::Miss;
+                }
+                Lookup::Full => {
+                    fill.detail = Some("too-many-variants");
                     return Found::Miss;
                 }
                 Lookup::Busy(wait) => {

@@ -36,6 +36,10 @@ pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// Waiting on another caller's fill is bounded well below a client's
 /// patience.
 pub(crate) const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(3);
+/// Entries (variants: queries, hosts, header values) one resource may
+/// hold: room for a busy search page's queries, while a flood of random
+/// queries on one path cannot grow its hash past a few MiB.
+pub(crate) const DEFAULT_MAX_VARIANTS: usize = 1024;
 /// Entry heads the layer keeps decoded.
 pub(crate) const DEFAULT_DECODED_HEADS: usize = 2048;
 /// The most entry heads the layer may be asked to keep decoded.

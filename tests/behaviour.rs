@@ -51,6 +51,7 @@ suite!(
     purge_and_remove_through_the_store_api,
     large_and_small_entries_alternate_on_one_path,
     kept_heads_answer_as_a_full_decode_does,
+    variants_of_one_resource_are_bounded,
 );
 
 /// Sleeps a little past `ttl` (waiting for a TTL to pass, not for a signal).
@@ -1295,4 +1296,80 @@ async fn kept_heads_answer_as_a_full_decode_does(backend: Backend, name: &str) {
         assert_eq!(hit.header("content-length"), Some("13"));
     }
     assert_eq!(origin.calls(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Bounded variants per resource
+// ---------------------------------------------------------------------------
+
+/// A flood of distinct queries on one path stops growing its resource at
+/// the bound, while the variants stored keep hitting; a route sets its own
+/// bound; a purge gives the room back.
+async fn variants_of_one_resource_are_bounded(backend: Backend, name: &str) {
+    const MAX: usize = 8;
+    let h = backend.harness(name).await;
+    let origin = Origin::text("found");
+    let svc = h
+        .layer(|b| {
+            b.max_variants(MAX)
+                .route("/search", Route::new().max_variants(3))
+        })
+        .layer(origin.service());
+
+    for i in 0..5 * MAX {
+        let reply = send(&svc, get(&format!("/p?r={i}"))).await;
+        assert_eq!(reply.text(), "found");
+        if i < MAX {
+            assert_eq!(reply.cache_status(), STORED, "variant {i}");
+            h.store.wait_puts(i + 1).await;
+        } else {
+            assert_eq!(
+                reply.cache_status(),
+                miss("too-many-variants"),
+                "variant {i}"
+            );
+        }
+    }
+    assert_eq!(
+        h.store.puts_finished_for("/p"),
+        MAX,
+        "only the bound's worth stored"
+    );
+    if let Some(redis) = &h.redis {
+        let client = support::fred_client(&redis.url()).await;
+        let fields = support::cached_fields(&client, &format!("{}{{/p}}", h.prefix)).await;
+        assert_eq!(
+            fields.len(),
+            MAX,
+            "fields of the resource's hash: {fields:?}"
+        );
+    }
+    let calls = origin.calls();
+    for i in 0..MAX {
+        assert_hit(&send(&svc, get(&format!("/p?r={i}"))).await);
+    }
+    assert_eq!(origin.calls(), calls, "the stored variants keep hitting");
+
+    for i in 0..5 {
+        let reply = send(&svc, get(&format!("/search?q={i}"))).await;
+        if i < 3 {
+            assert_eq!(reply.cache_status(), STORED, "query {i}");
+            h.store.wait_puts(MAX + i + 1).await;
+        } else {
+            assert_eq!(reply.cache_status(), miss("too-many-variants"), "query {i}");
+        }
+    }
+
+    // A write purges the resource, and its room comes back.
+    let write = send(&svc, request(Method::POST, "/p", &[])).await;
+    assert_eq!(write.cache_status(), format!("{METHOD}; purged={MAX}"));
+    for i in 0..MAX {
+        let reply = send(&svc, get(&format!("/p?fresh={i}"))).await;
+        assert_eq!(reply.cache_status(), STORED, "after the purge, variant {i}");
+        h.store.wait_puts(MAX + 3 + i + 1).await;
+    }
+    assert_eq!(
+        send(&svc, get("/p?fresh=last")).await.cache_status(),
+        miss("too-many-variants")
+    );
 }

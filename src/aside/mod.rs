@@ -186,7 +186,9 @@ impl<C: Codec> Cache<C> {
         let mut fill = Fill::default();
         let found = inner
             .leases
-            .find(&entry, &mut fill, |bytes| inner.judge::<C, T>(key, bytes))
+            .find(&entry, None, &mut fill, |bytes| {
+                inner.judge::<C, T>(key, bytes)
+            })
             .await;
         match found {
             Found::Fresh(value) => Ok(value),

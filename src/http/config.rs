@@ -22,6 +22,7 @@ use crate::key::KeyConfig;
 pub struct Route {
     ttl: Option<Duration>,
     negative_ttl: Option<Duration>,
+    max_variants: Option<usize>,
     bypass: bool,
 }
 
@@ -51,6 +52,19 @@ impl Route {
         self
     }
 
+    /// The most entries one of this route's resources may hold (see
+    /// [`Builder::max_variants`](crate::Builder::max_variants)): more for
+    /// a search page, fewer for a path that should have one.
+    pub fn max_variants(mut self, max: usize) -> Route {
+        self.max_variants = Some(max);
+        self
+    }
+
+    /// The route's bound on variants, where set.
+    pub(crate) fn variants(&self) -> Option<usize> {
+        self.max_variants
+    }
+
     /// The route's time to live and negative time to live, where set.
     pub(crate) fn ttls(&self) -> (Option<Duration>, Option<Duration>) {
         (self.ttl, self.negative_ttl)
@@ -67,6 +81,9 @@ impl Route {
         if zero(self.ttl) || zero(self.negative_ttl) {
             return Err("a ttl of zero stores nothing; use Route::bypass()");
         }
+        if self.max_variants == Some(0) {
+            return Err("max_variants of zero stores nothing; use Route::bypass()");
+        }
         Ok(())
     }
 }
@@ -78,6 +95,7 @@ pub(crate) struct Config {
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) stale_if_error: Duration,
     pub(crate) ttl_jitter: f64,
+    pub(crate) max_variants: usize,
     pub(crate) routes: matchit::Router<Route>,
 }
 
@@ -106,6 +124,7 @@ impl std::fmt::Debug for Config {
             .field("stale_while_revalidate", &self.stale_while_revalidate)
             .field("stale_if_error", &self.stale_if_error)
             .field("ttl_jitter", &self.ttl_jitter)
+            .field("max_variants", &self.max_variants)
             .finish_non_exhaustive()
     }
 }

@@ -309,6 +309,7 @@ mod tests {
             key: keys.derive(&request).unwrap(),
             is_head,
             route_ttls: (None, None),
+            max_variants: 1,
             fill: Fill::default(),
         }
     }

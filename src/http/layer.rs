@@ -97,6 +97,7 @@ pub struct Builder {
     purge_timeout: Duration,
     stale_if_error: Duration,
     decoded_heads: usize,
+    max_variants: usize,
     routes: Vec<(String, Route)>,
     purge_rules: Vec<(Method, String, Vec<String>)>,
 }
@@ -128,6 +129,7 @@ impl Builder {
             purge_timeout: settings::DEFAULT_PURGE_TIMEOUT,
             stale_if_error: Duration::ZERO,
             decoded_heads: settings::DEFAULT_DECODED_HEADS,
+            max_variants: settings::DEFAULT_MAX_VARIANTS,
             routes: Vec::new(),
             purge_rules: Vec::new(),
         }
@@ -145,6 +147,17 @@ impl Builder {
     /// Time to live of stored 404 and 410 responses (default 10 s).
     pub fn negative_ttl(mut self, ttl: Duration) -> Builder {
         self.common.negative_ttl = ttl;
+        self
+    }
+
+    /// The most entries one resource (a path) may hold, across its queries,
+    /// hosts and `vary_by` values (default 1024). Past it, a request for a
+    /// new variant is served by the origin and not stored
+    /// (`fwd=miss; detail=too-many-variants`), and the variants already
+    /// stored keep hitting; the room comes back as they expire or are
+    /// purged. A [`Route`] can set its own. Fails at `build` when zero.
+    pub fn max_variants(mut self, max: usize) -> Builder {
+        self.max_variants = max;
         self
     }
 
@@ -298,6 +311,11 @@ impl Builder {
                 "max_body_bytes must fit in 32 bits".into(),
             ));
         }
+        if self.max_variants == 0 {
+            return Err(Error::InvalidConfig(
+                "max_variants of zero stores nothing; use exclude".into(),
+            ));
+        }
         let mut routes = matchit::Router::new();
         for (template, route) in &self.routes {
             let invalid = |reason: String| Error::InvalidRoute {
@@ -347,6 +365,7 @@ impl Builder {
                     stale_while_revalidate: common.stale_while_revalidate,
                     stale_if_error: self.stale_if_error,
                     ttl_jitter: common.ttl_jitter,
+                    max_variants: self.max_variants,
                     routes,
                 },
                 leases: Leases::new(store, common.lease_ttl, common.fill_wait),

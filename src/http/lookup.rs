@@ -24,6 +24,9 @@ pub(crate) struct Cacheable {
     pub(crate) is_head: bool,
     /// The matching route's TTLs, where it sets them.
     pub(crate) route_ttls: (Option<Duration>, Option<Duration>),
+    /// The most entries the resource may hold (the route's or the
+    /// layer's bound).
+    pub(crate) max_variants: usize,
     /// The lease, the stale fallback and what the lookup found out.
     pub(crate) fill: Fill<Usable>,
 }
@@ -50,12 +53,18 @@ impl Usable {
 
 /// Looks the request up: GET with the fill lease, HEAD without.
 pub(crate) async fn look_up(shared: &Shared, cacheable: &mut Cacheable) -> Found<Usable> {
-    let Cacheable { key, fill, .. } = cacheable;
+    let Cacheable {
+        key,
+        fill,
+        max_variants,
+        ..
+    } = cacheable;
     let judge = |value| judge(shared, key, value);
     if cacheable.is_head {
         shared.leases.read(&key.key, fill, judge).await
     } else {
-        shared.leases.find(&key.key, fill, judge).await
+        let max = Some(*max_variants);
+        shared.leases.find(&key.key, max, fill, judge).await
     }
 }
 

@@ -120,6 +120,7 @@ pub(crate) fn miss<B: Body>(
         is_head,
         route_ttls,
         fill,
+        ..
     } = cacheable;
     let verdict = if is_head || fill.lease.is_none() {
         Err(None)

@@ -22,6 +22,7 @@ use tower_service::Service;
 
 use crate::http::body::ResponseBody;
 use crate::http::cache_status::Outcome;
+use crate::http::config::Route;
 use crate::http::future::{ResponseFuture, Write};
 use crate::http::lookup::Cacheable;
 use crate::http::shared::Shared;
@@ -130,6 +131,9 @@ where
             key,
             is_head,
             route_ttls: route.map(|r| r.ttls()).unwrap_or_default(),
+            max_variants: route
+                .and_then(Route::variants)
+                .unwrap_or(config.max_variants),
             fill: Fill::default(),
         });
         // A purge of this path failed and awaits its retry: the store may

@@ -59,6 +59,10 @@ pub struct LeaseRequest {
     pub token: LeaseToken,
     /// How long the lease holds if never released (a crashed holder).
     pub ttl: Duration,
+    /// The most entries the key's resource may hold, with the leases of
+    /// entries being filled: a lookup that would start one more answers
+    /// [`Lookup::Full`] instead of taking the lease. `None`: no bound.
+    pub max_entries: Option<usize>,
 }
 
 /// How a fill that another caller holds ended.
@@ -87,6 +91,10 @@ pub enum Lookup {
     /// No entry, and no lease could be taken because the store refuses
     /// writes (a full `maxmemory`): call the origin, store nothing.
     Unleased,
+    /// No entry, and the resource holds
+    /// [`max_entries`](LeaseRequest::max_entries) already: call the origin,
+    /// store nothing.
+    Full,
 }
 
 impl std::fmt::Debug for Lookup {
@@ -96,6 +104,7 @@ impl std::fmt::Debug for Lookup {
             Lookup::Lease => f.write_str("Lease"),
             Lookup::Busy(_) => f.write_str("Busy"),
             Lookup::Unleased => f.write_str("Unleased"),
+            Lookup::Full => f.write_str("Full"),
         }
     }
 }
@@ -112,7 +121,8 @@ pub trait Store: Send + Sync + 'static {
     fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()>;
 
     /// Reads one entry; when there is none, takes its fill lease with
-    /// `lease`, or reports that someone else holds it. Leases are per entry
+    /// `lease`, or reports that someone else holds it, or that the
+    /// resource is full (`lease.max_entries`). Leases are per entry
     /// key, and every purge of a resource also drops its leases: so a fill
     /// that began before a purge can never be written after it.
     fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup>;

@@ -9,6 +9,7 @@
 //! [moka]: https://docs.rs/moka
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,59 @@ const DEFAULT_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 struct Value {
     bytes: Bytes,
     ttl: Duration,
+    /// Which write this is (see [`Variants`]).
+    generation: u64,
+}
+
+/// The variants each resource holds in the cache, for the bound on them:
+/// each variant with the generation of its value. A value leaving the
+/// cache (expired, evicted, purged, replaced) takes its variant out only
+/// if the variant still has that value's generation, so a replacement
+/// that raced the removal of the value it replaced is kept.
+#[derive(Debug, Default)]
+struct Variants {
+    by_resource: Mutex<HashMap<ResourceKey, HashMap<String, u64>>>,
+    next: AtomicU64,
+}
+
+impl Variants {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ResourceKey, HashMap<String, u64>>> {
+        self.by_resource
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a value about to be written for `key`; its generation.
+    fn stored(&self, key: &(ResourceKey, String)) -> u64 {
+        let generation = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .entry(key.0.clone())
+            .or_default()
+            .insert(key.1.clone(), generation);
+        generation
+    }
+
+    /// The value of `generation` left the cache.
+    fn gone(&self, key: &(ResourceKey, String), generation: u64) {
+        let mut by_resource = self.lock();
+        if let Some(variants) = by_resource.get_mut(&key.0) {
+            if variants.get(&key.1) == Some(&generation) {
+                variants.remove(&key.1);
+                if variants.is_empty() {
+                    by_resource.remove(&key.0);
+                }
+            }
+        }
+    }
+
+    /// Whether `key`'s variant is stored, and how many its resource holds.
+    fn count(&self, key: &(ResourceKey, String)) -> (bool, usize) {
+        let by_resource = self.lock();
+        match by_resource.get(&key.0) {
+            Some(variants) => (variants.contains_key(&key.1), variants.len()),
+            None => (false, 0),
+        }
+    }
 }
 
 /// Expires each entry after the TTL it was put with.
@@ -64,6 +118,7 @@ impl Expiry<(ResourceKey, String), Value> for PerEntryTtl {
 pub struct MemoryStore {
     cache: Cache<(ResourceKey, String), Value>,
     leases: Arc<Leases>,
+    variants: Arc<Variants>,
 }
 
 /// Fill leases, and the callers waiting on them.
@@ -133,6 +188,7 @@ impl MemoryStore {
 
     /// A store that keeps at most about `bytes` of keys and values.
     pub fn with_capacity_bytes(bytes: u64) -> MemoryStore {
+        let variants = Arc::new(Variants::default());
         let cache = Cache::builder()
             .max_capacity(bytes)
             .weigher(|key: &(ResourceKey, String), value: &Value| {
@@ -141,11 +197,56 @@ impl MemoryStore {
                 u32::try_from(size).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
+            .eviction_listener({
+                let variants = variants.clone();
+                move |key: Arc<(ResourceKey, String)>, value: Value, _cause| {
+                    variants.gone(&key, value.generation)
+                }
+            })
             .build();
         MemoryStore {
             cache,
             leases: Arc::default(),
+            variants,
         }
+    }
+
+    /// Writes `value` under `key`.
+    fn write(&self, key: (ResourceKey, String), bytes: Bytes, ttl: Duration) {
+        let generation = self.variants.stored(&key);
+        self.cache.insert(
+            key,
+            Value {
+                bytes,
+                ttl,
+                generation,
+            },
+        );
+    }
+
+    /// Whether a new variant of `key`'s resource would pass `max`, counting
+    /// the leases of variants being filled (under the lease lock `held`).
+    fn is_full(
+        &self,
+        key: &(ResourceKey, String),
+        max: Option<usize>,
+        held: &HashMap<(ResourceKey, String), (LeaseToken, Instant)>,
+        now: Instant,
+    ) -> bool {
+        let Some(max) = max else {
+            return false;
+        };
+        let (present, stored) = self.variants.count(key);
+        if present || stored < max.saturating_sub(held.len()) {
+            // There, or room even if every lease were this resource's.
+            return false;
+        }
+        let filling = held
+            .iter()
+            .filter(|(k, (_, expires))| k.0 == key.0 && *expires > now)
+            .filter(|(k, _)| !self.variants.count(k).0)
+            .count();
+        stored + filling >= max
     }
 
     fn cache_key(key: &EntryKey) -> (ResourceKey, String) {
@@ -160,8 +261,7 @@ impl Store for MemoryStore {
     }
 
     fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
-        self.cache
-            .insert(Self::cache_key(key), Value { bytes: value, ttl });
+        self.write(Self::cache_key(key), value, ttl);
         Box::pin(async { Ok(()) })
     }
 
@@ -177,6 +277,7 @@ impl Store for MemoryStore {
                     let wait = self.leases.waiters.register(&lease_name(&key));
                     Lookup::Busy(wait)
                 }
+                None if self.is_full(&key, lease.max_entries, &held, now) => Lookup::Full,
                 _ => {
                     held.insert(key, (lease.token, now + lease.ttl));
                     Lookup::Lease
@@ -215,7 +316,7 @@ impl Store for MemoryStore {
             matches!(held.get(&key), Some((t, expires)) if t == token && *expires > Instant::now());
         if holds {
             held.remove(&key);
-            self.cache.insert(key.clone(), Value { bytes: value, ttl });
+            self.write(key.clone(), value, ttl);
         }
         drop(held);
         self.leases.waiters.wake(&lease_name(&key), FillEnd::Filled);

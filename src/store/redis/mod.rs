@@ -323,6 +323,7 @@ impl Store for RedisStore {
                 EntryRead::Gone => Ok(Lookup::Unleased),
                 EntryRead::Verdict(2) => Ok(Lookup::Lease),
                 EntryRead::Verdict(4) => Ok(Lookup::Unleased),
+                EntryRead::Verdict(5) => Ok(Lookup::Full),
                 EntryRead::Verdict(3) => Box::pin(read::busy(&call, events, key, lease)).await,
                 EntryRead::Verdict(_) => Err(Error::Store("unexpected lookup script reply".into())),
             }

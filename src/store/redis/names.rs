@@ -141,6 +141,12 @@ pub(super) fn lease_arg(lease: &LeaseRequest) -> Value {
     Value::Bytes(Bytes::from(arg))
 }
 
+/// A bound on a resource's fields as the lookup script reads it.
+pub(super) fn bound_arg(max: usize) -> Value {
+    let max = u64::try_from(max).unwrap_or(u64::MAX).min(i64::MAX as u64);
+    Value::Bytes(Bytes::copy_from_slice(Decimal::new(max).as_bytes()))
+}
+
 /// A lease's token as the scripts read it (to fence a fill or a release).
 pub(super) fn token_arg(token: &LeaseToken) -> Value {
     Value::Bytes(Bytes::copy_from_slice(token.as_bytes()))
@@ -182,6 +188,7 @@ mod tests {
             let lease = LeaseRequest {
                 token: LeaseToken::new(),
                 ttl,
+                max_entries: None,
             };
             let Value::Bytes(arg) = lease_arg(&lease) else {
                 panic!("bytes");

@@ -18,7 +18,7 @@ use fred::types::Value;
 
 use super::call::Call;
 use super::events::Events;
-use super::names::{lease_announced, lease_arg, KeyNames};
+use super::names::{bound_arg, lease_announced, lease_arg, KeyNames};
 use super::scripts::Script;
 use crate::key::EntryKey;
 use crate::store::backend::{FillEnd, LeaseRequest, Lookup};
@@ -103,6 +103,9 @@ pub(super) async fn read(
             vec![
                 names.variant(),
                 lease.map_or_else(|| Value::Bytes(Bytes::new()), lease_arg),
+                lease
+                    .and_then(|lease| lease.max_entries)
+                    .map_or_else(|| Value::Bytes(Bytes::new()), bound_arg),
             ]
         })
         .await?;

@@ -29,12 +29,14 @@ use crate::Error;
 /// made a 16 KiB hit cost Redis four times a `GET`. The script then only
 /// says the entry is readable, and the value is read by a plain `HGET`.
 ///
-/// KEYS: hash, times. ARGV: the variant, and the lease as the token (32
-/// bytes) followed by its ttl in ms ('' = no lease, only look).
+/// KEYS: hash, times. ARGV: the variant, the lease as the token (32
+/// bytes) followed by its ttl in ms ('' = no lease, only look), and the
+/// most fields (entries and leases) the resource may hold ('' = no bound).
 /// Returns `{ms left, value}` (readable, inline), `{ms left}` (readable,
 /// not inline), or 0 (not readable, no lease asked), 2 (lease taken), 3
 /// (lease held elsewhere), 4 (the server refuses writes, e.g. a full
-/// `maxmemory`: no lease).
+/// `maxmemory`: no lease), 5 (a new variant, and the resource is full: no
+/// lease).
 const LOOKUP_SCRIPT: &str = r#"
 local hash, times = KEYS[1], KEYS[2]
 local field = 'v:' .. ARGV[1]
@@ -50,8 +52,28 @@ end
 if ARGV[2] == '' then
   return 0
 end
+BOUND
 TAKE
 "#;
+
+/// Refuses to start a new variant of a full resource (written where a
+/// line says `BOUND`, after `hash`, `times`, `field`, `now` and `OURS`):
+/// when neither the entry nor its lease is there and the hash holds
+/// `ARGV[3]` fields or more, up to 64 expired ones are dropped, and if
+/// that leaves no room the script returns 5. A variant already there (a
+/// stale entry, a dead lease) is refilled in place, which adds nothing.
+const BOUND: &str = r#"if ARGV[3] ~= '' and redis.call('HLEN', hash) >= tonumber(ARGV[3])
+  and redis.call('HEXISTS', hash, field) == 0
+  and redis.call('HEXISTS', hash, 'l:' .. ARGV[1]) == 0 then
+  local old = redis.call('ZRANGEBYSCORE', times, '-inf', now, 'LIMIT', 0, 64)
+  if #old > 0 then
+    redis.call('HDEL', hash, unpack(old))
+    redis.call('ZREM', times, unpack(old))
+  end
+  if redis.call('HLEN', hash) >= tonumber(ARGV[3]) then
+    return 5
+  end
+end"#;
 
 /// Takes an entry's fill lease whether or not the entry exists (to refresh
 /// a stale one). KEYS: hash, times. ARGV: the variant, the lease (token
@@ -375,7 +397,7 @@ impl Scripts {
 }
 
 /// Writes the shared pieces ([`CLOCK`], [`OURS`], [`READABLE`], [`TAKE`],
-/// [`EXTEND`]) into a script, at the lines that name them (pieces may name
+/// [`BOUND`], [`EXTEND`]) into a script, at the lines that name them (pieces may name
 /// pieces).
 fn expand(source: &str) -> String {
     let mut out = String::with_capacity(source.len() + 1024);
@@ -386,6 +408,7 @@ fn expand(source: &str) -> String {
             "OURS" => OURS,
             "READABLE" => READABLE,
             "TAKE" => TAKE,
+            "BOUND" => BOUND,
             "EXTEND" => EXTEND,
             _ => {
                 out.push_str(line);
@@ -411,7 +434,7 @@ mod tests {
         let scripts = Scripts::new(1000);
         for script in scripts.all() {
             let text: &str = &script.source;
-            for piece in ["CLOCK", "OURS", "READABLE", "TAKE", "EXTEND"] {
+            for piece in ["CLOCK", "OURS", "READABLE", "TAKE", "BOUND", "EXTEND"] {
                 assert!(
                     !text.lines().any(|line| line.trim() == piece),
                     "{piece} left in:\n{text}"
