@@ -278,3 +278,55 @@ async fn one_origin_call_per_cold_key_across_instances_on_a_cluster() {
         "one fill for 40 cold requests on 2 instances"
     );
 }
+
+/// Every spelling of a path is one resource, so one hash on one slot: a
+/// write through any spelling purges the entries of all of them with one
+/// exact purge, for resources spread over the three primaries.
+#[tokio::test]
+async fn every_spelling_of_a_path_lands_on_one_slot() {
+    let cluster = Cluster::start();
+    cluster.wait_ok().await;
+    let store = CountingStore::new(Arc::new(
+        RedisStore::connect(&cluster.url())
+            .await
+            .expect("connect to the cluster"),
+    ));
+    let origin = Origin::text("page");
+    let layer = CacheAsideLayer::builder(store.as_dyn())
+        .prefix("t:cluster-spellings:")
+        .store_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = layer.layer(origin.service());
+    let mut puts = 0;
+    for digit in 0..10 {
+        let spellings = [
+            format!("/s/{digit}"),
+            format!("/s/%3{digit}"),
+            format!("/%73/{digit}"),
+            format!("/%73/%3{digit}"),
+        ];
+        for spelling in &spellings {
+            let reply = send(&svc, get(spelling)).await;
+            assert_eq!(reply.cache_status(), STORED, "{spelling}");
+            puts += 1;
+            store.wait_puts(puts).await;
+            assert_hit(&send(&svc, get(spelling)).await);
+        }
+        // Through yet another spelling (an encoded slash, which a wildcard
+        // capture reads as `/`).
+        let write = send(&svc, request(Method::PUT, &format!("/%73%2F{digit}"), &[])).await;
+        assert_eq!(write.status, StatusCode::OK);
+        assert!(
+            write.cache_status().ends_with("purged=4"),
+            "/s/{digit}: {}",
+            write.cache_status()
+        );
+        for spelling in &spellings {
+            let reply = send(&svc, get(spelling)).await;
+            assert_eq!(reply.cache_status(), STORED, "{spelling} after the write");
+            puts += 1;
+            store.wait_puts(puts).await;
+        }
+    }
+}
