@@ -13,7 +13,11 @@
 //!
 //! Starts its own `redis-server` on a free loopback port. Each contender
 //! runs N hits, C at a time, on one single-threaded Tokio runtime, three
-//! times in turn; the table gives the median of the three. Allocations are
+//! times in turn; the table gives the median of the three. With
+//! `--workers W`, the runtime is the multi-threaded one with W workers
+//! (what `#[tokio::main]` builds), the C callers are tasks spread over
+//! them, and the CPU time is the whole process's (every worker, fred's
+//! router task included). Allocations are
 //! counted by `stats_alloc`'s global allocator wrapper (every `alloc` and `realloc` of
 //! any thread of this process, so fred's router task is included).
 
@@ -89,6 +93,20 @@ struct Figures {
     allocs_per_hit: f64,
 }
 
+/// CPU time of the whole process (user + system), in ns.
+fn process_cpu_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|t| t.parse::<u64>().ok()))
+        .sum();
+    // Clock ticks are 100 Hz on Linux.
+    ticks * 10_000_000
+}
+
 fn thread_cpu_ns() -> u64 {
     let path = std::fs::read_link("/proc/thread-self")
         .ok()
@@ -107,12 +125,43 @@ fn thread_cpu_ns() -> u64 {
 }
 
 /// Runs `hits` calls of `one`, `concurrency` at a time, and checks that
-/// each answers `expected` bytes.
-async fn drive<F, Fut>(hits: usize, concurrency: usize, expected: usize, one: F) -> Figures
+/// each answers `expected` bytes. On a multi-threaded runtime (`spread`),
+/// the callers are `concurrency` spawned tasks and the CPU time is the
+/// process's.
+async fn drive<F, Fut>(
+    hits: usize,
+    concurrency: usize,
+    expected: usize,
+    spread: bool,
+    one: F,
+) -> Figures
 where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Bytes>,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Bytes> + Send + 'static,
 {
+    if spread {
+        let one = std::sync::Arc::new(one);
+        let allocs_before = allocations();
+        let cpu = process_cpu_ns();
+        let mut tasks = tokio::task::JoinSet::new();
+        for caller in 0..concurrency {
+            let one = one.clone();
+            let share = hits / concurrency + usize::from(caller < hits % concurrency);
+            tasks.spawn(async move {
+                for _ in 0..share {
+                    let bytes = one().await;
+                    assert_eq!(bytes.len(), expected, "a hit answered the wrong body");
+                }
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.expect("a caller panicked");
+        }
+        return Figures {
+            cpu_ns_per_hit: (process_cpu_ns() - cpu) as f64 / hits as f64,
+            allocs_per_hit: (allocations() - allocs_before) as f64 / hits as f64,
+        };
+    }
     let allocs_before = allocations();
     let cpu = thread_cpu_ns();
     let mut running = FuturesUnordered::new();
@@ -145,6 +194,7 @@ fn main() {
     let mut only: Option<String> = None;
     let mut body_bytes = 200usize;
     let mut store_timeout = None;
+    let mut workers = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let text = args.next();
@@ -152,22 +202,30 @@ fn main() {
         match (arg.as_str(), value) {
             ("--hits", Some(v)) => hits = v,
             ("--concurrency", Some(v)) => concurrency = v,
+            ("--workers", Some(v)) => workers = v,
             ("--body", Some(v)) if v >= 40 => body_bytes = v,
             ("--only", _) if text.is_some() => only = text,
             ("--store-timeout", Some(ms)) => {
                 store_timeout = Some(std::time::Duration::from_millis(ms as u64))
             }
             _ => {
-                eprintln!("usage: hit_path [--hits N] [--concurrency C] [--only static|hand|Redis|Memory] [--body BYTES] [--store-timeout MS]");
+                eprintln!("usage: hit_path [--hits N] [--concurrency C] [--only static|hand|Redis|Memory] [--body BYTES] [--store-timeout MS] [--workers W]");
                 std::process::exit(2);
             }
         }
     }
     let server = redis_server::RedisServer::launch();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = if workers > 0 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
     runtime.block_on(run(
         &server.url(),
         hits,
@@ -175,6 +233,7 @@ fn main() {
         only.as_deref(),
         body_bytes,
         store_timeout,
+        workers,
     ));
     server.stop();
 }
@@ -186,7 +245,9 @@ async fn run(
     only: Option<&str>,
     body_bytes: usize,
     store_timeout: Option<std::time::Duration>,
+    workers: usize,
 ) {
+    let spread = workers > 0;
     let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let body = body(body_bytes);
     let client = common::connect(url).await.expect("connect");
@@ -244,8 +305,9 @@ async fn run(
     let mut results: Vec<Vec<Figures>> = vec![Vec::new(); names.len()];
     for _repeat in 0..3 {
         if wanted(names[0]) {
+            let origin = origin.clone();
             results[0].push(
-                drive(hits, concurrency, body_bytes, || {
+                drive(hits, concurrency, body_bytes, spread, move || {
                     let mut service = origin.clone();
                     async move {
                         let response = service.call(request()).await.expect("static");
@@ -256,8 +318,9 @@ async fn run(
             );
         }
         if wanted(names[1]) {
+            let client = client.clone();
             results[1].push(
-                drive(hits, concurrency, body_bytes, || {
+                drive(hits, concurrency, body_bytes, spread, move || {
                     let client = client.clone();
                     async move {
                         let _request = request();
@@ -273,8 +336,9 @@ async fn run(
             if !wanted(names[i]) {
                 continue;
             }
+            let service = service.clone();
             results[i].push(
-                drive(hits, concurrency, body_bytes, || {
+                drive(hits, concurrency, body_bytes, spread, move || {
                     let service = service.clone();
                     async move {
                         let response = service.oneshot(request()).await.expect("layer");
@@ -293,7 +357,12 @@ async fn run(
             );
         }
     }
-    println!("| path ({hits} hits of {body_bytes} B, {concurrency} at a time, median of 3) | app CPU µs/hit | allocations/hit |");
+    let runtime = if spread {
+        format!("{workers} workers")
+    } else {
+        "one thread".to_owned()
+    };
+    println!("| path ({hits} hits of {body_bytes} B, {concurrency} at a time, {runtime}, median of 3) | app CPU µs/hit | allocations/hit |");
     println!("| --- | ---: | ---: |");
     for (name, figures) in names.iter().zip(results) {
         if figures.is_empty() {
