@@ -143,8 +143,8 @@ pub(super) fn lease_arg(lease: &LeaseRequest) -> Value {
 
 /// A bound on a resource's fields as the lookup script reads it.
 pub(super) fn bound_arg(max: usize) -> Value {
-    let max = u64::try_from(max).unwrap_or(u64::MAX).min(i64::MAX as u64);
-    Value::Bytes(Bytes::copy_from_slice(Decimal::new(max).as_bytes()))
+    // An integer, which fred writes as its digits without allocating.
+    Value::Integer(i64::try_from(max).unwrap_or(i64::MAX))
 }
 
 /// A lease's token as the scripts read it (to fence a fill or a release).
