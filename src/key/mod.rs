@@ -181,14 +181,7 @@ impl KeyConfig {
         &self,
         pieces: impl IntoIterator<Item = Option<&'a str>>,
     ) -> ResourcePattern {
-        let mut pattern = String::new();
-        for piece in pieces {
-            match piece {
-                Some(text) => encode_into(&mut pattern, text.as_bytes()),
-                None => pattern.push('*'),
-            }
-        }
-        ResourcePattern::new(self.prefix.clone(), pattern)
+        self.pattern(pieces, |text| std::borrow::Cow::Borrowed(text.as_bytes()))
     }
 
     /// A pattern over request paths from pieces: literal text is a path's
@@ -199,10 +192,18 @@ impl KeyConfig {
         &self,
         pieces: impl IntoIterator<Item = Option<&'a str>>,
     ) -> ResourcePattern {
+        self.pattern(pieces, |text| target::decode(text.as_bytes(), false).0)
+    }
+
+    fn pattern<'a>(
+        &self,
+        pieces: impl IntoIterator<Item = Option<&'a str>>,
+        literal: impl Fn(&'a str) -> std::borrow::Cow<'a, [u8]>,
+    ) -> ResourcePattern {
         let mut pattern = String::new();
         for piece in pieces {
             match piece {
-                Some(text) => encode_into(&mut pattern, &target::decode(text.as_bytes(), false).0),
+                Some(text) => encode_into(&mut pattern, &literal(text)),
                 None => pattern.push('*'),
             }
         }
