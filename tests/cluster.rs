@@ -78,6 +78,15 @@ impl Cluster {
         format!("redis-cluster://127.0.0.1:{first}?{}", others.join("&"))
     }
 
+    /// A counting store over a new `RedisStore` connected to the cluster.
+    async fn store(&self) -> Arc<CountingStore> {
+        CountingStore::new(Arc::new(
+            RedisStore::connect(&self.url())
+                .await
+                .expect("connect to the cluster"),
+        ))
+    }
+
     /// Waits (bounded) until every node reports the cluster as ok: `create`
     /// returns once the nodes agree on the slots, and the state follows.
     async fn wait_ok(&self) {
@@ -134,11 +143,7 @@ fn body_for(path: &str) -> String {
 async fn the_layer_and_the_typed_cache_work_on_a_cluster() {
     let cluster = Cluster::start();
     cluster.wait_ok().await;
-    let store = CountingStore::new(Arc::new(
-        RedisStore::connect(&cluster.url())
-            .await
-            .expect("connect to the cluster"),
-    ));
+    let store = cluster.store().await;
     let origin = Origin::new(|req| {
         let body = if req.method() == Method::HEAD {
             String::new()
@@ -286,11 +291,7 @@ async fn one_origin_call_per_cold_key_across_instances_on_a_cluster() {
 async fn every_spelling_of_a_path_lands_on_one_slot() {
     let cluster = Cluster::start();
     cluster.wait_ok().await;
-    let store = CountingStore::new(Arc::new(
-        RedisStore::connect(&cluster.url())
-            .await
-            .expect("connect to the cluster"),
-    ));
+    let store = cluster.store().await;
     let origin = Origin::text("page");
     let layer = CacheAsideLayer::builder(store.as_dyn())
         .prefix("t:cluster-spellings:")
