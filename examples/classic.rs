@@ -8,7 +8,8 @@
 //!
 //! It uses Redis at `$REDIS_URL` (default `redis://127.0.0.1:6379`); when
 //! `REDIS_URL` is unset and no Redis answers, it caches in process
-//! ([`MemoryStore`]). It prints the story with the times it measured:
+//! ([`MemoryStore`]); when it is set and Redis does not answer, it runs
+//! uncached until Redis does. It prints the story with the times it measured:
 //!
 //! ```text
 //! caching in Redis at redis://127.0.0.1:6379
@@ -129,8 +130,14 @@ async fn open_store() -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
             println!("caching in Redis at {url}");
             Ok(Arc::new(store))
         }
+        Ok(Err(tower_cache_aside::Error::Redis(error)))
+            if *error.kind() == fred::error::ErrorKind::Auth =>
+        {
+            Err(format!("Redis at {url} refused the login: {error}").into())
+        }
         _ if explicit.is_some() => {
-            Err(format!("cannot connect to Redis at {url} (REDIS_URL)").into())
+            println!("Redis at {url} does not answer yet: uncached until it does");
+            Ok(Arc::new(RedisStore::connect_lazy(&url)?))
         }
         _ => {
             println!("no Redis at {url}: caching in process (MemoryStore)");

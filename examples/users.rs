@@ -9,8 +9,11 @@
 //! - `ADDR`: where to listen (default `127.0.0.1:3000`).
 //! - `REDIS_URL`: the Redis to cache in (default `redis://127.0.0.1:6379`).
 //!   When `REDIS_URL` is unset and no Redis answers at the default, the
-//!   example caches in process ([`MemoryStore`]) and says so in its log;
-//!   when `REDIS_URL` is set and cannot be reached, it exits with an error.
+//!   example caches in process ([`MemoryStore`]) and says so in its log.
+//!   When `REDIS_URL` is set and Redis does not answer, the example starts
+//!   anyway: requests pass through uncached until Redis answers, then they
+//!   are cached in it. A password Redis refuses is an error at start-up.
+//!   `redis://user:password@host:port` logs in as an ACL user.
 //! - `RUST_LOG`: log filter (default `info,tower_cache_aside=debug`).
 //!
 //! A session (the second read is served from the cache: no database read,
@@ -172,13 +175,19 @@ async fn open_store() -> Result<Arc<dyn Store>, String> {
             info!("caching in Redis at {shown}");
             return Ok(Arc::new(store));
         }
+        Ok(Err(tower_cache_aside::Error::Redis(error)))
+            if *error.kind() == fred::error::ErrorKind::Auth =>
+        {
+            return Err(format!("Redis at {shown} refused the login: {error}"));
+        }
         Ok(Err(error)) => error.to_string(),
         Err(_) => format!("no answer in {CONNECT_TIMEOUT:?}"),
     };
     if required {
-        return Err(format!(
-            "cannot connect to Redis at {shown} (REDIS_URL): {failure}"
-        ));
+        let store = RedisStore::connect_lazy(&url)
+            .map_err(|error| format!("REDIS_URL {shown}: {error}"))?;
+        warn!("Redis at {shown} does not answer yet ({failure}); requests pass through uncached, and are cached in it once it answers");
+        return Ok(Arc::new(store));
     }
     warn!("no Redis at {shown} ({failure}); caching in process (MemoryStore) instead");
     Ok(Arc::new(MemoryStore::new()))

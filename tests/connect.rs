@@ -1,0 +1,159 @@
+//! Connecting to Redis as deployments do: an ACL user with a password and
+//! a key pattern limited to the crate's prefixes, a wrong password, and a
+//! server that is down at start-up. Each test starts its own
+//! `redis-server` on a loopback port.
+
+mod support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use fred::interfaces::ClientLike;
+use fred::types::{CustomCommand, Value};
+use http::{Method, StatusCode};
+use tower::Layer;
+use tower_cache_aside::{Cache, CacheAsideLayer, RedisStore};
+
+use support::{assert_hit, bypass, get, request, send, Origin, RedisServer, STORED};
+
+/// The ACL rules the README gives for the crate's user, after `ACL
+/// SETUSER <name> on ><password>`: the default prefixes' keys, the events
+/// channel, and the command groups the store's scripts and reads use.
+const ACL_RULES: &[&str] = &[
+    "resetkeys",
+    "~tca:*",
+    "resetchannels",
+    "&tower-cache-aside:*",
+    "-@all",
+    "+@connection",
+    "+@hash",
+    "+@sortedset",
+    "+@scripting",
+    "+@pubsub",
+    "+type",
+    "+del",
+    "+unlink",
+    "+pexpire",
+    "+pttl",
+    "+scan",
+    "+time",
+    "+info",
+];
+
+async fn command(client: &fred::clients::Client, args: Vec<String>) -> Value {
+    let (name, rest) = args.split_first().expect("a command");
+    client
+        .custom(CustomCommand::new(name.clone(), None, false), rest.to_vec())
+        .await
+        .expect("admin command")
+}
+
+/// Adds the user `cache` with password `s3cret` and the README's rules.
+async fn add_cache_user(server: &RedisServer) -> fred::clients::Client {
+    let admin = support::fred_client(&server.url()).await;
+    let mut args: Vec<String> = ["ACL", "SETUSER", "cache", "on", ">s3cret"]
+        .map(String::from)
+        .to_vec();
+    args.extend(ACL_RULES.iter().map(|r| r.to_string()));
+    command(&admin, args).await;
+    command(&admin, vec!["ACL".into(), "LOG".into(), "RESET".into()]).await;
+    admin
+}
+
+#[tokio::test]
+async fn an_acl_user_limited_to_the_prefixes_is_enough() {
+    let server = RedisServer::launch();
+    let admin = add_cache_user(&server).await;
+    let url = format!("redis://cache:s3cret@127.0.0.1:{}", server.port());
+    let store = RedisStore::connect(&url)
+        .await
+        .expect("connect as the ACL user");
+
+    let layer = CacheAsideLayer::builder(store.clone())
+        .store_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let origin = Origin::text("user");
+    let svc = layer.layer(origin.service());
+    assert_eq!(send(&svc, get("/users/1")).await.cache_status(), STORED);
+    // The fill lands after the response: wait for the hit, bounded.
+    let mut hit = None;
+    for _ in 0..200 {
+        let reply = send(&svc, get("/users/1")).await;
+        if reply.is_hit() {
+            hit = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_hit(&hit.expect("the entry was stored"));
+    let write = send(&svc, request(Method::PUT, "/users/1", &[])).await;
+    assert_eq!(write.status, StatusCode::OK);
+    assert!(
+        write.cache_status().ends_with("purged=1"),
+        "{}",
+        write.cache_status()
+    );
+    assert_eq!(layer.purger().purge_glob("/users/*").await.unwrap(), 0);
+
+    let cache = Cache::builder(store).build().unwrap();
+    let value: Option<String> = cache
+        .get_or_fetch("item:1", Duration::from_secs(60), || async {
+            Ok::<_, Infallible>(Some("one".to_owned()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(value.as_deref(), Some("one"));
+    cache.invalidate("item:1").await.unwrap();
+
+    let denied = command(&admin, vec!["ACL".into(), "LOG".into()]).await;
+    assert!(
+        matches!(&denied, Value::Array(entries) if entries.is_empty()),
+        "commands the ACL denied: {denied:?}"
+    );
+    let _ = admin.quit().await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_error_at_connect() {
+    let server = RedisServer::launch();
+    let admin = add_cache_user(&server).await;
+    let url = format!("redis://cache:wrong@127.0.0.1:{}", server.port());
+    let result = tokio::time::timeout(Duration::from_secs(20), RedisStore::connect(&url))
+        .await
+        .expect("connect gives up rather than retry a refused password");
+    let error = result.expect_err("a wrong password is refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("WRONGPASS") || text.contains("invalid username-password"),
+        "{text}"
+    );
+    let _ = admin.quit().await;
+}
+
+/// A store made with `connect_lazy` while the password is wrong, or the
+/// server is down, is a layer that passes requests through, never one that
+/// fails them.
+#[tokio::test]
+async fn a_lazy_store_that_cannot_authenticate_passes_requests_through() {
+    let server = RedisServer::launch();
+    let admin = add_cache_user(&server).await;
+    let url = format!("redis://cache:wrong@127.0.0.1:{}", server.port());
+    let store = RedisStore::connect_lazy(&url).expect("a valid URL");
+    let layer = CacheAsideLayer::builder(store)
+        .store_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let origin = Origin::text("user");
+    let svc = layer.layer(origin.service());
+    for round in 0..8 {
+        let reply = send(&svc, get("/users/1")).await;
+        assert_eq!(reply.status, StatusCode::OK, "round {round}");
+        assert_eq!(reply.text(), "user");
+        assert!(!reply.is_hit());
+    }
+    let last = send(&svc, get("/users/1")).await;
+    assert_eq!(last.cache_status(), bypass("store-unavailable"));
+    assert_eq!(origin.calls(), 9);
+    let _ = admin.quit().await;
+}
