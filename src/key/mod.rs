@@ -15,9 +15,11 @@
 //! Everything here comes from the request and is untrusted, so the mapping
 //! is built to be safe for any byte:
 //!
-//! - The resource is percent-encoded with a small safe alphabet. `%` itself is
-//!   encoded, so the encoding is injective (`/a*` and `/a%2A` stay distinct
-//!   resources), and the encoded text never holds a Redis glob character
+//! - The resource is the decoded path (see [`target`]: one for every
+//!   spelling), percent-encoded with a small safe alphabet. `%` itself is
+//!   encoded, so the encoding of decoded paths is injective (`/a*` and
+//!   `/a%2A` are one resource, the literal `*`; `/a%252A` is the literal
+//!   `%2A`), and the encoded text never holds a Redis glob character
 //!   (`*`, `?`, `[`, `]`, `\`) or a hash-tag brace (`{`, `}`). A purge built
 //!   from request text therefore matches only that literal resource.
 //! - A resource longer than [`MAX_RESOURCE_LEN`] keeps a readable head and
@@ -35,7 +37,7 @@ pub(crate) use self::encode::hex32;
 use self::encode::{encode_into, encode_query_into};
 pub use self::pattern::ResourcePattern;
 use self::pattern::HASHED_HEAD_LEN;
-pub(crate) use self::target::{route_form, Malformed};
+pub(crate) use self::target::{authority_form, route_form, Malformed};
 use crate::util::inline::InlineBytes;
 
 mod encode;
@@ -63,7 +65,7 @@ impl ResourceKey {
         &self.prefix
     }
 
-    /// The encoded path. Never contains `{`, `}`, `*`, `?`,
+    /// The decoded path, in the resource encoding. Never contains `{`, `}`, `*`, `?`,
     /// `[`, `]`, `\`, white space or control bytes.
     pub fn resource(&self) -> &str {
         std::str::from_utf8(&self.resource).unwrap_or_default()

@@ -107,7 +107,8 @@ pub(crate) fn route_form(path: &str) -> Cow<'_, str> {
         }
         None => false,
     };
-    let Some(first) = (first_percent..bytes.len()).find(|&i| bytes[i] == b'%' && needs_work(i))
+    let Some(first) = (first_percent..bytes.len())
+        .find(|&i| bytes[i] == b'%' && (escape_at(bytes, i).is_none() || needs_work(i)))
     else {
         return Cow::Borrowed(path);
     };
@@ -127,13 +128,21 @@ pub(crate) fn route_form(path: &str) -> Cow<'_, str> {
                 i += 3;
             }
             None => {
-                // Not an escape: copy up to the next `%` (UTF-8 text is
-                // copied whole, `%` being ASCII).
-                let next = bytes[i + 1..]
+                // A `%` that starts no escape is the text `%`, as a lenient
+                // decoder reads it: written `%25`, so that what follows can
+                // never form an escape with it (`%c%33` is not `%c3`).
+                // Then copy up to the next `%` (UTF-8 text is copied whole,
+                // `%` being ASCII).
+                let mut from = i;
+                if bytes[i] == b'%' {
+                    out.push_str("%25");
+                    from = i + 1;
+                }
+                let next = bytes[from..]
                     .iter()
                     .position(|&b| b == b'%')
-                    .map_or(bytes.len(), |p| i + 1 + p);
-                out.push_str(&path[i..next]);
+                    .map_or(bytes.len(), |p| from + p);
+                out.push_str(&path[from..next]);
                 i = next;
             }
         }
@@ -144,7 +153,7 @@ pub(crate) fn route_form(path: &str) -> Cow<'_, str> {
 /// The canonical form of an authority: lower case, without the default
 /// port of `scheme` (both 80 and 443 when the scheme is not known, as in
 /// an HTTP/1.1 request's `Host`), without an empty port.
-pub(super) fn authority_form<'a>(authority: &'a str, scheme: Option<&str>) -> Cow<'a, str> {
+pub(crate) fn authority_form<'a>(authority: &'a str, scheme: Option<&str>) -> Cow<'a, str> {
     // One pass over the bytes: the last `:` and whether any is upper case
     // (this runs on every request).
     let (mut colon, mut upper) = (None, false);
@@ -234,8 +243,14 @@ mod tests {
         assert_eq!(route_form("/%7Ealice/%61dmin"), "/~alice/admin");
         assert_eq!(route_form("/tags/caf%c3%a9"), "/tags/caf%C3%A9");
         assert_eq!(route_form("/a%2fb"), "/a%2Fb");
-        assert_eq!(route_form("/é%7e%zz%"), "/é~%zz%");
-        assert_eq!(route_form("/%41%zz%2f"), "/A%zz%2F");
+        assert_eq!(route_form("/é%7e%zz%"), "/é~%25zz%25");
+        assert_eq!(route_form("/%41%zz%2f"), "/A%25zz%2F");
+        // A stray `%` never makes an escape with what follows it.
+        assert_eq!(route_form("/%c%33"), "/%25c3");
+        assert_eq!(route_form("/%%36%31dmin"), "/%2561dmin");
+        for path in ["/%c%33", "/%%36%31dmin", "/é%7e%zz%", "/a%2fb"] {
+            assert_eq!(route_form(&route_form(path)), route_form(path), "{path}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use http::{header, HeaderMap};
 
+use crate::key::authority_form;
+
 /// The paths of `Location` and `Content-Location` that are on the request's
 /// authority, resolved against the request path.
 pub(super) fn location_paths(
@@ -22,11 +24,12 @@ pub(super) fn location_paths(
         // reference (`//host/path`): only on the request's authority.
         let remote = value
             .split_once("://")
-            .map(|(_scheme, rest)| rest)
-            .or_else(|| value.strip_prefix("//"));
-        let path = if let Some(rest) = remote {
+            .map(|(scheme, rest)| (Some(scheme), rest))
+            .or_else(|| value.strip_prefix("//").map(|rest| (None, rest)));
+        let path = if let Some((scheme, rest)) = remote {
             let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            if !authority.eq_ignore_ascii_case(request_authority) {
+            // Compared as keys compare them: case and default ports aside.
+            if authority_form(authority, scheme) != authority_form(request_authority, None) {
                 continue;
             }
             if path.is_empty() {
@@ -92,6 +95,23 @@ mod tests {
             HeaderValue::from_static("https://other.example/users/3"),
         );
         headers.insert(header::CONTENT_LOCATION, HeaderValue::from_static("4"));
+        assert_eq!(
+            location_paths(&headers, "example.com", "/users/"),
+            ["/users/4"]
+        );
+        // Default ports aside, as keys compare authorities.
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_static("https://example.com/users/5"),
+        );
+        assert_eq!(
+            location_paths(&headers, "Example.com:443", "/users/"),
+            ["/users/5", "/users/4"]
+        );
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_static("https://example.com:8443/users/6"),
+        );
         assert_eq!(
             location_paths(&headers, "example.com", "/users/"),
             ["/users/4"]

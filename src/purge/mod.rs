@@ -295,7 +295,9 @@ impl Purger {
     }
 
     /// Purges every path that matches `glob`, where `*` matches any run of
-    /// characters (`/` included) and every other character is literal.
+    /// characters (`/` included) and the text between is a path's text,
+    /// decoded as request paths are (so `%2A` is a literal `*`, and the
+    /// glob meets every spelling).
     pub async fn purge_glob(&self, glob: &str) -> Result<u64, Error> {
         let pieces: Vec<&str> = glob.split('*').collect();
         let mut parts = Vec::with_capacity(pieces.len() * 2);

@@ -54,6 +54,7 @@ impl Default for LeaseToken {
 
 /// Asks a [`Store::lookup`] for the fill lease of a missing entry.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LeaseRequest {
     /// The token the lease is taken with.
     pub token: LeaseToken,
@@ -80,6 +81,7 @@ pub enum FillEnd {
 pub type FillWait = Pin<Box<dyn Future<Output = FillEnd> + Send>>;
 
 /// What a [`Store::lookup`] found.
+#[non_exhaustive]
 pub enum Lookup {
     /// The entry.
     Hit(Bytes),

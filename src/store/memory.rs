@@ -35,8 +35,12 @@ struct Value {
 /// The variants each resource holds in the cache, for the bound on them:
 /// each variant with the generation of its value. A value leaving the
 /// cache (expired, evicted, purged, replaced) takes its variant out only
-/// if the variant still has that value's generation, so a replacement
-/// that raced the removal of the value it replaced is kept.
+/// if the variant still has that value's generation, so the common race
+/// (a value replaced while the removal of the one before it is delivered)
+/// leaves the replacement counted. Two unfenced `put`s of one key that
+/// interleave can leave it uncounted, one variant too few, until it
+/// leaves the cache; the layer's writes are fills, serialised under the
+/// lease lock, and never race that way.
 #[derive(Debug, Default)]
 struct Variants {
     by_resource: Mutex<HashMap<ResourceKey, HashMap<String, u64>>>,
@@ -156,7 +160,11 @@ impl Leases {
             }
             None => false,
         };
-        if holds || token.is_none() {
+        // A dead lease goes too, whoever asks: nobody can fill it.
+        let dead = held
+            .get(key)
+            .is_some_and(|(_, expires)| *expires <= Instant::now());
+        if holds || token.is_none() || dead {
             held.remove(key);
         }
         drop(held);
@@ -277,7 +285,9 @@ impl Store for MemoryStore {
                     let wait = self.leases.waiters.register(&lease_name(&key));
                     Lookup::Busy(wait)
                 }
-                None if self.is_full(&key, lease.max_entries, &held, now) => Lookup::Full,
+                // A dead lease of this key is no room of its own: the
+                // bound is checked as for a new variant.
+                _ if self.is_full(&key, lease.max_entries, &held, now) => Lookup::Full,
                 _ => {
                     held.insert(key, (lease.token, now + lease.ttl));
                     Lookup::Lease
@@ -317,6 +327,11 @@ impl Store for MemoryStore {
         if holds {
             held.remove(&key);
             self.write(key.clone(), value, ttl);
+        } else if held
+            .get(&key)
+            .is_some_and(|(_, expires)| *expires <= Instant::now())
+        {
+            held.remove(&key);
         }
         drop(held);
         self.leases.waiters.wake(&lease_name(&key), FillEnd::Filled);
