@@ -396,3 +396,69 @@ impl MemoryStore {
             .count() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::Request;
+
+    use super::*;
+    use crate::key::{KeyConfig, QueryKey};
+
+    fn key(uri: &str) -> EntryKey {
+        let keys = KeyConfig {
+            prefix: Arc::from("t:"),
+            include_authority: false,
+            query: QueryKey::All,
+            vary_by: Vec::new(),
+        };
+        let request = Request::get(uri).body(()).unwrap();
+        keys.derive(&request).unwrap().key
+    }
+
+    fn lease(ttl: Duration) -> LeaseRequest {
+        LeaseRequest {
+            token: LeaseToken::new(),
+            ttl,
+            max_entries: Some(1),
+        }
+    }
+
+    /// A lease that died unfilled is no room of its own: asking for its
+    /// variant again is checked against the bound like a new variant.
+    #[tokio::test]
+    async fn a_dead_lease_does_not_widen_the_bound() {
+        let store = MemoryStore::new();
+        let (first, second) = (key("/p?a=1"), key("/p?a=2"));
+        let short = lease(Duration::from_millis(1));
+        assert!(matches!(
+            store.lookup(&first, &short).await,
+            Ok(Lookup::Lease)
+        ));
+        // Waits for a lease TTL to pass, not for a signal.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let long = lease(Duration::from_secs(60));
+        assert!(matches!(
+            store.lookup(&second, &long).await,
+            Ok(Lookup::Lease)
+        ));
+        assert!(matches!(
+            store.lookup(&first, &long).await,
+            Ok(Lookup::Full)
+        ));
+        assert!(store
+            .leases
+            .lock()
+            .get(&MemoryStore::cache_key(&first))
+            .is_some());
+        // Releasing the dead lease, whoever asks, drops it.
+        store.release(&first, &LeaseToken::new()).await.unwrap();
+        assert!(store
+            .leases
+            .lock()
+            .get(&MemoryStore::cache_key(&first))
+            .is_none());
+    }
+}
