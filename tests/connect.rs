@@ -14,7 +14,9 @@ use http::{Method, StatusCode};
 use tower::Layer;
 use tower_cache_aside::{Cache, CacheAsideLayer, RedisStore};
 
-use support::{assert_hit, bypass, get, request, send, Origin, RedisServer, STORED};
+use std::sync::Arc;
+
+use support::{assert_hit, bypass, get, request, send, CountingStore, Origin, RedisServer, STORED};
 
 /// The ACL rules the README gives for the crate's user, after `ACL
 /// SETUSER <name> on ><password>`: the default prefixes' keys, the events
@@ -65,28 +67,21 @@ async fn an_acl_user_limited_to_the_prefixes_is_enough() {
     let server = RedisServer::launch();
     let admin = add_cache_user(&server).await;
     let url = format!("redis://cache:s3cret@127.0.0.1:{}", server.port());
-    let store = RedisStore::connect(&url)
-        .await
-        .expect("connect as the ACL user");
+    let store = CountingStore::new(Arc::new(
+        RedisStore::connect(&url)
+            .await
+            .expect("connect as the ACL user"),
+    ));
 
-    let layer = CacheAsideLayer::builder(store.clone())
+    let layer = CacheAsideLayer::builder(store.as_dyn())
         .store_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let origin = Origin::text("user");
     let svc = layer.layer(origin.service());
     assert_eq!(send(&svc, get("/users/1")).await.cache_status(), STORED);
-    // The fill lands after the response: wait for the hit, bounded.
-    let mut hit = None;
-    for _ in 0..200 {
-        let reply = send(&svc, get("/users/1")).await;
-        if reply.is_hit() {
-            hit = Some(reply);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_hit(&hit.expect("the entry was stored"));
+    store.wait_puts(1).await;
+    assert_hit(&send(&svc, get("/users/1")).await);
     let write = send(&svc, request(Method::PUT, "/users/1", &[])).await;
     assert_eq!(write.status, StatusCode::OK);
     assert!(
@@ -96,7 +91,7 @@ async fn an_acl_user_limited_to_the_prefixes_is_enough() {
     );
     assert_eq!(layer.purger().purge_glob("/users/*").await.unwrap(), 0);
 
-    let cache = Cache::builder(store).build().unwrap();
+    let cache = Cache::builder(store.as_dyn()).build().unwrap();
     let value: Option<String> = cache
         .get_or_fetch("item:1", Duration::from_secs(60), || async {
             Ok::<_, Infallible>(Some("one".to_owned()))
