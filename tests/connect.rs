@@ -6,6 +6,7 @@
 mod support;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::interfaces::ClientLike;
@@ -13,8 +14,6 @@ use fred::types::{CustomCommand, Value};
 use http::{Method, StatusCode};
 use tower::Layer;
 use tower_cache_aside::{Cache, CacheAsideLayer, RedisStore};
-
-use std::sync::Arc;
 
 use support::{assert_hit, bypass, get, request, send, CountingStore, Origin, RedisServer, STORED};
 
