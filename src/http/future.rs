@@ -226,7 +226,7 @@ where
                             return Poll::Ready(Ok(response));
                         }
                     }
-                    let response = result?;
+                    let mut response = result?;
                     let response = match then.take() {
                         Some(OnResponse::Miss(cacheable)) => {
                             response::miss(this.shared, response, *cacheable)
@@ -235,7 +235,6 @@ where
                             response::forwarded(response, outcome)
                         }
                         Some(OnResponse::Write(write)) if purge::purges_on(response.status()) => {
-                            let mut response = response;
                             let mut purges = write.purges;
                             let all = this.shared.purges.clone();
                             if let Some(named) = response.extensions_mut().remove::<PurgePaths>() {
@@ -255,7 +254,6 @@ where
                             continue;
                         }
                         Some(OnResponse::Write(_)) => {
-                            let mut response = response;
                             response.extensions_mut().remove::<PurgePaths>();
                             response::forwarded(response, Outcome::Method)
                         }

@@ -224,14 +224,14 @@ impl KeyConfig {
     /// never served for another.
     pub(crate) fn derive<B>(&self, req: &Request<B>) -> Result<DerivedKey, Malformed> {
         let path = req.uri().path();
-        let spelled = encoded_path(path);
+        let spelled = encoded_path(path.as_bytes());
         // A path without `%` is its own resource; one with a `%` came out
         // of the encoding longer (it escapes `%`), which is cheaper to see
         // than to look for it again.
         let resource = if spelled.len() != path.len().max(1) {
             let (decoded, malformed) = target::decode(path.as_bytes(), false);
             target::well_formed(&decoded, malformed)?;
-            Some(encoded_bytes(&decoded))
+            Some(encoded_path(&decoded))
         } else {
             None
         };
@@ -314,32 +314,20 @@ pub(crate) fn request_authority<B>(req: &Request<B>) -> &str {
         .unwrap_or("")
 }
 
-/// A request path in the resource encoding (`/` for an empty one).
-fn encoded_path(path: &str) -> ResourceText {
-    let path = if path.is_empty() {
-        b"/"
-    } else {
-        path.as_bytes()
-    };
+/// A path's bytes in the resource encoding (`/` for an empty one).
+fn encoded_path(path: &[u8]) -> ResourceText {
+    let path: &[u8] = if path.is_empty() { b"/" } else { path };
     // At least the path's length (escapes make it longer); not counted
     // exactly, which would read the path twice.
-    encoded_bytes(path)
+    let mut full = ResourceText::with_capacity(path.len());
+    encode_into(&mut full, path);
+    full
 }
 
 /// A path's resource text: its decoded bytes (malformed escapes kept as
 /// they are) in the resource encoding.
 fn resource_text(path: &str) -> ResourceText {
-    if path.is_empty() {
-        return encoded_path(path);
-    }
-    encoded_bytes(&target::decode(path.as_bytes(), false).0)
-}
-
-/// Bytes in the resource encoding.
-fn encoded_bytes(bytes: &[u8]) -> ResourceText {
-    let mut full = ResourceText::with_capacity(bytes.len());
-    encode_into(&mut full, bytes);
-    full
+    encoded_path(&target::decode(path.as_bytes(), false).0)
 }
 
 #[cfg(test)]

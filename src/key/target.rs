@@ -101,14 +101,15 @@ pub(crate) fn route_form(path: &str) -> Cow<'_, str> {
     let Some(first_percent) = bytes.iter().position(|&b| b == b'%') else {
         return Cow::Borrowed(path);
     };
+    // A `%` the normal form writes otherwise: a stray one, an escape of an
+    // unreserved byte, or one with lower-case hex digits.
     let needs_work = |at: usize| match escape_at(bytes, at) {
         Some(decoded) => {
             is_unreserved(decoded) || bytes[at + 1..at + 3].iter().any(u8::is_ascii_lowercase)
         }
-        None => false,
+        None => true,
     };
-    let Some(first) = (first_percent..bytes.len())
-        .find(|&i| bytes[i] == b'%' && (escape_at(bytes, i).is_none() || needs_work(i)))
+    let Some(first) = (first_percent..bytes.len()).find(|&i| bytes[i] == b'%' && needs_work(i))
     else {
         return Cow::Borrowed(path);
     };

@@ -76,15 +76,6 @@ impl Variants {
             }
         }
     }
-
-    /// Whether `key`'s variant is stored, and how many its resource holds.
-    fn count(&self, key: &(ResourceKey, String)) -> (bool, usize) {
-        let by_resource = self.lock();
-        match by_resource.get(&key.0) {
-            Some(variants) => (variants.contains_key(&key.1), variants.len()),
-            None => (false, 0),
-        }
-    }
 }
 
 /// Expires each entry after the TTL it was put with.
@@ -132,6 +123,22 @@ struct Leases {
     waiters: Waiters,
 }
 
+/// Whether `token` (any token when `None`) holds the lease of `key`
+/// unexpired, and whether a lease of `key` is there but expired.
+fn lease_state(
+    held: &HashMap<(ResourceKey, String), (LeaseToken, Instant)>,
+    key: &(ResourceKey, String),
+    token: Option<&LeaseToken>,
+) -> (bool, bool) {
+    match held.get(key) {
+        Some((t, expires)) if *expires > Instant::now() => {
+            (token.map_or(true, |token| t == token), false)
+        }
+        Some(_) => (false, true),
+        None => (false, false),
+    }
+}
+
 fn lease_name(key: &(ResourceKey, String)) -> String {
     format!("{}{}\0{}", key.0.prefix(), key.0.resource(), key.1)
 }
@@ -154,16 +161,8 @@ impl Leases {
         end: FillEnd,
     ) -> bool {
         let mut held = self.lock();
-        let holds = match held.get(key) {
-            Some((t, expires)) => {
-                *expires > Instant::now() && token.map_or(true, |token| t == token)
-            }
-            None => false,
-        };
+        let (holds, dead) = lease_state(&held, key, token);
         // A dead lease goes too, whoever asks: nobody can fill it.
-        let dead = held
-            .get(key)
-            .is_some_and(|(_, expires)| *expires <= Instant::now());
         if holds || token.is_none() || dead {
             held.remove(key);
         }
@@ -244,17 +243,21 @@ impl MemoryStore {
         let Some(max) = max else {
             return false;
         };
-        let (present, stored) = self.variants.count(key);
-        if present || stored < max.saturating_sub(held.len()) {
+        // Under the lease lock already: leases, then variants, as
+        // everywhere.
+        let by_resource = self.variants.lock();
+        let variants = by_resource.get(&key.0);
+        let stored = |variant: &str| variants.is_some_and(|v| v.contains_key(variant));
+        let count = variants.map_or(0, HashMap::len);
+        if stored(&key.1) || count + held.len() < max {
             // There, or room even if every lease were this resource's.
             return false;
         }
         let filling = held
             .iter()
-            .filter(|(k, (_, expires))| k.0 == key.0 && *expires > now)
-            .filter(|(k, _)| !self.variants.count(k).0)
+            .filter(|(k, (_, expires))| k.0 == key.0 && *expires > now && !stored(&k.1))
             .count();
-        stored + filling >= max
+        count + filling >= max
     }
 
     fn cache_key(key: &EntryKey) -> (ResourceKey, String) {
@@ -322,16 +325,12 @@ impl Store for MemoryStore {
         // Written under the lease lock, so that a purge cannot fall between
         // the check and the write.
         let mut held = self.leases.lock();
-        let holds =
-            matches!(held.get(&key), Some((t, expires)) if t == token && *expires > Instant::now());
+        let (holds, dead) = lease_state(&held, &key, Some(token));
+        if holds || dead {
+            held.remove(&key);
+        }
         if holds {
-            held.remove(&key);
             self.write(key.clone(), value, ttl);
-        } else if held
-            .get(&key)
-            .is_some_and(|(_, expires)| *expires <= Instant::now())
-        {
-            held.remove(&key);
         }
         drop(held);
         self.leases.waiters.wake(&lease_name(&key), FillEnd::Filled);
