@@ -127,16 +127,22 @@ impl Purges {
         authority: &str,
         path: &str,
     ) {
-        for location in location::location_paths(headers, authority, path) {
-            push_new(purges, Purge::Resource(self.keys.resource_key(&location)));
-        }
+        self.add_paths(purges, location::location_paths(headers, authority, path));
     }
 
     /// Adds to `purges` the paths the write's handler named in a
     /// [`PurgePaths`] extension.
     pub(crate) fn add_named(&self, purges: &mut Vec<Purge>, named: &PurgePaths) {
-        for path in named.paths() {
-            push_new(purges, Purge::Resource(self.keys.resource_key(path)));
+        self.add_paths(purges, named.paths());
+    }
+
+    /// Adds each path's resource to `purges`, once.
+    fn add_paths(&self, purges: &mut Vec<Purge>, paths: impl IntoIterator<Item = impl AsRef<str>>) {
+        for path in paths {
+            push_new(
+                purges,
+                Purge::Resource(self.keys.resource_key(path.as_ref())),
+            );
         }
     }
 
