@@ -27,7 +27,7 @@ pub use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 
 pub use self::backend::{FillEnd, FillWait, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, RedisStoreBuilder, TlsBackend};
 
 /// Anything the layer can cache in: a [`Store`], an `Arc<dyn Store>`, or a
 /// fred [`Client`](fred::clients::Client) or [`Pool`](fred::clients::Pool)

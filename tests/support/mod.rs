@@ -38,6 +38,7 @@ macro_rules! suite {
     };
 }
 
+pub mod pki;
 mod redis_server;
 mod slow_proxy;
 #[allow(unused_imports)]

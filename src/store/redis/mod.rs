@@ -44,9 +44,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fred::clients::{Client, Pool};
-use fred::interfaces::{ClientLike, HashesInterface, SortedSetsInterface};
-use fred::types::config::{Config, ReconnectPolicy};
-use fred::types::Builder;
+use fred::interfaces::{ClientLike, EventInterface, HashesInterface, SortedSetsInterface};
 use fred::types::Value;
 
 use self::call::Call;
@@ -59,11 +57,92 @@ use crate::store::backend::{LeaseRequest, LeaseToken, Lookup, Store, StoreFuture
 use crate::Error;
 
 mod call;
+mod connect;
 mod events;
 mod names;
 mod purge;
 mod read;
 mod scripts;
+mod tls;
+
+pub use self::connect::RedisStoreBuilder;
+pub use self::tls::TlsBackend;
+
+impl RedisStoreBuilder {
+    /// Connects (see [`RedisStore::connect`]): fails when the first
+    /// connection fails, within the connection timeout (2 s).
+    pub async fn connect(self) -> Result<RedisStore, Error> {
+        let client = self.client(true)?;
+        client.init().await?;
+        // A server that refuses the client's certificate says so only once
+        // the handshake is over (TLS 1.3): ask it something before saying
+        // the connection works.
+        if let Err(error) = client.ping::<Value>(None).await {
+            let _ = client.quit().await;
+            return Err(error.into());
+        }
+        let replicated = match self.replicated_purges {
+            Some((replicas, timeout)) => {
+                let purges = client.clone_new();
+                purges.init().await?;
+                Some(Arc::new(ReplicatedPurges {
+                    client: purges,
+                    replicas,
+                    timeout,
+                }))
+            }
+            None => None,
+        };
+        let store = RedisStore {
+            replicated,
+            ..RedisStore::from(client)
+        };
+        store.scripts.load(store.client()).await;
+        Ok(store)
+    }
+
+    /// Makes the store without waiting for Redis (see
+    /// [`RedisStore::connect_lazy`]).
+    pub fn connect_lazy(self) -> Result<RedisStore, Error> {
+        let client = self.client(false)?;
+        log_connection_errors(&client);
+        // The handle of the connection task is not needed: it runs until
+        // the client quits.
+        let _connection = client.connect();
+        let replicated = self.replicated_purges.map(|(replicas, timeout)| {
+            let purges = client.clone_new();
+            let _connection = purges.connect();
+            Arc::new(ReplicatedPurges {
+                client: purges,
+                replicas,
+                timeout,
+            })
+        });
+        Ok(RedisStore {
+            replicated,
+            ..RedisStore::from(client)
+        })
+    }
+}
+
+/// Logs each failed connection attempt of `client` (one per back-off step,
+/// so at most one every 5 s once Redis has been away a while).
+fn log_connection_errors(client: &Client) {
+    let _listener = client.on_error(|(error, server)| async move {
+        let server = server.map(|s| s.to_string()).unwrap_or_default();
+        tracing::warn!(target: "tower_cache_aside", %error, %server, "cannot reach Redis; serving from the origin until it answers");
+        Ok(())
+    });
+}
+
+/// Purges that count only once replicas hold them: their own connection
+/// (where `WAIT` blocks nothing else), and how many replicas, how long.
+#[derive(Debug)]
+struct ReplicatedPurges {
+    client: Client,
+    replicas: u32,
+    timeout: Duration,
+}
 
 /// How a store reaches Redis: one client, or a pool of them.
 #[derive(Clone)]
@@ -108,6 +187,8 @@ pub struct RedisStore {
     /// Hints and fill waiters, shared by the store's views and kept up to
     /// date by the events channel.
     events: Arc<Events>,
+    /// Set by [`RedisStoreBuilder::replicated_purges`].
+    replicated: Option<Arc<ReplicatedPurges>>,
 }
 
 /// Largest value read back by default: well above the layer's default body
@@ -147,21 +228,29 @@ impl RedisStore {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             scripts: Arc::new(Scripts::new(DEFAULT_MAX_VALUE_BYTES)),
             events: Arc::default(),
+            replicated: None,
         }
     }
 
     /// Connects a new client to `url` (`redis://`, `rediss://` with a TLS
-    /// feature of fred, `redis-cluster://`, …) with the crate's defaults:
-    /// reconnect forever with exponential back-off (100 ms to 5 s) and a
-    /// 1 s command timeout, and loads the store's Lua scripts (on every
+    /// feature, `redis-cluster://`, `redis-sentinel://`, …) with the
+    /// crate's defaults: reconnect forever with exponential back-off (100
+    /// ms to 5 s), a 2 s connection timeout and a 1 s command timeout; a
+    /// `rediss://` connection trusts the system's roots and the file
+    /// `SSL_CERT_FILE` names. Loads the store's Lua scripts (on every
     /// primary of a cluster), so that no first call pays a second round
-    /// trip to send one in full. Fails when the first connection fails.
+    /// trip to send one in full. Fails when the first connection fails (a
+    /// refused connection, a wrong password, a certificate either side
+    /// does not accept). [`builder`](Self::builder) sets what a URL
+    /// cannot say.
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
-        let client = Self::client_for(url, true)?;
-        client.init().await?;
-        let store = RedisStore::from(client);
-        store.scripts.load(store.client()).await;
-        Ok(store)
+        RedisStore::builder(url).connect().await
+    }
+
+    /// A builder for a store on `url`, for the settings a URL cannot carry:
+    /// TLS roots and client certificates, purges acknowledged by replicas.
+    pub fn builder(url: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(url)
     }
 
     /// The largest value a read accepts (default 32 MiB). The lookup
@@ -190,33 +279,12 @@ impl RedisStore {
     /// Like [`connect`](Self::connect), but does not wait for Redis: the
     /// client connects in the background and keeps trying (back-off up to
     /// 5 s), so an app starts while Redis is down and starts caching when it
-    /// answers. Until then the layer serves from the origin. Fails only on a
-    /// bad URL. Call it within a Tokio runtime.
+    /// answers. Until then the layer serves from the origin, and each
+    /// failed connection attempt is logged (a `warn` event naming the
+    /// error: refused, `WRONGPASS`, a certificate not trusted). Fails only
+    /// on a bad URL or bad settings. Call it within a Tokio runtime.
     pub fn connect_lazy(url: &str) -> Result<RedisStore, Error> {
-        let client = Self::client_for(url, false)?;
-        // The handle of the connection task is not needed: it runs until
-        // the client quits.
-        let _connection = client.connect();
-        Ok(RedisStore::from(client))
-    }
-
-    /// A client with the crate's defaults. With `fail_fast` off it keeps
-    /// trying from the first connection on, not only after a connection
-    /// that once worked.
-    fn client_for(url: &str, fail_fast: bool) -> Result<Client, Error> {
-        let config = Config {
-            fail_fast,
-            ..Config::from_url(url)?
-        };
-        Ok(Builder::from_config(config)
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = Duration::from_secs(1);
-            })
-            .build()?)
+        RedisStore::builder(url).connect_lazy()
     }
 
     /// Purge announcements this store has heard from the events channel
@@ -248,6 +316,23 @@ impl RedisStore {
     /// A new call: a client, and the call's deadline on a bounded view.
     fn call(&self) -> Call<'_> {
         Call::new(self.client(), self.bound)
+    }
+
+    /// A new call for a purge: on the purges' own connection when they are
+    /// replicated (see [`RedisStoreBuilder::replicated_purges`]).
+    fn purge_call(&self) -> Call<'_> {
+        match &self.replicated {
+            Some(replicated) => Call::new(&replicated.client, self.bound),
+            None => self.call(),
+        }
+    }
+
+    /// Waits for the replicas a purge made on `call` must reach, if any.
+    async fn replicated(&self, call: &Call<'_>) -> Result<(), Error> {
+        match &self.replicated {
+            Some(r) => purge::replicated(call, r.replicas, r.timeout).await,
+            None => Ok(()),
+        }
     }
 
     /// Writes an entry for `ttl` (a fill when `token` is given: only while
@@ -461,9 +546,12 @@ impl Store for RedisStore {
 
     fn purge_resource<'a>(&'a self, resource: &'a ResourceKey) -> StoreFuture<'a, u64> {
         Box::pin(async move {
-            let call = self.call();
+            let call = self.purge_call();
             let names = KeyNames::resource(resource);
-            purge::purge_hash(&call, &self.scripts.purge, &self.events.hints, names, true).await
+            let (script, hints) = (&self.scripts.purge, &self.events.hints);
+            let removed = purge::purge_hash(&call, script, hints, names, true).await?;
+            self.replicated(&call).await?;
+            Ok(removed)
         })
     }
 
@@ -471,9 +559,11 @@ impl Store for RedisStore {
     fn purge_pattern<'a>(&'a self, pattern: &'a ResourcePattern) -> StoreFuture<'a, u64> {
         // The call starts when the purge is first polled.
         let purge = async move {
-            let call = self.call();
+            let call = self.purge_call();
             let (script, hints) = (&self.scripts.purge, &self.events.hints);
-            purge::purge_matching(&call, script, hints, pattern).await
+            let removed = purge::purge_matching(&call, script, hints, pattern).await?;
+            self.replicated(&call).await?;
+            Ok(removed)
         };
         match self.bound {
             // `SCAN` pages take no per-command options: on a bounded view

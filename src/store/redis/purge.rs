@@ -9,7 +9,7 @@
 
 use fred::interfaces::{ClientLike, PubsubInterface};
 use fred::types::scan::Scanner;
-use fred::types::Value;
+use fred::types::{CustomCommand, Value};
 use futures_util::StreamExt;
 
 use super::call::Call;
@@ -130,4 +130,32 @@ pub(super) async fn purge_matching(
     outcome?;
     announced?;
     Ok(removed)
+}
+
+/// `WAIT replicas timeout` on the call's connection, after a purge made on
+/// it: `Ok` once `replicas` replicas hold every write the connection made,
+/// an error (the purge then counts as failed, and is retried) when fewer
+/// do by `timeout`.
+pub(super) async fn replicated(
+    call: &Call<'_>,
+    replicas: u32,
+    timeout: std::time::Duration,
+) -> Result<(), Error> {
+    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    let client = call.client()?;
+    let wait = CustomCommand::new_static("WAIT", None, false);
+    let acked: i64 = call.result(
+        client
+            .custom(
+                wait,
+                vec![Value::from(i64::from(replicas)), Value::from(timeout_ms)],
+            )
+            .await,
+    )?;
+    if acked < i64::from(replicas) {
+        return Err(Error::Store(
+            format!("purge reached {acked} of {replicas} replicas within {timeout:?}").into(),
+        ));
+    }
+    Ok(())
 }
