@@ -42,7 +42,7 @@ pub mod pki;
 mod redis_server;
 mod slow_proxy;
 #[allow(unused_imports)]
-pub use redis_server::{free_port, shared_redis, RedisServer};
+pub use redis_server::{free_port, shared_redis, RedisServer, Sentinel};
 #[allow(unused_imports)]
 pub use slow_proxy::SlowProxy;
 

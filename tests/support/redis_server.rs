@@ -81,6 +81,7 @@ impl RedisServer {
         if let Some(mut child) = self.lock().take() {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_file(std::env::temp_dir().join(rdb_name(self.port)));
         }
     }
 
@@ -144,13 +145,96 @@ pub fn free_port() -> u16 {
 fn spawn_redis(port: u16, extra: &[String]) -> Result<Child, String> {
     assert_ne!(port, 6379, "the tests never use the default Redis port");
     let dir = std::env::temp_dir();
-    let mut child = Command::new("redis-server")
+    // A file of its own: a replica writes the RDB of its full sync there,
+    // and a server loads it at start; a shared dump.rdb would hand one
+    // test's entries to another's new server.
+    let rdb = rdb_name(port);
+    let _ = std::fs::remove_file(dir.join(&rdb));
+    let mut command = Command::new("redis-server");
+    command
         .arg("--port")
         .arg(port.to_string())
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(&dir)
-        .args(extra)
+        .arg("--dbfilename")
+        .arg(&rdb)
+        .args(extra);
+    spawn_ready(command, port, "Ready to accept connections")
+}
+
+/// The RDB file name of the server on `port` started by this process.
+fn rdb_name(port: u16) -> String {
+    format!("tca-{}-{port}.rdb", std::process::id())
+}
+
+/// A `redis-server --sentinel` child process on a free loopback port,
+/// watching the primary `service` on `primary_port` (quorum 2, down after
+/// 1 s); its config file is removed on drop.
+#[derive(Debug)]
+pub struct Sentinel {
+    port: u16,
+    file: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Sentinel {
+    pub fn launch(service: &str, primary_port: u16) -> Sentinel {
+        let mut errors = Vec::new();
+        for _ in 0..10 {
+            let port = free_port();
+            let file = std::env::temp_dir()
+                .join(format!("tca-sentinel-{}-{port}.conf", std::process::id()));
+            let config = format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {service} 127.0.0.1 {primary_port} 2\n\
+                 sentinel down-after-milliseconds {service} 1000\n\
+                 sentinel failover-timeout {service} 10000\n\
+                 sentinel parallel-syncs {service} 1\n",
+                std::env::temp_dir().display()
+            );
+            std::fs::write(&file, config).expect("write a sentinel config file");
+            let mut command = Command::new("redis-server");
+            command.arg(&file).arg("--sentinel");
+            match spawn_ready(command, port, "+monitor master") {
+                Ok(child) => {
+                    return Sentinel {
+                        port,
+                        file,
+                        child: Some(child),
+                    }
+                }
+                Err(error) => {
+                    let _ = std::fs::remove_file(&file);
+                    errors.push(error);
+                }
+            }
+        }
+        panic!("could not start a sentinel: {errors:#?}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Spawns `command` and waits for its log to say `ready`.
+fn spawn_ready(mut command: Command, port: u16, ready: &'static str) -> Result<Child, String> {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -166,7 +250,7 @@ fn spawn_redis(port: u16, extra: &[String]) -> Result<Child, String> {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(tx) = &ready_tx {
-                if line.contains("Ready to accept connections") {
+                if line.contains(ready) {
                     let _ = tx.send(Ok(()));
                     ready_tx = None;
                 } else {

@@ -327,11 +327,23 @@ impl RedisStore {
         }
     }
 
-    /// Waits for the replicas a purge made on `call` must reach, if any.
-    async fn replicated(&self, call: &Call<'_>) -> Result<(), Error> {
+    /// When purges are replicated, the connection a purge on `call` is
+    /// about to go over.
+    async fn purge_connection(&self, call: &Call<'_>) -> Result<Option<String>, Error> {
         match &self.replicated {
-            Some(r) => purge::replicated(call, r.replicas, r.timeout).await,
-            None => Ok(()),
+            Some(_) => purge::connection(call).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits for the replicas a purge made on `call`, over the connection
+    /// `before`, must reach, if any.
+    async fn replicated(&self, call: &Call<'_>, before: Option<String>) -> Result<(), Error> {
+        match (&self.replicated, before) {
+            (Some(r), Some(before)) => {
+                purge::replicated(call, r.replicas, r.timeout, &before).await
+            }
+            _ => Ok(()),
         }
     }
 
@@ -549,8 +561,9 @@ impl Store for RedisStore {
             let call = self.purge_call();
             let names = KeyNames::resource(resource);
             let (script, hints) = (&self.scripts.purge, &self.events.hints);
+            let before = self.purge_connection(&call).await?;
             let removed = purge::purge_hash(&call, script, hints, names, true).await?;
-            self.replicated(&call).await?;
+            self.replicated(&call, before).await?;
             Ok(removed)
         })
     }
@@ -561,8 +574,9 @@ impl Store for RedisStore {
         let purge = async move {
             let call = self.purge_call();
             let (script, hints) = (&self.scripts.purge, &self.events.hints);
+            let before = self.purge_connection(&call).await?;
             let removed = purge::purge_matching(&call, script, hints, pattern).await?;
-            self.replicated(&call).await?;
+            self.replicated(&call, before).await?;
             Ok(removed)
         };
         match self.bound {

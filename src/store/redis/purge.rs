@@ -132,14 +132,44 @@ pub(super) async fn purge_matching(
     Ok(removed)
 }
 
+/// Which connection the call's next command goes over: the `id`, `addr`
+/// and `laddr` of `CLIENT INFO` (`CLIENT ID` before Redis 6.2). Taken
+/// before a replicated purge and after its `WAIT`: fred resends a command
+/// whose connection closed on a new one, where a `WAIT` counts none of the
+/// old connection's writes, so the two must match for the `WAIT` to speak
+/// for the purge.
+pub(super) async fn connection(call: &Call<'_>) -> Result<String, Error> {
+    let client = call.client()?;
+    let info = CustomCommand::new_static("CLIENT", None, false);
+    let text: Result<String, _> = client.custom(info, vec!["INFO"]).await;
+    match text {
+        Ok(text) => Ok(text
+            .split(' ')
+            .filter(|field| {
+                field.starts_with("id=")
+                    || field.starts_with("addr=")
+                    || field.starts_with("laddr=")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")),
+        Err(_) => {
+            let id = CustomCommand::new_static("CLIENT", None, false);
+            let id: i64 = call.result(call.client()?.custom(id, vec!["ID"]).await)?;
+            Ok(id.to_string())
+        }
+    }
+}
+
 /// `WAIT replicas timeout` on the call's connection, after a purge made on
-/// it: `Ok` once `replicas` replicas hold every write the connection made,
-/// an error (the purge then counts as failed, and is retried) when fewer
-/// do by `timeout`.
+/// it over the connection `before` names (see [`connection`]): `Ok` once
+/// `replicas` replicas hold every write the connection made, an error (the
+/// purge then counts as failed, and is retried) when fewer do by `timeout`
+/// or when the connection changed meanwhile.
 pub(super) async fn replicated(
     call: &Call<'_>,
     replicas: u32,
     timeout: std::time::Duration,
+    before: &str,
 ) -> Result<(), Error> {
     let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     let client = call.client()?;
@@ -155,6 +185,11 @@ pub(super) async fn replicated(
     if acked < i64::from(replicas) {
         return Err(Error::Store(
             format!("purge reached {acked} of {replicas} replicas within {timeout:?}").into(),
+        ));
+    }
+    if connection(call).await? != before {
+        return Err(Error::Store(
+            "the connection changed during a replicated purge: its WAIT proves nothing".into(),
         ));
     }
     Ok(())

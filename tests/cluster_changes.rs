@@ -1,0 +1,992 @@
+//! The layer over a Redis Cluster whose topology changes under load: three
+//! primaries with one replica each, started by this binary on free loopback
+//! ports. While concurrent GETs and PUTs (each PUT bumps the item's version
+//! at the origin and purges it) run through `CacheAsideLayer` over
+//! `RedisStore`, the test
+//!
+//! 1. fails one primary over to its replica with `CLUSTER FAILOVER` (the
+//!    planned, coordinated failover), then
+//! 2. migrates by hand several slots that hold some of the test's keys from
+//!    one primary to another (`SETSLOT IMPORTING` / `MIGRATING`,
+//!    `GETKEYSINSLOT` + `MIGRATE`, `SETSLOT NODE` on every primary), and
+//!    keeps the slots open while requests run, so that they see `ASK`
+//!    redirections and the keys on either side.
+//!
+//! It proves that no request fails (every response is a 200 with a well
+//! formed body), that no GET started after a PUT was acknowledged returns
+//! an older version than that PUT's, that purges still complete after the
+//! changes, that caching resumes (a GET is a hit again), and that a glob
+//! purge afterwards removes the entries on every primary. It prints how
+//! long caching took to resume after each change and how many requests
+//! were served meanwhile; it asserts no timing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+use fred::types::{CustomCommand, FromValue, Value};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower::{Layer, Service};
+use tower_cache_aside::{CacheAsideLayer, RedisStore};
+
+use support::{
+    assert_hit, get, request, scan_keys, send, CountingStore, Origin, RedisServer, Reply, TestBody,
+    SIGNAL_TIMEOUT, STORED,
+};
+
+/// Items `/items/0` to `/items/49`.
+const ITEMS: usize = 50;
+/// Concurrent clients of the load.
+const WORKERS: usize = 8;
+/// The load's bounds: requests in all, and time.
+const MAX_REQUESTS: usize = 300_000;
+const MAX_LOAD_TIME: Duration = Duration::from_secs(120);
+/// Requests on a migrating slot's items the test waits for in each of its
+/// open states (keys still on the source; keys moved, slot not yet given).
+const DWELL: usize = 10;
+/// Slots migrated.
+const SLOTS_MOVED: usize = 4;
+/// The safety net of a wait on the cluster's state.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(40);
+/// Every key of the layer's items (default prefix `tca:`).
+const ITEM_KEYS: &str = "tca:{/items/*";
+
+fn path_of(item: usize) -> String {
+    format!("/items/{item}")
+}
+
+/// The slot of an item's keys (`tca:{/items/<i>}` and its `:t` set).
+fn slot_of(item: usize) -> u16 {
+    fred::util::redis_keyslot(format!("tca:{{{}}}", path_of(item)).as_bytes())
+}
+
+// ---------------------------------------------------------------------------
+// The cluster
+// ---------------------------------------------------------------------------
+
+/// Six cluster nodes (three primaries, three replicas once joined), a plain
+/// client of each for administration; config files removed on drop.
+struct Cluster {
+    nodes: Vec<RedisServer>,
+    admins: Vec<Client>,
+    files: Vec<std::path::PathBuf>,
+}
+
+/// One node as `CLUSTER NODES` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NodeView {
+    id: String,
+    port: u16,
+    /// The primary's id, for a replica.
+    primary: Option<String>,
+    /// Slot ranges (inclusive), for a primary.
+    slots: Vec<(u16, u16)>,
+}
+
+/// The cluster as one node sees it, nodes sorted by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Topology {
+    nodes: Vec<NodeView>,
+}
+
+impl Topology {
+    fn parse(text: &str) -> Topology {
+        let mut nodes: Vec<NodeView> = text
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                assert!(fields.len() >= 8, "CLUSTER NODES line {line:?}");
+                let address = fields[1].split(['@', ',']).next().unwrap_or_default();
+                let port = address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_else(|| panic!("port in {line:?}"));
+                let primary = fields[2]
+                    .split(',')
+                    .any(|flag| flag == "slave")
+                    .then(|| fields[3].to_owned());
+                let slots = fields[8..]
+                    .iter()
+                    .filter(|s| !s.starts_with('['))
+                    .map(|s| match s.split_once('-') {
+                        Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                        None => (s.parse().unwrap(), s.parse().unwrap()),
+                    })
+                    .collect();
+                NodeView {
+                    id: fields[0].to_owned(),
+                    port,
+                    primary,
+                    slots,
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Topology { nodes }
+    }
+
+    fn primaries(&self) -> impl Iterator<Item = &NodeView> {
+        self.nodes.iter().filter(|n| n.primary.is_none())
+    }
+
+    fn owner(&self, slot: u16) -> &NodeView {
+        self.primaries()
+            .find(|n| n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .unwrap_or_else(|| panic!("no owner of slot {slot} in {self:?}"))
+    }
+
+    fn replica_of(&self, id: &str) -> &NodeView {
+        self.nodes
+            .iter()
+            .find(|n| n.primary.as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no replica of {id} in {self:?}"))
+    }
+
+    /// Why this is not three primaries covering every slot, each with one
+    /// replica.
+    fn shape_problem(&self) -> Option<String> {
+        let primaries: Vec<&NodeView> = self.primaries().collect();
+        if primaries.len() != 3 || self.nodes.len() != 6 {
+            return Some(format!(
+                "{} primaries of {}",
+                primaries.len(),
+                self.nodes.len()
+            ));
+        }
+        let covered: u32 = primaries
+            .iter()
+            .flat_map(|p| &p.slots)
+            .map(|&(a, b)| u32::from(b - a) + 1)
+            .sum();
+        if covered != 16384 {
+            return Some(format!("{covered} slots assigned"));
+        }
+        for primary in &primaries {
+            let replicas = self
+                .nodes
+                .iter()
+                .filter(|n| n.primary.as_deref() == Some(&primary.id))
+                .count();
+            if replicas != 1 || primary.slots.is_empty() {
+                return Some(format!("{} has {replicas} replicas", primary.port));
+            }
+        }
+        None
+    }
+}
+
+fn custom(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, None, false)
+}
+
+/// One command on one node.
+async fn run<R: FromValue>(
+    client: &Client,
+    name: &'static str,
+    args: Vec<Value>,
+) -> Result<R, fred::error::Error> {
+    client.custom(custom(name), args).await
+}
+
+fn args(parts: &[&str]) -> Vec<Value> {
+    parts.iter().map(|p| Value::from(p.to_string())).collect()
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let files = Arc::new(Mutex::new(Vec::new()));
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let files = files.clone();
+                RedisServer::launch_with(move |port| {
+                    let name = format!("tca-cluster-changes-{}-{port}", std::process::id());
+                    let config = std::env::temp_dir().join(format!("{name}.conf"));
+                    let _ = std::fs::remove_file(&config);
+                    files.lock().unwrap().push(config.clone());
+                    vec![
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        config.display().to_string(),
+                        // Replication by socket, and an RDB name of the
+                        // node's own: no node writes, nor loads, the
+                        // `dump.rdb` other servers in the same directory use.
+                        "--dbfilename".into(),
+                        format!("{name}.rdb"),
+                        "--repl-diskless-sync".into(),
+                        "yes".into(),
+                        "--repl-diskless-sync-delay".into(),
+                        "0".into(),
+                        "--repl-diskless-load".into(),
+                        "on-empty-db".into(),
+                    ]
+                })
+            })
+            .collect();
+        let files = files.lock().unwrap().clone();
+        let mut cluster = Cluster {
+            nodes,
+            admins: Vec::new(),
+            files,
+        };
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        // The first three become primaries, the others their replicas.
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli (it comes with redis-server)");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        for node in &cluster.nodes {
+            cluster.admins.push(support::fred_client(&node.url()).await);
+        }
+        cluster
+    }
+
+    fn url(&self) -> String {
+        let first = self.nodes[0].port();
+        let others: Vec<String> = self.nodes[1..]
+            .iter()
+            .map(|n| format!("node=127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis-cluster://127.0.0.1:{first}?{}", others.join("&"))
+    }
+
+    /// The plain client of the node on `port`.
+    fn admin(&self, port: u16) -> &Client {
+        let at = self
+            .nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"));
+        &self.admins[at]
+    }
+
+    /// The topology if the cluster is settled: every node says
+    /// `cluster_state:ok` and lists the same nodes, roles and slots (three
+    /// primaries, each with one replica), every replica's link to its
+    /// primary is up, and `redis-cli --cluster check` finds every slot
+    /// covered and none open.
+    async fn settled(&self) -> Result<Topology, String> {
+        let mut views = Vec::new();
+        for (node, admin) in self.nodes.iter().zip(&self.admins) {
+            let port = node.port();
+            let info: String = run(admin, "CLUSTER", args(&["INFO"]))
+                .await
+                .map_err(|e| format!("{port}: CLUSTER INFO: {e}"))?;
+            if !info.contains("cluster_state:ok") {
+                return Err(format!("{port}: not cluster_state:ok"));
+            }
+            let text: String = run(admin, "CLUSTER", args(&["NODES"]))
+                .await
+                .map_err(|e| format!("{port}: CLUSTER NODES: {e}"))?;
+            views.push(Topology::parse(&text));
+        }
+        let topology = views[0].clone();
+        if let Some(other) = views.iter().position(|v| *v != topology) {
+            return Err(format!(
+                "nodes {} and {} disagree",
+                self.nodes[0].port(),
+                self.nodes[other].port()
+            ));
+        }
+        if let Some(problem) = topology.shape_problem() {
+            return Err(problem);
+        }
+        for view in &topology.nodes {
+            let info: String = run(self.admin(view.port), "INFO", args(&["replication"]))
+                .await
+                .map_err(|e| format!("{}: INFO replication: {e}", view.port))?;
+            let ready = match view.primary {
+                None => info.contains("role:master"),
+                Some(_) => info.contains("role:slave") && info.contains("master_link_status:up"),
+            };
+            if !ready {
+                return Err(format!("{}: replication not ready", view.port));
+            }
+        }
+        let check = tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "check"])
+            .arg(format!("127.0.0.1:{}", self.nodes[0].port()))
+            .output()
+            .await
+            .expect("run redis-cli");
+        let report = String::from_utf8_lossy(&check.stdout);
+        let good = report.contains("[OK] All nodes agree about slots configuration.")
+            && report.contains("[OK] All 16384 slots covered.")
+            && !report.contains("[ERR]")
+            && !report.contains("[WARNING]");
+        if !good {
+            return Err(format!("redis-cli --cluster check:\n{report}"));
+        }
+        Ok(topology)
+    }
+
+    /// Waits (polling, bounded) until the cluster is settled and `done`
+    /// holds of its topology.
+    async fn wait_settled(&self, what: &str, done: impl Fn(&Topology) -> bool) -> Topology {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let why = match self.settled().await {
+                Ok(topology) if done(&topology) => return topology,
+                Ok(topology) => format!("not yet: {topology:?}"),
+                Err(why) => why,
+            };
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the cluster did not settle within {SETTLE_TIMEOUT:?}: {why}"
+            );
+            // No event announces it; poll.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The layer's item keys (hashes, not `:t` sets) on each primary.
+    async fn item_hashes(&self, topology: &Topology) -> Vec<(u16, usize)> {
+        let mut out = Vec::new();
+        for primary in topology.primaries() {
+            let keys = scan_keys(self.admin(primary.port), ITEM_KEYS).await;
+            out.push((
+                primary.port,
+                keys.iter().filter(|k| k.ends_with('}')).count(),
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            node.stop();
+        }
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+            let _ = std::fs::remove_file(file.with_extension("rdb"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The load
+// ---------------------------------------------------------------------------
+
+/// One request of the load, once its response was read.
+struct Served {
+    item: usize,
+    start: Instant,
+    end: Instant,
+    put: bool,
+    hit: bool,
+    /// Its `Cache-Status`, numbers left out.
+    status: String,
+}
+
+/// The origin's items and what the load saw.
+struct Load {
+    started: Instant,
+    /// The origin's current version of each item.
+    versions: Vec<AtomicU64>,
+    /// Per item, the highest version a PUT returned once its response
+    /// came back (its purge acknowledged).
+    acked: Vec<AtomicU64>,
+    requests: AtomicUsize,
+    stop: AtomicBool,
+    log: Mutex<Vec<Served>>,
+    /// Bumped on each completed request; waits look at the log.
+    served: tokio::sync::watch::Sender<usize>,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Load {
+    fn new() -> Arc<Load> {
+        Arc::new(Load {
+            started: Instant::now(),
+            versions: (0..ITEMS).map(|_| AtomicU64::new(1)).collect(),
+            acked: (0..ITEMS).map(|_| AtomicU64::new(0)).collect(),
+            requests: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            log: Mutex::new(Vec::new()),
+            served: tokio::sync::watch::Sender::new(0),
+            failures: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The origin: `item=<i> version=<v>`; a PUT bumps the version first.
+    fn origin(self: &Arc<Self>) -> Origin {
+        let load = self.clone();
+        Origin::new(move |req| {
+            let item: usize = req
+                .uri()
+                .path()
+                .strip_prefix("/items/")
+                .and_then(|i| i.parse().ok())
+                .filter(|&i| i < ITEMS)
+                .expect("an item path");
+            let version = if req.method() == Method::PUT {
+                load.versions[item].fetch_add(1, Ordering::SeqCst) + 1
+            } else {
+                load.versions[item].load(Ordering::SeqCst)
+            };
+            Response::builder()
+                .header("content-type", "text/plain")
+                .body(TestBody::full(format!("item={item} version={version}")))
+                .expect("response")
+        })
+    }
+
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::SeqCst)
+            && self.requests.fetch_add(1, Ordering::SeqCst) < MAX_REQUESTS
+            && self.started.elapsed() < MAX_LOAD_TIME
+    }
+
+    fn fail(&self, failure: String) {
+        self.failures.lock().unwrap().push(failure);
+    }
+
+    fn record(&self, served: Served) {
+        self.log.lock().unwrap().push(served);
+        self.served.send_modify(|n| *n += 1);
+    }
+
+    fn len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Waits until `done` holds of the requests served from `from` on
+    /// (each looked at once); panics after [`SIGNAL_TIMEOUT`], telling
+    /// whether the load had ended.
+    async fn wait_for(&self, what: &str, from: usize, mut done: impl FnMut(&Served) -> bool) {
+        let mut seen = from;
+        let mut rx = self.served.subscribe();
+        let found = rx.wait_for(|_| {
+            let log = self.log.lock().unwrap();
+            let hit = log[seen..].iter().any(&mut done);
+            seen = log.len();
+            hit
+        });
+        if tokio::time::timeout(SIGNAL_TIMEOUT, found).await.is_err() {
+            let log = self.log.lock().unwrap();
+            let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
+            for served in &log[from..] {
+                *statuses.entry(&served.status).or_default() += 1;
+            }
+            let bound = self.requests.load(Ordering::SeqCst) >= MAX_REQUESTS
+                || self.started.elapsed() >= MAX_LOAD_TIME;
+            panic!(
+                "timed out waiting for {what}; the load had served {} requests{}; \
+                 since the wait began: {statuses:#?}",
+                log.len(),
+                if bound { " and reached its bound" } else { "" }
+            );
+        }
+    }
+
+    /// The `Cache-Status` of the last 500 requests, counted.
+    fn recent_statuses(&self) -> BTreeMap<String, usize> {
+        let log = self.log.lock().unwrap();
+        let mut statuses = BTreeMap::new();
+        for served in &log[log.len().saturating_sub(500)..] {
+            *statuses.entry(served.status.clone()).or_default() += 1;
+        }
+        statuses
+    }
+
+    /// Waits until `n` more requests on `items` have been served.
+    async fn wait_served(&self, items: &[usize], n: usize) {
+        let mut count = 0;
+        self.wait_for(&format!("{n} requests on {items:?}"), self.len(), |s| {
+            if items.contains(&s.item) {
+                count += 1;
+            }
+            count >= n
+        })
+        .await;
+    }
+}
+
+/// The version in an item's body.
+fn version_in(reply: &Reply, item: usize) -> Result<u64, String> {
+    let text = std::str::from_utf8(&reply.body).map_err(|e| e.to_string())?;
+    text.strip_prefix(&format!("item={item} version="))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("malformed body {text:?}"))
+}
+
+/// A `Cache-Status` with its numbers left out (`ttl=N`, `purged=N`).
+fn shape(status: &str) -> String {
+    status
+        .split("; ")
+        .map(|part| match part.split_once('=') {
+            Some((name, value)) if value.trim_start_matches('-').parse::<u64>().is_ok() => {
+                format!("{name}=N")
+            }
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One client of the load: GETs and, one time in five, PUTs of random
+/// items, until the load stops or reaches its bounds.
+async fn worker<S, B>(svc: S, load: &Load, seed: u64)
+where
+    S: Service<Request<()>, Response = Response<B>> + Clone,
+    S::Error: Debug,
+    B: Body<Data = Bytes>,
+    B::Error: Debug,
+{
+    let mut rng = fastrand::Rng::with_seed(seed);
+    while load.running() {
+        let item = rng.usize(..ITEMS);
+        let path = path_of(item);
+        let start = Instant::now();
+        let put = rng.u8(..5) == 0;
+        let floor = load.acked[item].load(Ordering::SeqCst);
+        let reply = if put {
+            send(&svc, request(Method::PUT, &path, &[])).await
+        } else {
+            send(&svc, get(&path)).await
+        };
+        let end = Instant::now();
+        let status = reply.cache_status();
+        let what = format!(
+            "{} {path} at {:?}",
+            if put { "PUT" } else { "GET" },
+            start - load.started
+        );
+        if reply.status != StatusCode::OK {
+            load.fail(format!("{what}: status {} ({status})", reply.status));
+        }
+        match version_in(&reply, item) {
+            Err(error) => load.fail(format!("{what}: {error} ({status})")),
+            Ok(version) if put => {
+                let purge = status.strip_prefix("tower-cache-aside; fwd=method; purged=");
+                let well_formed = purge.is_some_and(|rest| {
+                    let (n, detail) = rest.split_once("; ").unwrap_or((rest, ""));
+                    n.parse::<u64>().is_ok() && ["", "detail=purge-failed"].contains(&detail)
+                });
+                if !well_formed {
+                    load.fail(format!("{what}: Cache-Status {status:?}"));
+                }
+                load.acked[item].fetch_max(version, Ordering::SeqCst);
+            }
+            Ok(version) if version < floor => load.fail(format!(
+                "{what}: stale read: version {version} after a PUT acknowledged version {floor} ({status})"
+            )),
+            Ok(_) => {}
+        }
+        load.record(Served {
+            item,
+            start,
+            end,
+            put,
+            hit: reply.is_hit(),
+            status: shape(&status),
+        });
+        // A steady load, not a flood: about 2,000 requests a second in
+        // all (a forwarded request may not wait on anything).
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+}
+
+/// A topology change and what the load saw of it.
+struct Change {
+    name: String,
+    /// The items whose slots it moved to another node.
+    items: Vec<usize>,
+    start: Instant,
+    /// When the cluster had settled in its new shape.
+    settled: Instant,
+    /// The end of the first hit on one of `items` that started after
+    /// `settled`.
+    resumed: Instant,
+}
+
+impl Change {
+    fn report(&self, log: &[Served]) {
+        let during: Vec<&Served> = log
+            .iter()
+            .filter(|s| s.end >= self.start && s.start <= self.resumed)
+            .collect();
+        let affected = during.iter().filter(|s| self.items.contains(&s.item));
+        let (mut requests, mut hits, mut puts) = (0, 0, 0);
+        for served in affected {
+            requests += 1;
+            hits += usize::from(served.hit);
+            puts += usize::from(served.put);
+        }
+        let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
+        for served in &during {
+            *statuses.entry(&served.status).or_default() += 1;
+        }
+        // The longest time without a hit on the moved items, and the
+        // requests on them served meanwhile.
+        let (mut gap, mut gap_requests) = (Duration::ZERO, 0);
+        let (mut last_hit, mut since) = (self.start, 0);
+        for served in during.iter().filter(|s| self.items.contains(&s.item)) {
+            if served.hit {
+                if served.end.saturating_duration_since(last_hit) > gap {
+                    gap = served.end.saturating_duration_since(last_hit);
+                    gap_requests = since;
+                }
+                (last_hit, since) = (served.end, 0);
+            } else {
+                since += 1;
+            }
+        }
+        eprintln!(
+            "{}: settled after {:?}; the first hit on its items after that {:?} later; \
+             {} requests served from its start to that hit, {requests} of them on its {} \
+             items ({hits} hits, {puts} PUTs); the longest time without a hit on them \
+             {gap:?} ({gap_requests} requests on them meanwhile)",
+            self.name,
+            self.settled - self.start,
+            self.resumed - self.settled,
+            during.len(),
+            self.items.len(),
+        );
+        for (status, n) in statuses {
+            eprintln!("    {n:6}  {status}");
+        }
+    }
+}
+
+/// Looks `item` up until it is a hit (storing it first if need be, and
+/// waiting out a pending purge); returns the hit.
+async fn hit_again<S, B>(svc: &S, store: &CountingStore, item: usize) -> Reply
+where
+    S: Service<Request<()>, Response = Response<B>> + Clone,
+    S::Error: Debug,
+    B: Body<Data = Bytes>,
+    B::Error: Debug,
+{
+    let path = path_of(item);
+    let deadline = Instant::now() + SIGNAL_TIMEOUT;
+    loop {
+        let puts = store.puts_finished_for(&path);
+        let reply = send(svc, get(&path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        if reply.is_hit() {
+            assert_hit(&reply);
+            return reply;
+        }
+        let status = reply.cache_status();
+        if status == STORED {
+            store.wait_puts_for(&path, puts + 1).await;
+        } else {
+            // A purge still pending retry, say: poll.
+            assert!(Instant::now() < deadline, "{path} is not cached: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A planned failover of the primary of item 0's slot to its replica.
+async fn fail_over(cluster: &Cluster, load: &Load, topology: &Topology) -> (Change, Topology) {
+    let old = topology.owner(slot_of(0)).clone();
+    let new = topology.replica_of(&old.id).clone();
+    let items: Vec<usize> = (0..ITEMS)
+        .filter(|&i| topology.owner(slot_of(i)).id == old.id)
+        .collect();
+    load.wait_served(&items, DWELL).await;
+    let start = Instant::now();
+    let reply: String = run(cluster.admin(new.port), "CLUSTER", args(&["FAILOVER"]))
+        .await
+        .expect("CLUSTER FAILOVER");
+    assert_eq!(reply, "OK");
+    let topology = cluster
+        .wait_settled("the failover", |t| {
+            t.owner(slot_of(0)).id == new.id && t.replica_of(&new.id).id == old.id
+        })
+        .await;
+    let settled = Instant::now();
+    let name = format!(
+        "CLUSTER FAILOVER of {} to {} ({} items)",
+        old.port,
+        new.port,
+        items.len()
+    );
+    (
+        Change::resumed(load, name, items, start, settled).await,
+        topology,
+    )
+}
+
+/// Slots of item 0's primary migrated by hand to another primary, one at a
+/// time: each opened once it holds some of the test's keys, its keys moved,
+/// and the slot kept open while requests on its items are served (their
+/// keys on the target, the slot still the source's: `ASK` redirections)
+/// before it is given to the target.
+async fn migrate(cluster: &Cluster, load: &Load, topology: &Topology) -> (Change, Topology) {
+    let source = topology.owner(slot_of(0)).clone();
+    let target = topology
+        .primaries()
+        .find(|p| p.id != source.id)
+        .expect("another primary")
+        .clone();
+    let mut slots: Vec<u16> = (0..ITEMS)
+        .map(slot_of)
+        .filter(|&s| topology.owner(s).id == source.id)
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots.truncate(SLOTS_MOVED);
+    assert!(slots.len() > 1, "several slots to move: {slots:?}");
+    let items: Vec<usize> = (0..ITEMS)
+        .filter(|&i| slots.contains(&slot_of(i)))
+        .collect();
+    let (src, dst) = (cluster.admin(source.port), cluster.admin(target.port));
+    let others: Vec<u16> = topology
+        .primaries()
+        .filter(|p| p.id != source.id && p.id != target.id)
+        .map(|p| p.port)
+        .collect();
+    let mut keys_moved = 0;
+    let start = Instant::now();
+    for &slot in &slots {
+        let in_slot: Vec<usize> = (0..ITEMS).filter(|&i| slot_of(i) == slot).collect();
+        let slot_arg = slot.to_string();
+        let set = |state: &str, id: &str| args(&["SETSLOT", &slot_arg, state, id]);
+        // Some of the test's keys are in the slot (a PUT may just have
+        // purged its items): poll.
+        let deadline = Instant::now() + SIGNAL_TIMEOUT;
+        loop {
+            let keys: Vec<String> = run(src, "CLUSTER", args(&["GETKEYSINSLOT", &slot_arg, "1"]))
+                .await
+                .expect("GETKEYSINSLOT");
+            if !keys.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slot {slot} stays empty; the last requests: {:#?}",
+                load.recent_statuses()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ok: String = run(dst, "CLUSTER", set("IMPORTING", &source.id))
+            .await
+            .expect("SETSLOT IMPORTING");
+        assert_eq!(ok, "OK");
+        let ok: String = run(src, "CLUSTER", set("MIGRATING", &target.id))
+            .await
+            .expect("SETSLOT MIGRATING");
+        assert_eq!(ok, "OK");
+        loop {
+            let keys: Vec<String> = run(src, "CLUSTER", args(&["GETKEYSINSLOT", &slot_arg, "100"]))
+                .await
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let port = target.port.to_string();
+            let mut migrate = args(&["127.0.0.1", &port, "", "0", "5000", "KEYS"]);
+            migrate.extend(keys.iter().map(|k| Value::from(k.clone())));
+            let reply: Value = run(src, "MIGRATE", migrate).await.expect("MIGRATE");
+            let reply = reply.as_string().unwrap_or_default();
+            assert!(
+                ["OK", "NOKEY"].contains(&reply.as_str()),
+                "MIGRATE: {reply}"
+            );
+            keys_moved += keys.len();
+        }
+        // Requests while the keys are on the target and the slot is still
+        // the source's: `ASK` redirections.
+        load.wait_served(&in_slot, DWELL).await;
+        // The target first, then the source, then the other primary.
+        for port in [target.port, source.port].into_iter().chain(others.clone()) {
+            let ok: String = run(cluster.admin(port), "CLUSTER", set("NODE", &target.id))
+                .await
+                .expect("SETSLOT NODE");
+            assert_eq!(ok, "OK");
+        }
+    }
+    assert!(keys_moved > 0, "the slots held some of the test's keys");
+    let topology = cluster
+        .wait_settled("the migration", |t| {
+            slots.iter().all(|&s| t.owner(s).id == target.id)
+        })
+        .await;
+    let settled = Instant::now();
+    let name = format!(
+        "migration of slots {slots:?} ({keys_moved} keys, {} items) from {} to {}",
+        items.len(),
+        source.port,
+        target.port
+    );
+    (
+        Change::resumed(load, name, items, start, settled).await,
+        topology,
+    )
+}
+
+impl Change {
+    /// The change, once a hit on one of its items that started after it
+    /// settled has been served.
+    async fn resumed(
+        load: &Load,
+        name: String,
+        items: Vec<usize>,
+        start: Instant,
+        settled: Instant,
+    ) -> Change {
+        let from = load.len();
+        load.wait_for(&format!("a hit after the {name}"), from, |s| {
+            s.hit && s.start >= settled && items.contains(&s.item)
+        })
+        .await;
+        Change {
+            name,
+            items,
+            start,
+            settled,
+            resumed: Instant::now(),
+        }
+    }
+}
+
+/// A change of the cluster's topology, made while the load runs.
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    Failover,
+    Migration,
+}
+
+/// Starts a cluster, caches every item, runs the load while `scenario`
+/// changes the topology, then checks what the load saw and what is left
+/// in the store.
+async fn under_load(scenario: Scenario) {
+    // The crate's logs (failed purges, say) with RUST_LOG=tower_cache_aside=debug.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let cluster = Cluster::start().await;
+    let topology = cluster.wait_settled("the new cluster", |_| true).await;
+    let store = CountingStore::new(Arc::new(
+        RedisStore::connect(&cluster.url())
+            .await
+            .expect("connect to the cluster"),
+    ));
+    let load = Load::new();
+    let origin = load.origin();
+    let layer = CacheAsideLayer::builder(store.as_dyn())
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let svc = layer.layer(origin.service());
+
+    // Every item cached before the load starts.
+    for item in 0..ITEMS {
+        hit_again(&svc, &store, item).await;
+    }
+
+    let driver = async {
+        let changed = match scenario {
+            Scenario::Failover => fail_over(&cluster, &load, &topology).await,
+            Scenario::Migration => migrate(&cluster, &load, &topology).await,
+        };
+        load.stop.store(true, Ordering::SeqCst);
+        changed
+    };
+    let workers =
+        futures_util::future::join_all((0..WORKERS).map(|w| worker(svc.clone(), &load, w as u64)));
+    let ((change, topology), _) = tokio::join!(driver, workers);
+
+    let log = std::mem::take(&mut *load.log.lock().unwrap());
+    let elapsed = log.last().map(|s| s.end - load.started).unwrap_or_default();
+    eprintln!(
+        "{} requests in {elapsed:?} ({} hits, {} PUTs) by {WORKERS} clients",
+        log.len(),
+        log.iter().filter(|s| s.hit).count(),
+        log.iter().filter(|s| s.put).count()
+    );
+    change.report(&log);
+    let failures = std::mem::take(&mut *load.failures.lock().unwrap());
+    assert!(
+        failures.is_empty(),
+        "{} failed or stale requests, the first: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(20)]
+    );
+
+    // Caching resumed on every item, those the change moved included.
+    for item in 0..ITEMS {
+        hit_again(&svc, &store, item).await;
+    }
+    // Purges complete: a write purges the entry where it lives now.
+    let item = change.items[0];
+    let path = path_of(item);
+    let written = send(&svc, request(Method::PUT, &path, &[])).await;
+    assert_eq!(written.status, StatusCode::OK);
+    assert!(
+        written.cache_status().ends_with("purged=1"),
+        "{path}: {}",
+        written.cache_status()
+    );
+    let after = send(&svc, get(&path)).await;
+    assert_eq!(after.cache_status(), STORED, "{path} after the write");
+    assert_eq!(
+        version_in(&after, item).unwrap(),
+        version_in(&written, item).unwrap()
+    );
+    hit_again(&svc, &store, item).await;
+
+    // A glob purge reaches every primary.
+    let spread = cluster.item_hashes(&topology).await;
+    eprintln!("item hashes per primary (port, count) before the glob purge: {spread:?}");
+    assert!(
+        spread.iter().filter(|(_, n)| *n > 0).count() > 1,
+        "the items' keys are on more than one primary: {spread:?}"
+    );
+    assert_eq!(
+        spread.iter().map(|(_, n)| n).sum::<usize>(),
+        ITEMS,
+        "one hash per item: {spread:?}"
+    );
+    let removed = layer.purger().purge_glob("/items/*").await.unwrap();
+    assert_eq!(removed, ITEMS as u64, "every entry, on every primary");
+    for primary in topology.primaries() {
+        let left = scan_keys(cluster.admin(primary.port), ITEM_KEYS).await;
+        assert!(left.is_empty(), "left on {}: {left:?}", primary.port);
+    }
+}
+
+#[tokio::test]
+async fn a_planned_failover_under_load() {
+    under_load(Scenario::Failover).await;
+}
+
+/// Run with `--ignored`. fred 10.1.0 does not follow an `ASK` redirection:
+/// it sends `ASKING` to the target, then the command back to the slot's
+/// owner (`process_ask` routes it by slot), until "Max attempts reached"
+/// ends its router task; from then on every command of the client times
+/// out. `ASKING`'s reply is also read out of turn on a connection with
+/// commands in flight, handing their replies to the wrong callers.
+#[tokio::test]
+#[ignore = "fred 10.1.0 mishandles ASK redirections (see the comment)"]
+async fn a_slot_migration_under_load() {
+    under_load(Scenario::Migration).await;
+}
