@@ -1,5 +1,6 @@
 //! A `redis-server` child process on a free loopback port, for the tests
-//! and the benchmarks (which include this file by path).
+//! and the benchmarks (which include this file by path); `valkey-server`
+//! when `TCA_REDIS_SERVER` names it.
 //!
 //! The server is awaited by its "Ready to accept connections" log line, not
 //! by sleeping, and killed by its pid on drop. It never uses port 6379 and
@@ -150,7 +151,7 @@ fn spawn_redis(port: u16, extra: &[String]) -> Result<Child, String> {
     // test's entries to another's new server.
     let rdb = rdb_name(port);
     let _ = std::fs::remove_file(dir.join(&rdb));
-    let mut command = Command::new("redis-server");
+    let mut command = Command::new(server_binary());
     command
         .arg("--port")
         .arg(port.to_string())
@@ -161,6 +162,13 @@ fn spawn_redis(port: u16, extra: &[String]) -> Result<Child, String> {
         .arg(&rdb)
         .args(extra);
     spawn_ready(command, port, "Ready to accept connections")
+}
+
+/// The server binary the tests run: `redis-server`, or the one the
+/// environment variable `TCA_REDIS_SERVER` names (scripts/test runs the
+/// suite a second time on `valkey-server` that way).
+pub fn server_binary() -> String {
+    std::env::var("TCA_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
 /// The RDB file name of the server on `port` started by this process.
@@ -194,7 +202,7 @@ impl Sentinel {
                 std::env::temp_dir().display()
             );
             std::fs::write(&file, config).expect("write a sentinel config file");
-            let mut command = Command::new("redis-server");
+            let mut command = Command::new(server_binary());
             command.arg(&file).arg("--sentinel");
             match spawn_ready(command, port, "+monitor master") {
                 Ok(child) => {
