@@ -8,9 +8,8 @@
 mod support;
 
 use std::convert::Infallible;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::interfaces::ClientLike;
@@ -19,63 +18,23 @@ use http::{Method, Response, StatusCode};
 use tower::{Layer, Service};
 use tower_cache_aside::{Cache, CacheAsideLayer, RedisStore};
 
-use support::{
-    assert_hit, get, head, request, send, CountingStore, Origin, RedisServer, TestBody, STORED,
-};
+use support::cluster::ClusterNodes;
+use support::{assert_hit, get, head, request, send, CountingStore, Origin, TestBody, STORED};
 
-/// Three cluster primaries; their config files are removed on drop.
+/// Three cluster primaries.
 struct Cluster {
-    nodes: Vec<RedisServer>,
-    files: Vec<std::path::PathBuf>,
+    nodes: ClusterNodes,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let files = Arc::new(Mutex::new(Vec::new()));
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                let files = files.clone();
-                RedisServer::launch_with(move |port| {
-                    let file = std::env::temp_dir()
-                        .join(format!("tca-cluster-{}-{port}.conf", std::process::id()));
-                    let _ = std::fs::remove_file(&file);
-                    files.lock().unwrap().push(file.clone());
-                    vec![
-                        "--cluster-enabled".into(),
-                        "yes".into(),
-                        "--cluster-config-file".into(),
-                        file.display().to_string(),
-                    ]
-                })
-            })
-            .collect();
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
-        // Assigns the 16384 slots and waits until every node agrees.
-        let created = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("run redis-cli (it comes with redis-server)");
-        assert!(
-            created.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&created.stdout)
-        );
-        let files = files.lock().unwrap().clone();
-        Cluster { nodes, files }
+        Cluster {
+            nodes: ClusterNodes::start(3, 0),
+        }
     }
 
     fn url(&self) -> String {
-        let first = self.nodes[0].port();
-        let others: Vec<String> = self.nodes[1..]
-            .iter()
-            .map(|n| format!("node=127.0.0.1:{}", n.port()))
-            .collect();
-        format!("redis-cluster://127.0.0.1:{first}?{}", others.join("&"))
+        self.nodes.url()
     }
 
     /// A counting store over a new `RedisStore` connected to the cluster.
@@ -90,7 +49,7 @@ impl Cluster {
     /// Waits (bounded) until every node reports the cluster as ok: `create`
     /// returns once the nodes agree on the slots, and the state follows.
     async fn wait_ok(&self) {
-        for node in &self.nodes {
+        for node in &self.nodes.nodes {
             let client = support::fred_client(&node.url()).await;
             let mut state = String::new();
             for _ in 0..200 {
@@ -109,17 +68,6 @@ impl Cluster {
             }
             assert!(state.contains("cluster_state:ok"), "{state}");
             let _ = client.quit().await;
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &self.nodes {
-            node.stop();
-        }
-        for file in &self.files {
-            let _ = std::fs::remove_file(file);
         }
     }
 }

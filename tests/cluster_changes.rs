@@ -19,7 +19,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,8 +32,9 @@ use http_body::Body;
 use tower::{Layer, Service};
 use tower_cache_aside::{CacheAsideLayer, RedisStore};
 
+use support::cluster::ClusterNodes;
 use support::{
-    assert_hit, get, request, scan_keys, send, CountingStore, Origin, RedisServer, Reply, TestBody,
+    assert_hit, get, request, scan_keys, send, CountingStore, Origin, Reply, TestBody,
     SIGNAL_TIMEOUT, STORED,
 };
 
@@ -68,9 +68,8 @@ fn slot_of(item: usize) -> u16 {
 /// Six cluster nodes (three primaries, three replicas once joined), a plain
 /// client of each for administration; config files removed on drop.
 struct Cluster {
-    nodes: Vec<RedisServer>,
+    nodes: ClusterNodes,
     admins: Vec<Client>,
-    files: Vec<std::path::PathBuf>,
 }
 
 /// One node as `CLUSTER NODES` lists it.
@@ -197,76 +196,25 @@ fn args(parts: &[&str]) -> Vec<Value> {
 
 impl Cluster {
     async fn start() -> Cluster {
-        let files = Arc::new(Mutex::new(Vec::new()));
-        let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| {
-                let files = files.clone();
-                RedisServer::launch_with(move |port| {
-                    let name = format!("tca-cluster-changes-{}-{port}", std::process::id());
-                    let config = std::env::temp_dir().join(format!("{name}.conf"));
-                    let _ = std::fs::remove_file(&config);
-                    files.lock().unwrap().push(config.clone());
-                    vec![
-                        "--cluster-enabled".into(),
-                        "yes".into(),
-                        "--cluster-config-file".into(),
-                        config.display().to_string(),
-                        // Replication by socket, and an RDB name of the
-                        // node's own: no node writes, nor loads, the
-                        // `dump.rdb` other servers in the same directory use.
-                        "--dbfilename".into(),
-                        format!("{name}.rdb"),
-                        "--repl-diskless-sync".into(),
-                        "yes".into(),
-                        "--repl-diskless-sync-delay".into(),
-                        "0".into(),
-                        "--repl-diskless-load".into(),
-                        "on-empty-db".into(),
-                    ]
-                })
-            })
-            .collect();
-        let files = files.lock().unwrap().clone();
-        let mut cluster = Cluster {
-            nodes,
-            admins: Vec::new(),
-            files,
-        };
-        let addresses: Vec<String> = cluster
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
         // The first three become primaries, the others their replicas.
-        let created = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .expect("run redis-cli (it comes with redis-server)");
-        assert!(
-            created.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&created.stdout)
-        );
-        for node in &cluster.nodes {
+        let mut cluster = Cluster {
+            nodes: ClusterNodes::start(6, 1),
+            admins: Vec::new(),
+        };
+        for node in &cluster.nodes.nodes {
             cluster.admins.push(support::fred_client(&node.url()).await);
         }
         cluster
     }
 
     fn url(&self) -> String {
-        let first = self.nodes[0].port();
-        let others: Vec<String> = self.nodes[1..]
-            .iter()
-            .map(|n| format!("node=127.0.0.1:{}", n.port()))
-            .collect();
-        format!("redis-cluster://127.0.0.1:{first}?{}", others.join("&"))
+        self.nodes.url()
     }
 
     /// The plain client of the node on `port`.
     fn admin(&self, port: u16) -> &Client {
         let at = self
+            .nodes
             .nodes
             .iter()
             .position(|n| n.port() == port)
@@ -281,7 +229,7 @@ impl Cluster {
     /// covered and none open.
     async fn settled(&self) -> Result<Topology, String> {
         let mut views = Vec::new();
-        for (node, admin) in self.nodes.iter().zip(&self.admins) {
+        for (node, admin) in self.nodes.nodes.iter().zip(&self.admins) {
             let port = node.port();
             let info: String = run(admin, "CLUSTER", args(&["INFO"]))
                 .await
@@ -298,8 +246,8 @@ impl Cluster {
         if let Some(other) = views.iter().position(|v| *v != topology) {
             return Err(format!(
                 "nodes {} and {} disagree",
-                self.nodes[0].port(),
-                self.nodes[other].port()
+                self.nodes.nodes[0].port(),
+                self.nodes.nodes[other].port()
             ));
         }
         if let Some(problem) = topology.shape_problem() {
@@ -319,7 +267,7 @@ impl Cluster {
         }
         let check = tokio::process::Command::new("redis-cli")
             .args(["--cluster", "check"])
-            .arg(format!("127.0.0.1:{}", self.nodes[0].port()))
+            .arg(format!("127.0.0.1:{}", self.nodes.nodes[0].port()))
             .output()
             .await
             .expect("run redis-cli");
@@ -364,18 +312,6 @@ impl Cluster {
             ));
         }
         out
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &self.nodes {
-            node.stop();
-        }
-        for file in &self.files {
-            let _ = std::fs::remove_file(file);
-            let _ = std::fs::remove_file(file.with_extension("rdb"));
-        }
     }
 }
 

@@ -15,7 +15,7 @@ use http::{Method, StatusCode};
 use tower::Layer;
 use tower_cache_aside::{Cache, CacheAsideLayer, RedisStore};
 
-use support::{assert_hit, bypass, get, request, send, CountingStore, Origin, RedisServer, STORED};
+use support::{assert_hit, get, request, send, CountingStore, Origin, RedisServer, STORED};
 
 /// The ACL rules the README gives for the crate's user, after `ACL
 /// SETUSER <name> on ><password>`: the default prefixes' keys, the events
@@ -134,20 +134,6 @@ async fn a_lazy_store_that_cannot_authenticate_passes_requests_through() {
     let admin = add_cache_user(&server).await;
     let url = format!("redis://cache:wrong@127.0.0.1:{}", server.port());
     let store = RedisStore::connect_lazy(&url).expect("a valid URL");
-    let layer = CacheAsideLayer::builder(store)
-        .store_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let origin = Origin::text("user");
-    let svc = layer.layer(origin.service());
-    for round in 0..8 {
-        let reply = send(&svc, get("/users/1")).await;
-        assert_eq!(reply.status, StatusCode::OK, "round {round}");
-        assert_eq!(reply.text(), "user");
-        assert!(!reply.is_hit());
-    }
-    let last = send(&svc, get("/users/1")).await;
-    assert_eq!(last.cache_status(), bypass("store-unavailable"));
-    assert_eq!(origin.calls(), 9);
+    support::assert_passes_through(store, 8).await;
     let _ = admin.quit().await;
 }

@@ -11,13 +11,13 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::Method;
 use tower::Layer;
 use tower_cache_aside::store::{RedisStoreBuilder, TlsBackend};
 use tower_cache_aside::{CacheAsideLayer, RedisStore};
 
 use support::pki::Pki;
-use support::{assert_hit, bypass, get, request, send, CountingStore, Origin, RedisServer, STORED};
+use support::{assert_hit, get, request, send, CountingStore, Origin, RedisServer, STORED};
 
 /// Both TLS libraries the crate builds with (the test run turns on every
 /// feature).
@@ -229,21 +229,7 @@ async fn a_lazy_store_with_an_untrusted_server_logs_and_passes_through() {
         .tls_ca_pem(&pki.rogue_ca.cert)
         .connect_lazy()
         .expect("valid settings");
-    let layer = CacheAsideLayer::builder(store)
-        .store_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let origin = Origin::text("user");
-    let svc = layer.layer(origin.service());
-    for round in 0..6 {
-        let reply = send(&svc, get("/users/1")).await;
-        assert_eq!(reply.status, StatusCode::OK, "round {round}");
-        assert_eq!(reply.text(), "user");
-        assert!(!reply.is_hit());
-    }
-    let last = send(&svc, get("/users/1")).await;
-    assert_eq!(last.cache_status(), bypass("store-unavailable"));
-    assert_eq!(origin.calls(), 7);
+    support::assert_passes_through(store, 6).await;
     // The connection task logs each failed attempt; the first comes within
     // the back-off's first step.
     assert!(

@@ -38,6 +38,7 @@ macro_rules! suite {
     };
 }
 
+pub mod cluster;
 pub mod pki;
 mod redis_server;
 mod slow_proxy;
@@ -89,6 +90,28 @@ pub fn miss(detail: &str) -> String {
 /// `Cache-Status` of a request that was not looked up, and why.
 pub fn bypass(detail: &str) -> String {
     format!("{CACHE}; fwd=bypass; detail={detail}")
+}
+
+/// Sends GETs through a layer over `store` (200 ms store timeout) whose
+/// Redis cannot be reached or logged into: each is answered by the origin,
+/// none is a hit, and once the breaker opens they bypass the store
+/// (`detail=store-unavailable`).
+pub async fn assert_passes_through(store: RedisStore, rounds: usize) {
+    let layer = CacheAsideLayer::builder(store)
+        .store_timeout(Duration::from_millis(200))
+        .build()
+        .expect("a valid layer");
+    let origin = Origin::text("user");
+    let svc = tower::Layer::layer(&layer, origin.service());
+    for round in 0..rounds {
+        let reply = send(&svc, get("/users/1")).await;
+        assert_eq!(reply.status, StatusCode::OK, "round {round}");
+        assert_eq!(reply.text(), "user");
+        assert!(!reply.is_hit());
+    }
+    let last = send(&svc, get("/users/1")).await;
+    assert_eq!(last.cache_status(), bypass("store-unavailable"));
+    assert_eq!(origin.calls(), rounds + 1);
 }
 
 /// A plain fred client of a server the test started (for inspecting and
