@@ -20,16 +20,29 @@ impl ClusterNodes {
     /// Starts the nodes and assigns the 16384 slots; `create` returns once
     /// the nodes agree on them.
     pub fn start(count: usize, replicas: usize) -> ClusterNodes {
+        ClusterNodes::start_with(count, replicas, |_| Vec::new(), &[])
+    }
+
+    /// As [`start`](Self::start), with the arguments `extra` makes for a
+    /// node's port added to its command line, and `cli` to `redis-cli`'s
+    /// (a TLS cluster's, say).
+    pub fn start_with(
+        count: usize,
+        replicas: usize,
+        extra: impl Fn(u16) -> Vec<String> + Clone,
+        cli: &[String],
+    ) -> ClusterNodes {
         let files = Arc::new(Mutex::new(Vec::new()));
         let nodes: Vec<RedisServer> = (0..count)
             .map(|_| {
                 let files = files.clone();
+                let extra = extra.clone();
                 RedisServer::launch_with(move |port| {
                     let file = std::env::temp_dir()
                         .join(format!("tca-cluster-{}-{port}.conf", std::process::id()));
                     let _ = std::fs::remove_file(&file);
                     files.lock().unwrap().push(file.clone());
-                    vec![
+                    let mut args: Vec<String> = vec![
                         "--cluster-enabled".into(),
                         "yes".into(),
                         "--cluster-config-file".into(),
@@ -41,7 +54,9 @@ impl ClusterNodes {
                         "0".into(),
                         "--repl-diskless-load".into(),
                         "on-empty-db".into(),
-                    ]
+                    ];
+                    args.extend(extra(port));
+                    args
                 })
             })
             .collect();
@@ -50,6 +65,7 @@ impl ClusterNodes {
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
         let created = Command::new("redis-cli")
+            .args(cli)
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])

@@ -50,14 +50,14 @@ fn authority(name: &str) -> Authority {
     Authority { cert, key }
 }
 
-fn leaf(by: &Authority, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Pem {
+fn leaf(by: &Authority, names: &[&str], usage: &[ExtendedKeyUsagePurpose]) -> Pem {
     let key = KeyPair::generate().expect("a leaf key");
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names).expect("leaf params");
     params
         .distinguished_name
         .push(DnType::CommonName, "tower-cache-aside test");
-    params.extended_key_usages = vec![usage];
+    params.extended_key_usages = usage.to_vec();
     let cert = params
         .signed_by(&key, &by.cert, &by.key)
         .expect("a signed leaf");
@@ -72,13 +72,18 @@ impl Pki {
     pub fn new() -> Pki {
         let ca = authority("tower-cache-aside test CA");
         let rogue = authority("someone else's CA");
+        // The server's certificate is a client's too: cluster nodes and
+        // replicas show it to each other.
         let server = leaf(
             &ca,
             &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         );
-        let client = leaf(&ca, &["client"], ExtendedKeyUsagePurpose::ClientAuth);
-        let rogue_client = leaf(&rogue, &["client"], ExtendedKeyUsagePurpose::ClientAuth);
+        let client = leaf(&ca, &["client"], &[ExtendedKeyUsagePurpose::ClientAuth]);
+        let rogue_client = leaf(&rogue, &["client"], &[ExtendedKeyUsagePurpose::ClientAuth]);
         let dir = std::env::temp_dir().join(format!(
             "tca-pki-{}-{}",
             std::process::id(),

@@ -188,17 +188,28 @@ pub struct Sentinel {
 
 impl Sentinel {
     pub fn launch(service: &str, primary_port: u16) -> Sentinel {
+        Sentinel::launch_with(service, primary_port, |port| format!("port {port}\n"))
+    }
+
+    /// As [`launch`](Self::launch), with the config lines `listen` makes
+    /// for the sentinel's port in place of `port <port>` (a TLS port, say).
+    pub fn launch_with(
+        service: &str,
+        primary_port: u16,
+        listen: impl Fn(u16) -> String,
+    ) -> Sentinel {
         let mut errors = Vec::new();
         for _ in 0..10 {
             let port = free_port();
             let file = std::env::temp_dir()
                 .join(format!("tca-sentinel-{}-{port}.conf", std::process::id()));
             let config = format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                "{}bind 127.0.0.1\ndir {}\n\
                  sentinel monitor {service} 127.0.0.1 {primary_port} 2\n\
                  sentinel down-after-milliseconds {service} 1000\n\
                  sentinel failover-timeout {service} 10000\n\
                  sentinel parallel-syncs {service} 1\n",
+                listen(port),
                 std::env::temp_dir().display()
             );
             std::fs::write(&file, config).expect("write a sentinel config file");

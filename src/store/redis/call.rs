@@ -77,6 +77,20 @@ impl<'a> Call<'a> {
         Ok(self.client.with_options(&options))
     }
 
+    /// As [`Call::client`], for a command that waits up to `wait` on the
+    /// server (`WAIT`): off a bounded call, it gets `wait` and a second
+    /// more as its fred timeout, not the client's default (1 s).
+    pub(super) fn waiting_client(&self, wait: Duration) -> Result<WithOptions<Client>, Error> {
+        if self.bound.is_some() {
+            return self.client();
+        }
+        let options = Options {
+            timeout: Some(wait.saturating_add(Duration::from_secs(1))),
+            ..Options::default()
+        };
+        Ok(self.client.with_options(&options))
+    }
+
     /// The client for the call's next command and, when it is the call's
     /// first and the store's watchdog `deadlines` runs, the call's deadline
     /// for the watchdog to keep: the command then carries no fred timeout

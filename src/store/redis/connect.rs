@@ -118,8 +118,10 @@ impl RedisStoreBuilder {
     /// was made on the primary, is retried like any failed purge, and its
     /// path is not served from this instance's cache meanwhile. So a
     /// purge acknowledged to a write survives a failover to one of those
-    /// replicas (Sentinel promotes the most up-to-date one). Off by
-    /// default; see the README's "Connecting to Redis".
+    /// replicas (Sentinel promotes the most up-to-date one). Keep
+    /// `timeout` below the layer's `purge_timeout` (1 s by default), which
+    /// bounds the whole purge. Off by default; see the README's
+    /// "Connecting to Redis".
     ///
     /// Standalone and Sentinel deployments only: on a Cluster the store
     /// refuses it at connect (each slot's primary has its own replicas).

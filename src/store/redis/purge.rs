@@ -172,7 +172,7 @@ pub(super) async fn replicated(
     before: &str,
 ) -> Result<(), Error> {
     let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-    let client = call.client()?;
+    let client = call.waiting_client(timeout)?;
     let wait = CustomCommand::new_static("WAIT", None, false);
     let acked: i64 = call.result(
         client
