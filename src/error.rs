@@ -41,6 +41,13 @@ pub enum Error {
     /// One or more purges failed; they are retried in the background.
     #[error("purge failed; retrying in the background")]
     PurgeFailed,
+    /// A purge made on the primary that the replicas asked for by
+    /// `RedisStoreBuilder::replicated_purges` did not acknowledge in time
+    /// (or whose `WAIT` went over another connection): a failed purge,
+    /// retried, that does not count against the circuit breaker (the
+    /// primary answers).
+    #[error("purge not replicated: {0}")]
+    NotReplicated(String),
     /// Any other store failure (for custom [`Store`](crate::Store) implementations).
     #[error("store: {0}")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),

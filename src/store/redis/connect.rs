@@ -50,7 +50,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisStoreBuilder {
     /// The URL, parsed when the client is made.
     pub(super) url: String,
@@ -59,6 +59,23 @@ pub struct RedisStoreBuilder {
     /// Replicas that must hold a purge before it counts as done, and how
     /// long to wait for them.
     pub(super) replicated_purges: Option<(u32, Duration)>,
+}
+
+impl std::fmt::Debug for RedisStoreBuilder {
+    /// The URL without its password; no certificate or key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match (self.url.split_once("://"), self.url.rfind('@')) {
+            (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &self.url[at..]),
+            _ => self.url.clone(),
+        };
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &url)
+            .field("tls_backend", &self.tls.backend)
+            .field("tls_system_roots", &self.tls.system_roots)
+            .field("tls_client_identity", &self.tls.identity.is_some())
+            .field("replicated_purges", &self.replicated_purges)
+            .finish()
+    }
 }
 
 impl RedisStoreBuilder {
@@ -136,9 +153,12 @@ impl RedisStoreBuilder {
     pub(super) fn client(&self, fail_fast: bool) -> Result<Client, Error> {
         let uses_tls = url_uses_tls(&self.url);
         #[allow(unused_mut)]
+        // fred would build a TLS configuration of its own for a TLS
+        // scheme (and, with rustls, install a process-wide crypto
+        // provider): parse the URL as its plain form, then add the crate's.
         let mut config = Config {
             fail_fast,
-            ..Config::from_url(&self.url)?
+            ..Config::from_url(&plain_scheme(&self.url))?
         };
         if !uses_tls && self.tls.is_customised() {
             return Err(Error::InvalidConfig(
@@ -168,12 +188,31 @@ impl RedisStoreBuilder {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .with_connection_config(|c| {
                 c.connection_timeout = CONNECTION_TIMEOUT;
+                // AUTH, HELLO, SELECT and the sentinels' answers.
+                c.internal_command_timeout = CONNECTION_TIMEOUT;
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = COMMAND_TIMEOUT;
             })
             .build()?)
     }
+}
+
+/// `url` with a TLS scheme written as its plain form (`rediss-cluster://`
+/// as `redis-cluster://`), the rest unchanged.
+fn plain_scheme(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let lower = scheme.to_ascii_lowercase();
+    let plain = if let Some(tail) = lower.strip_prefix("rediss") {
+        format!("redis{tail}")
+    } else if let Some(tail) = lower.strip_prefix("valkeys") {
+        format!("valkey{tail}")
+    } else {
+        return url.to_owned();
+    };
+    format!("{plain}://{rest}")
 }
 
 /// Whether `url`'s scheme asks for TLS (`rediss`, `valkeys`, and their
@@ -201,6 +240,29 @@ mod tests {
         for url in ["redis://h:1", "redis-cluster://h:1", "valkey://h", "h:1"] {
             assert!(!url_uses_tls(url), "{url}");
         }
+    }
+
+    #[test]
+    fn tls_schemes_parse_as_their_plain_form_and_debug_hides_secrets() {
+        assert_eq!(plain_scheme("rediss://u:p@h:1/2"), "redis://u:p@h:1/2");
+        assert_eq!(
+            plain_scheme("rediss-cluster://h:1?node=h:2"),
+            "redis-cluster://h:1?node=h:2"
+        );
+        assert_eq!(
+            plain_scheme("valkeys-sentinel://h:1"),
+            "valkey-sentinel://h:1"
+        );
+        assert_eq!(plain_scheme("redis://h:1"), "redis://h:1");
+        let shown = format!(
+            "{:?}",
+            RedisStoreBuilder::new("rediss://cache:s3cret@h:1").tls_client_identity("CERT", "KEY")
+        );
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("KEY\""),
+            "{shown}"
+        );
+        assert!(shown.contains("@h:1"), "{shown}");
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub use self::tls::TlsBackend;
 
 impl RedisStoreBuilder {
     /// Connects (see [`RedisStore::connect`]): fails when the first
-    /// connection fails, within the connection timeout (2 s).
+    /// connection fails (each step of it, connecting, TLS, `AUTH` and a
+    /// sentinel's answer, within 2 s; the `PING` within 1 s).
     pub async fn connect(self) -> Result<RedisStore, Error> {
         let client = self.client(true)?;
         client.init().await?;
@@ -84,7 +85,10 @@ impl RedisStoreBuilder {
         let replicated = match self.replicated_purges {
             Some((replicas, timeout)) => {
                 let purges = client.clone_new();
-                purges.init().await?;
+                if let Err(error) = purges.init().await {
+                    let _ = client.quit().await;
+                    return Err(error.into());
+                }
                 Some(Arc::new(ReplicatedPurges {
                     client: purges,
                     replicas,

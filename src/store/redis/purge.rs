@@ -133,31 +133,22 @@ pub(super) async fn purge_matching(
 }
 
 /// Which connection the call's next command goes over: the `id`, `addr`
-/// and `laddr` of `CLIENT INFO` (`CLIENT ID` before Redis 6.2). Taken
-/// before a replicated purge and after its `WAIT`: fred resends a command
-/// whose connection closed on a new one, where a `WAIT` counts none of the
-/// old connection's writes, so the two must match for the `WAIT` to speak
-/// for the purge.
+/// and `laddr` of `CLIENT INFO` (Redis 6.2 or later). Taken before a
+/// replicated purge and after its `WAIT`: fred resends a command whose
+/// connection closed on a new one, where a `WAIT` counts none of the old
+/// connection's writes, so the two must match for the `WAIT` to speak for
+/// the purge.
 pub(super) async fn connection(call: &Call<'_>) -> Result<String, Error> {
     let client = call.client()?;
     let info = CustomCommand::new_static("CLIENT", None, false);
-    let text: Result<String, _> = client.custom(info, vec!["INFO"]).await;
-    match text {
-        Ok(text) => Ok(text
-            .split(' ')
-            .filter(|field| {
-                field.starts_with("id=")
-                    || field.starts_with("addr=")
-                    || field.starts_with("laddr=")
-            })
-            .collect::<Vec<_>>()
-            .join(" ")),
-        Err(_) => {
-            let id = CustomCommand::new_static("CLIENT", None, false);
-            let id: i64 = call.result(call.client()?.custom(id, vec!["ID"]).await)?;
-            Ok(id.to_string())
-        }
-    }
+    let text: String = call.result(client.custom(info, vec!["INFO"]).await)?;
+    Ok(text
+        .split(' ')
+        .filter(|field| {
+            field.starts_with("id=") || field.starts_with("addr=") || field.starts_with("laddr=")
+        })
+        .collect::<Vec<_>>()
+        .join(" "))
 }
 
 /// `WAIT replicas timeout` on the call's connection, after a purge made on
@@ -171,7 +162,12 @@ pub(super) async fn replicated(
     timeout: std::time::Duration,
     before: &str,
 ) -> Result<(), Error> {
-    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    // The server answers within what the call has left, before any timer
+    // of the client's fires.
+    let timeout = call.within(timeout);
+    let timeout_ms = i64::try_from(timeout.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
     let client = call.waiting_client(timeout)?;
     let wait = CustomCommand::new_static("WAIT", None, false);
     let acked: i64 = call.result(
@@ -183,13 +179,13 @@ pub(super) async fn replicated(
             .await,
     )?;
     if acked < i64::from(replicas) {
-        return Err(Error::Store(
-            format!("purge reached {acked} of {replicas} replicas within {timeout:?}").into(),
-        ));
+        return Err(Error::NotReplicated(format!(
+            "the purge reached {acked} of {replicas} replicas within {timeout:?}"
+        )));
     }
     if connection(call).await? != before {
-        return Err(Error::Store(
-            "the connection changed during a replicated purge: its WAIT proves nothing".into(),
+        return Err(Error::NotReplicated(
+            "the connection changed during the purge: its WAIT proves nothing".into(),
         ));
     }
     Ok(())

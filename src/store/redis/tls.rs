@@ -35,7 +35,7 @@ impl Default for TlsBackend {
 }
 
 /// What a TLS connection trusts and shows, as the builder was told.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct TlsSettings {
     /// CA certificates (PEM, one or more) trusted besides the roots.
     pub(super) ca_pem: Vec<u8>,
@@ -131,9 +131,9 @@ fn rustls_connector(settings: &TlsSettings) -> Result<fred::types::config::TlsCo
                 roots.add_parsable_certificates(found.certs);
             }
         }
-        if let Some(file) = ssl_cert_file()? {
-            add_pem_roots(&mut roots, &file, SSL_CERT_FILE)?;
-        }
+        // Read (already, leniently, above) only to say clearly when the
+        // variable names no readable file.
+        ssl_cert_file()?;
     }
     add_pem_roots(&mut roots, &settings.ca_pem, "CA certificate")?;
     if roots.is_empty() {
@@ -175,11 +175,22 @@ fn add_pem_roots(roots: &mut rustls::RootCertStore, pem: &[u8], what: &str) -> R
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 
+    let mut added = 0usize;
     for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| tls_error(what, e))?;
         roots.add(cert).map_err(|e| tls_error(what, e))?;
+        added += 1;
+    }
+    if added == 0 && !is_blank(pem) {
+        return Err(tls_error(what, "no PEM certificate found"));
     }
     Ok(())
+}
+
+/// Whether `pem` holds nothing but whitespace (no CA was given).
+#[cfg(any(feature = "tls-rustls", feature = "tls-native"))]
+fn is_blank(pem: &[u8]) -> bool {
+    pem.iter().all(u8::is_ascii_whitespace)
 }
 
 #[cfg(feature = "tls-native")]
@@ -189,14 +200,23 @@ fn native_connector(settings: &TlsSettings) -> Result<fred::types::config::TlsCo
     let mut builder = native_tls::TlsConnector::builder();
     builder.disable_built_in_roots(!settings.system_roots);
     let mut add = |pem: &[u8], what: &str| -> Result<(), Error> {
-        if pem.iter().all(u8::is_ascii_whitespace) {
+        if is_blank(pem) {
             return Ok(());
         }
-        for cert in Certificate::stack_from_pem(pem).map_err(|e| tls_error(what, e))? {
+        let certs = Certificate::stack_from_pem(pem).map_err(|e| tls_error(what, e))?;
+        if certs.is_empty() {
+            return Err(tls_error(what, "no PEM certificate found"));
+        }
+        for cert in certs {
             builder.add_root_certificate(cert);
         }
         Ok(())
     };
+    if !settings.system_roots && is_blank(&settings.ca_pem) {
+        return Err(Error::InvalidConfig(
+            "TLS: no root certificate to trust (system roots off, and none was given)".into(),
+        ));
+    }
     if settings.system_roots {
         // OpenSSL reads SSL_CERT_FILE itself; the platform libraries of
         // macOS and Windows do not.
