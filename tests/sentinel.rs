@@ -33,6 +33,8 @@ use support::{
 const SERVICE: &str = "mymaster";
 /// Items the load reads and writes.
 const ITEMS: usize = 16;
+/// The safety net of a whole failover scenario.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
 /// The safety net of every wait on the servers' state.
 const STATE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -204,14 +206,17 @@ async fn failover_under_load(replicated: bool) -> Arc<Seen> {
     };
     let versions: Arc<Vec<AtomicU64>> = Arc::new((0..ITEMS).map(|_| AtomicU64::new(0)).collect());
     let origin = versioned_origin(versions.clone());
-    let layer = |store: RedisStore| {
+    let layer = |store: Arc<dyn tower_cache_aside::Store>| {
         CacheAsideLayer::builder(store)
             .store_timeout(Duration::from_secs(1))
             .build()
             .unwrap()
     };
-    let writer = layer(connect().await).layer(origin.service());
-    let reader = layer(connect().await).layer(origin.service());
+    // The writer's store counts its fills: the probe after the failover
+    // awaits one.
+    let writer_store = CountingStore::new(Arc::new(connect().await));
+    let writer = layer(writer_store.as_dyn()).layer(origin.service());
+    let reader = layer(Arc::new(connect().await)).layer(origin.service());
 
     // The version of each item whose write has returned (any write, for
     // the writing instance) and whose purge was acknowledged (for the
@@ -323,20 +328,14 @@ async fn failover_under_load(replicated: bool) -> Arc<Seen> {
     writing.store(false, Ordering::SeqCst);
 
     // Caching resumes: a path never read before is stored on the new
-    // primary and then hit.
-    let probe = CountingStore::new(Arc::new(connect().await));
-    let probe_layer = CacheAsideLayer::builder(probe.as_dyn())
-        .store_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let probe_svc = probe_layer.layer(origin.service());
+    // primary, through the writer's store, and then hit.
     let mut attempt = 0usize;
     loop {
         attempt += 1;
         let path = format!("/resume/{attempt}");
-        if send(&probe_svc, get(&path)).await.cache_status() == STORED {
-            probe.wait_puts_for(&path, 1).await;
-            if send(&probe_svc, get(&path)).await.is_hit() {
+        if send(&writer, get(&path)).await.cache_status() == STORED {
+            writer_store.wait_puts_for(&path, 1).await;
+            if send(&writer, get(&path)).await.is_hit() {
                 break;
             }
         }
@@ -402,7 +401,9 @@ async fn failover_under_load(replicated: bool) -> Arc<Seen> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_under_load_loses_no_request_and_no_purge() {
-    let seen = failover_under_load(true).await;
+    let seen = tokio::time::timeout(SCENARIO_TIMEOUT, failover_under_load(true))
+        .await
+        .expect("the failover scenario ends");
     assert_eq!(seen.failed.load(Ordering::SeqCst), 0, "failed requests");
     assert_eq!(
         seen.stale.load(Ordering::SeqCst),
@@ -418,7 +419,9 @@ async fn a_sentinel_failover_under_load_loses_no_request_and_no_purge() {
 /// primary: stale reads. What `replicated_purges` is for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_replicated_purges_a_failover_loses_purges() {
-    let seen = failover_under_load(false).await;
+    let seen = tokio::time::timeout(SCENARIO_TIMEOUT, failover_under_load(false))
+        .await
+        .expect("the failover scenario ends");
     assert_eq!(seen.failed.load(Ordering::SeqCst), 0, "failed requests");
     assert!(
         seen.stale.load(Ordering::SeqCst) > 0,

@@ -11,13 +11,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::Method;
-use tower::Layer;
 use tower_cache_aside::store::{RedisStoreBuilder, TlsBackend};
-use tower_cache_aside::{CacheAsideLayer, RedisStore};
+use tower_cache_aside::RedisStore;
 
 use support::pki::Pki;
-use support::{assert_hit, get, request, send, CountingStore, Origin, RedisServer, STORED};
+use support::RedisServer;
 
 /// Both TLS libraries the crate builds with (the test run turns on every
 /// feature).
@@ -43,37 +41,10 @@ fn trusting_ca(pki: &Pki, server: &RedisServer, backend: TlsBackend) -> RedisSto
         .tls_ca_pem(&pki.ca.cert)
 }
 
-/// A miss that is stored, a hit, a write that purges, a miss: the store
-/// works over the connection.
+/// The store caches and purges (see `support::caches_and_purges`) on a
+/// path of its own: the rounds of a test share their server.
 async fn caches_and_purges(store: RedisStore, what: &str) {
-    // A path of its own: the rounds of a test share their server.
-    let path = format!("/users/{}", what.replace(' ', "-"));
-    let store = CountingStore::new(Arc::new(store));
-    let layer = CacheAsideLayer::builder(store.as_dyn())
-        .store_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let origin = Origin::text("user");
-    let svc = layer.layer(origin.service());
-    assert_eq!(
-        send(&svc, get(&path)).await.cache_status(),
-        STORED,
-        "{what}"
-    );
-    store.wait_puts(1).await;
-    assert_hit(&send(&svc, get(&path)).await);
-    let write = send(&svc, request(Method::PUT, &path, &[])).await;
-    assert!(
-        write.cache_status().ends_with("purged=1"),
-        "{what}: {}",
-        write.cache_status()
-    );
-    assert_eq!(
-        send(&svc, get(&path)).await.cache_status(),
-        STORED,
-        "{what}"
-    );
-    assert_eq!(origin.calls(), 3, "{what}");
+    support::caches_and_purges(store, &format!("/users/{}", what.replace(' ', "-"))).await;
 }
 
 #[tokio::test]

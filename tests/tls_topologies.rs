@@ -9,37 +9,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
 use tower::Layer;
 use tower_cache_aside::{CacheAsideLayer, RedisStore};
 
 use support::cluster::ClusterNodes;
 use support::pki::Pki;
-use support::{
-    assert_hit, get, request, send, CountingStore, Origin, RedisServer, Sentinel, STORED,
-};
-
-/// A miss that is stored, a hit, a write that purges, a miss.
-async fn caches_and_purges(store: RedisStore, path: &str) {
-    let store = CountingStore::new(Arc::new(store));
-    let layer = CacheAsideLayer::builder(store.as_dyn())
-        .store_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let origin = Origin::text("user");
-    let svc = layer.layer(origin.service());
-    assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
-    store.wait_puts_for(path, 1).await;
-    assert_hit(&send(&svc, get(path)).await);
-    let write = send(&svc, request(Method::PUT, path, &[])).await;
-    assert!(
-        write.cache_status().ends_with("purged=1"),
-        "{path}: {}",
-        write.cache_status()
-    );
-    assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
-    assert_eq!(origin.calls(), 3, "{path}");
-}
+use support::{get, send, CountingStore, Origin, RedisServer, Sentinel, STORED};
 
 /// `connect`, then `connect_lazy` (awaited through its first stored
 /// fill), on `url`, trusting only the test's CA.
@@ -50,7 +25,7 @@ async fn both_ways(pki: &Pki, url: &str, what: &str) {
         .connect()
         .await
         .unwrap_or_else(|e| panic!("{what}: connect: {e}"));
-    caches_and_purges(store, &format!("/{what}/connect")).await;
+    support::caches_and_purges(store, &format!("/{what}/connect")).await;
     let lazy = RedisStore::builder(url)
         .tls_system_roots(false)
         .tls_ca_pem(&pki.ca.cert)
@@ -75,7 +50,7 @@ async fn both_ways(pki: &Pki, url: &str, what: &str) {
         // No event says the background connection is up; look again.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    caches_and_purges(lazy, &format!("/{what}/lazy")).await;
+    support::caches_and_purges(lazy, &format!("/{what}/lazy")).await;
 }
 
 #[tokio::test]

@@ -92,6 +92,30 @@ pub fn bypass(detail: &str) -> String {
     format!("{CACHE}; fwd=bypass; detail={detail}")
 }
 
+/// Through a layer over `store`: a miss of `path` that is stored, a hit,
+/// a write that purges it, a miss that is stored again; the store works
+/// over its connection.
+pub async fn caches_and_purges(store: RedisStore, path: &str) {
+    let store = CountingStore::new(Arc::new(store));
+    let layer = CacheAsideLayer::builder(store.as_dyn())
+        .store_timeout(Duration::from_secs(5))
+        .build()
+        .expect("a valid layer");
+    let origin = Origin::text("user");
+    let svc = tower::Layer::layer(&layer, origin.service());
+    assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
+    store.wait_puts_for(path, 1).await;
+    assert_hit(&send(&svc, get(path)).await);
+    let write = send(&svc, request(Method::PUT, path, &[])).await;
+    assert!(
+        write.cache_status().ends_with("purged=1"),
+        "{path}: {}",
+        write.cache_status()
+    );
+    assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
+    assert_eq!(origin.calls(), 3, "{path}");
+}
+
 /// Sends GETs through a layer over `store` (200 ms store timeout) whose
 /// Redis cannot be reached or logged into: each is answered by the origin,
 /// none is a hit, and once the breaker opens they bypass the store
