@@ -76,6 +76,28 @@ impl ClusterNodes {
             "redis-cli --cluster create: {}",
             String::from_utf8_lossy(&created.stdout)
         );
+        // `create` returns once the nodes agree on the slots; each says
+        // `cluster_state:ok` a moment later. No event announces it: look,
+        // bounded to 20 s.
+        for node in &nodes {
+            let start = std::time::Instant::now();
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(cli)
+                    .args(["-p", &node.port().to_string(), "CLUSTER", "INFO"])
+                    .output()
+                    .expect("run redis-cli");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(20),
+                    "node {} never says cluster_state:ok",
+                    node.port()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
         let files = files.lock().unwrap().clone();
         ClusterNodes { nodes, files }
     }

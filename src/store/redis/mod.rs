@@ -71,22 +71,38 @@ pub use self::tls::TlsBackend;
 impl RedisStoreBuilder {
     /// Connects (see [`RedisStore::connect`]): fails when the first
     /// connection fails (each step of it, connecting, TLS, `AUTH` and a
-    /// sentinel's answer, within 2 s; the `PING` within 1 s).
+    /// sentinel's answer, within 2 s; the `PING` within 1 s), and after
+    /// 10 s in all whatever the client is still trying.
     pub async fn connect(self) -> Result<RedisStore, Error> {
         let client = self.client(true)?;
+        // Each step has its own timeout; the whole is bounded too, so that
+        // no retry loop of the client's (a sentinel naming a primary that
+        // is not one yet, say) can hold `connect` forever.
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_with(&client)).await {
+            Ok(Ok(store)) => Ok(store),
+            Ok(Err(error)) => {
+                let _ = client.quit().await;
+                Err(error)
+            }
+            Err(_) => {
+                let _ = client.quit().await;
+                Err(Error::Timeout(CONNECT_TIMEOUT))
+            }
+        }
+    }
+
+    /// The steps of [`connect`](Self::connect) on `client`.
+    async fn connect_with(&self, client: &Client) -> Result<RedisStore, Error> {
         client.init().await?;
         // A server that refuses the client's certificate says so only once
         // the handshake is over (TLS 1.3): ask it something before saying
         // the connection works.
-        if let Err(error) = client.ping::<Value>(None).await {
-            let _ = client.quit().await;
-            return Err(error.into());
-        }
+        client.ping::<Value>(None).await?;
         let replicated = match self.replicated_purges {
             Some((replicas, timeout)) => {
                 let purges = client.clone_new();
                 if let Err(error) = purges.init().await {
-                    let _ = client.quit().await;
+                    let _ = purges.quit().await;
                     return Err(error.into());
                 }
                 Some(Arc::new(ReplicatedPurges {
@@ -99,7 +115,7 @@ impl RedisStoreBuilder {
         };
         let store = RedisStore {
             replicated,
-            ..RedisStore::from(client)
+            ..RedisStore::from(client.clone())
         };
         store.scripts.load(store.client()).await;
         Ok(store)
@@ -128,6 +144,9 @@ impl RedisStoreBuilder {
         })
     }
 }
+
+/// The most [`RedisStoreBuilder::connect`] may take, all steps together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Logs each failed connection attempt of `client` (one per back-off step,
 /// so at most one every 5 s once Redis has been away a while).
