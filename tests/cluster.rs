@@ -18,8 +18,10 @@ use http::{Method, Response, StatusCode};
 use tower::{Layer, Service};
 use tower_cache_aside::{Cache, CacheAsideLayer, RedisStore};
 
-use support::cluster::ClusterNodes;
-use support::{assert_hit, get, head, request, send, CountingStore, Origin, TestBody, STORED};
+use support::cluster::{slot_owner, ClusterNodes, SlotMigration};
+use support::{
+    assert_hit, get, head, miss, request, send, CountingStore, Origin, TestBody, STORED,
+};
 
 /// Three cluster primaries.
 struct Cluster {
@@ -278,4 +280,150 @@ async fn every_spelling_of_a_path_lands_on_one_slot() {
             store.wait_puts(puts).await;
         }
     }
+}
+
+/// Every way the store reaches Redis follows a slot while it migrates,
+/// step by step (`tests/cluster_changes.rs` does it under load): the
+/// hinted `HGET`, the lookup script and the large value's `HGET` after it,
+/// the purge script, on resources whose keys are on the slot's old owner,
+/// on its new one (`ASK`), or on neither (`TRYAGAIN`); then `MOVED` once
+/// the slot has moved.
+#[tokio::test]
+async fn every_read_and_purge_follows_a_slot_while_it_migrates() {
+    let cluster = Cluster::start();
+    cluster.wait_ok().await;
+    let store = cluster.store().await;
+    let origin = Origin::new(|req| {
+        Response::builder()
+            .body(TestBody::full(body_for(req.uri().path())))
+            .unwrap()
+    });
+    let layer_on = |store: Arc<CountingStore>| {
+        CacheAsideLayer::builder(store.as_dyn())
+            .prefix("t:m:")
+            .store_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let layer = layer_on(store.clone());
+    let svc = layer.layer(origin.service());
+    // A small value, a large one (read by `HGET` after the script), and one
+    // purged before the migration (its keys on no node).
+    let (small, large, gone) = ("/m/1", "/m/4", "/m/5");
+    for (n, path) in [small, large, gone].into_iter().enumerate() {
+        assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
+        store.wait_puts(n + 1).await;
+        assert_hit(&send(&svc, get(path)).await);
+    }
+    let purged = send(&svc, request(Method::PUT, gone, &[])).await;
+    assert!(
+        purged.cache_status().ends_with("purged=1"),
+        "{}",
+        purged.cache_status()
+    );
+
+    // Each path's slot opens for a move from its owner to another primary.
+    let mut admins = Vec::new();
+    for node in &cluster.nodes.nodes {
+        admins.push((node.port(), support::fred_client(&node.url()).await));
+    }
+    let admin = |port: u16| &admins.iter().find(|(p, _)| *p == port).unwrap().1;
+    let mut migrations = Vec::new();
+    for path in [small, large, gone] {
+        let slot = fred::util::redis_keyslot(format!("t:m:{{{path}}}").as_bytes());
+        let source = slot_owner(&admins[0].1, slot).await;
+        let target = admins
+            .iter()
+            .map(|(p, _)| *p)
+            .find(|p| *p != source)
+            .unwrap();
+        let migration = SlotMigration {
+            source: admin(source),
+            target: admin(target),
+            target_port: target,
+            others: admins
+                .iter()
+                .filter(|(p, _)| *p != source && *p != target)
+                .map(|(_, c)| c)
+                .collect(),
+        };
+        migration.open(slot).await;
+        migrations.push((slot, migration));
+    }
+    let calls = origin.calls();
+
+    // Open, the keys on the old owner: reads hit there.
+    for path in [small, large] {
+        assert_hit(&send(&svc, get(path)).await);
+    }
+    // A resource on neither node can be neither read nor leased until the
+    // slot's move ends (ASK, then TRYAGAIN): the origin answers, nothing
+    // is stored; its purge completes (its two keys purged one by one).
+    let reply = send(&svc, get(gone)).await;
+    assert_eq!(reply.cache_status(), miss("store-error"));
+    assert_eq!(reply.text(), body_for(gone));
+    let write = send(&svc, request(Method::PUT, gone, &[])).await;
+    assert!(
+        write.cache_status().ends_with("purged=0"),
+        "{}",
+        write.cache_status()
+    );
+    assert_eq!(origin.calls(), calls + 2);
+
+    for (slot, migration) in &migrations {
+        migration.move_keys(*slot).await;
+    }
+    // Open, the keys on the new owner: every command meets ASK. Hinted
+    // reads (this instance's `HGET`s) and unhinted ones (another
+    // instance's scripts, and the large value's `HGET`) still hit, and so
+    // do scripts the new owner does not know (`NOSCRIPT` in the `EXEC`).
+    let other = layer_on(cluster.store().await).layer(origin.service());
+    // And the scripts are sent in full where the new owner lacks them.
+    for (port, client) in &admins {
+        let flushed: String = support::admin(client, &["SCRIPT", "FLUSH"])
+            .await
+            .unwrap_or_else(|e| panic!("{port}: SCRIPT FLUSH: {e}"));
+        assert_eq!(flushed, "OK");
+    }
+    for path in [small, large] {
+        let hinted = send(&svc, get(path)).await;
+        assert_hit(&hinted);
+        assert_eq!(hinted.text(), body_for(path));
+        let scripted = send(&other, get(path)).await;
+        assert_hit(&scripted);
+        assert_eq!(scripted.text(), body_for(path));
+    }
+    assert_eq!(origin.calls(), calls + 2, "hits");
+    let write = send(&svc, request(Method::PUT, small, &[])).await;
+    assert!(
+        write.cache_status().ends_with("purged=1"),
+        "{}",
+        write.cache_status()
+    );
+    assert_eq!(
+        send(&other, get(small)).await.cache_status(),
+        miss("store-error")
+    );
+
+    // Closed: MOVED, then everything as before.
+    for (slot, migration) in &migrations {
+        migration.close(*slot).await;
+    }
+    let puts = store.stats().puts_finished();
+    for path in [small, gone] {
+        assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
+    }
+    store.wait_puts(puts + 2).await;
+    for path in [small, large, gone] {
+        assert_hit(&send(&svc, get(path)).await);
+        assert_hit(&send(&other, get(path)).await);
+    }
+    let write = send(&svc, request(Method::PUT, large, &[])).await;
+    assert!(
+        write.cache_status().ends_with("purged=1"),
+        "{}",
+        write.cache_status()
+    );
+    let removed = layer.purger().purge_glob("/m/*").await.unwrap();
+    assert_eq!(removed, 2, "{small} and {gone}, on their new owners");
 }

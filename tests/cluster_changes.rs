@@ -5,7 +5,14 @@
 //! `RedisStore`, one test
 //!
 //! fails a primary over to its replica with `CLUSTER FAILOVER` (the
-//! planned, coordinated failover).
+//! planned, coordinated failover), and the other
+//!
+//! migrates every slot that holds items of one primary to another, by hand
+//! as `redis-cli --cluster reshard` does it (`CLUSTER SETSLOT ...
+//! IMPORTING` and `MIGRATING`, `GETKEYSINSLOT` and `MIGRATE`, then
+//! `SETSLOT ... NODE` on every primary), holding the slots open while the
+//! load runs, before the keys move and after: requests meet `ASK` and
+//! `TRYAGAIN`, then `MOVED`.
 //!
 //! It proves that no request fails (every response is a 200 with a well
 //! formed body), that no GET started after a PUT was acknowledged returns
@@ -32,7 +39,7 @@ use http_body::Body;
 use tower::{Layer, Service};
 use tower_cache_aside::{CacheAsideLayer, RedisStore};
 
-use support::cluster::ClusterNodes;
+use support::cluster::{ClusterNodes, SlotMigration};
 use support::{
     assert_hit, get, request, scan_keys, send, CountingStore, Origin, Reply, TestBody,
     SIGNAL_TIMEOUT, STORED,
@@ -679,10 +686,83 @@ impl Change {
     }
 }
 
+/// Every slot of the items on the primary of item 0's slot, migrated to
+/// another primary while the load runs: the slots are opened
+/// (`IMPORTING` on the target, `MIGRATING` on the source), requests run,
+/// each slot's keys move in one `MIGRATE`, requests run again, and the
+/// slots are given to the target on every primary.
+async fn migrate(cluster: &Cluster, load: &Load, topology: &Topology) -> (Change, Topology) {
+    let source = topology.owner(slot_of(0)).clone();
+    let target = topology
+        .primaries()
+        .find(|p| p.id != source.id)
+        .expect("a second primary")
+        .clone();
+    let items: Vec<usize> = (0..ITEMS)
+        .filter(|&i| topology.owner(slot_of(i)).id == source.id)
+        .collect();
+    let mut slots: Vec<u16> = items.iter().map(|&i| slot_of(i)).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    let migration = SlotMigration {
+        source: cluster.admin(source.port),
+        target: cluster.admin(target.port),
+        target_port: target.port,
+        others: topology
+            .primaries()
+            .filter(|p| p.id != source.id && p.id != target.id)
+            .map(|p| cluster.admin(p.port))
+            .collect(),
+    };
+    load.wait_served(&items, DWELL).await;
+    let start = Instant::now();
+    for &slot in &slots {
+        migration.open(slot).await;
+    }
+    // Open, the keys still on the source: a purged item's keys are on
+    // neither node (ASK, then TRYAGAIN on the target).
+    load.wait_served(&items, 3 * DWELL).await;
+    let mut moved = 0;
+    for &slot in &slots {
+        moved += migration.move_keys(slot).await;
+    }
+    // Open, the keys on the target: every request on them meets ASK, and
+    // a hit is still a hit (ASKING, then the read, on the target).
+    let migrated = Instant::now();
+    load.wait_for(
+        "a hit on a migrated item before its slot closed",
+        load.len(),
+        |s| s.hit && s.start >= migrated && items.contains(&s.item),
+    )
+    .await;
+    load.wait_served(&items, 3 * DWELL).await;
+    for &slot in &slots {
+        migration.close(slot).await;
+    }
+    let topology = cluster
+        .wait_settled("the migration", |t| {
+            slots.iter().all(|&slot| t.owner(slot).id == target.id)
+        })
+        .await;
+    let settled = Instant::now();
+    let name = format!(
+        "slot migration of {} slots ({moved} keys) from {} to {} ({} items)",
+        slots.len(),
+        source.port,
+        target.port,
+        items.len()
+    );
+    (
+        Change::resumed(load, name, items, start, settled).await,
+        topology,
+    )
+}
+
 /// A change of the cluster's topology, made while the load runs.
 #[derive(Debug, Clone, Copy)]
 enum Scenario {
     Failover,
+    Migration,
 }
 
 /// Starts a cluster, caches every item, runs the load while `scenario`
@@ -717,6 +797,7 @@ async fn under_load(scenario: Scenario) {
     let driver = async {
         let changed = match scenario {
             Scenario::Failover => fail_over(&cluster, &load, &topology).await,
+            Scenario::Migration => migrate(&cluster, &load, &topology).await,
         };
         load.stop.store(true, Ordering::SeqCst);
         changed
@@ -734,6 +815,15 @@ async fn under_load(scenario: Scenario) {
         log.iter().filter(|s| s.put).count()
     );
     change.report(&log);
+    let failed_purges = log
+        .iter()
+        .filter(|s| s.status.contains("purge-failed"))
+        .count();
+    eprintln!("{scenario:?}: {failed_purges} writes answered purge-failed");
+    if let Scenario::Migration = scenario {
+        // The store follows ASK and TRYAGAIN to wherever the keys are.
+        assert_eq!(failed_purges, 0, "every purge completes during a migration");
+    }
     let failures = std::mem::take(&mut *load.failures.lock().unwrap());
     assert!(
         failures.is_empty(),
@@ -789,4 +879,9 @@ async fn under_load(scenario: Scenario) {
 #[tokio::test]
 async fn a_planned_failover_under_load() {
     under_load(Scenario::Failover).await;
+}
+
+#[tokio::test]
+async fn a_slot_migration_under_load() {
+    under_load(Scenario::Migration).await;
 }

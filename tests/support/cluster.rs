@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use super::RedisServer;
+use fred::clients::Client;
+
+use super::{admin, RedisServer};
 
 /// `count` cluster nodes: the first `count / (replicas + 1)` primaries,
 /// the others their replicas (`redis-cli` assigns them).
@@ -120,6 +122,104 @@ impl Drop for ClusterNodes {
         }
         for file in &self.files {
             let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// One slot's migration between two primaries, by hand, as `redis-cli
+/// --cluster reshard` makes it: [`open`](Self::open) (`SETSLOT
+/// IMPORTING` on the target, `MIGRATING` on the source),
+/// [`move_keys`](Self::move_keys) (`GETKEYSINSLOT`, `MIGRATE`), then
+/// [`close`](Self::close) (`SETSLOT NODE` on the target, the source and
+/// every other primary).
+pub struct SlotMigration<'a> {
+    pub source: &'a Client,
+    pub target: &'a Client,
+    /// The target's port, for `MIGRATE`.
+    pub target_port: u16,
+    /// Every other primary, told the new owner at the close.
+    pub others: Vec<&'a Client>,
+}
+
+/// The port of the primary that owns `slot`, as `client`'s node sees
+/// the cluster (`CLUSTER NODES`).
+pub async fn slot_owner(client: &Client, slot: u16) -> u16 {
+    let text: String = admin(client, &["CLUSTER", "NODES"])
+        .await
+        .expect("CLUSTER NODES");
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let owns = fields.iter().skip(8).any(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+        });
+        if owns {
+            let address = fields[1].split(['@', ',']).next().unwrap_or_default();
+            return address
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("port in {line:?}"));
+        }
+    }
+    panic!("no owner of slot {slot} in {text}");
+}
+
+/// A node's id (`CLUSTER MYID`).
+pub async fn node_id(client: &Client) -> String {
+    admin(client, &["CLUSTER", "MYID"])
+        .await
+        .expect("CLUSTER MYID")
+}
+
+impl SlotMigration<'_> {
+    async fn setslot(node: &Client, slot: u16, state: &str, id: &str) {
+        let reply: String = admin(node, &["CLUSTER", "SETSLOT", &slot.to_string(), state, id])
+            .await
+            .unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} {state}: {e}"));
+        assert_eq!(reply, "OK");
+    }
+
+    /// Opens `slot`: importing on the target, migrating on the source.
+    pub async fn open(&self, slot: u16) {
+        let (source, target) = (node_id(self.source).await, node_id(self.target).await);
+        Self::setslot(self.target, slot, "IMPORTING", &source).await;
+        Self::setslot(self.source, slot, "MIGRATING", &target).await;
+    }
+
+    /// Moves every key of `slot` from the source to the target, each
+    /// `GETKEYSINSLOT` page in one `MIGRATE`; returns how many.
+    pub async fn move_keys(&self, slot: u16) -> usize {
+        let mut moved = 0;
+        loop {
+            let keys: Vec<String> = admin(
+                self.source,
+                &["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "1000"],
+            )
+            .await
+            .expect("CLUSTER GETKEYSINSLOT");
+            if keys.is_empty() {
+                return moved;
+            }
+            moved += keys.len();
+            let port = self.target_port.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            let reply: String = admin(self.source, &args).await.expect("MIGRATE");
+            assert!(
+                ["OK", "NOKEY"].contains(&reply.as_str()),
+                "MIGRATE: {reply}"
+            );
+        }
+    }
+
+    /// Gives `slot` to the target, on every primary.
+    pub async fn close(&self, slot: u16) {
+        let target = node_id(self.target).await;
+        Self::setslot(self.target, slot, "NODE", &target).await;
+        Self::setslot(self.source, slot, "NODE", &target).await;
+        for other in &self.others {
+            Self::setslot(other, slot, "NODE", &target).await;
         }
     }
 }

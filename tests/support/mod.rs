@@ -152,6 +152,22 @@ pub async fn fred_client(url: &str) -> fred::clients::Client {
     client
 }
 
+/// One command (`args`: its name, then its arguments) on `client`, as an
+/// administrator sends it: routed by no key.
+pub async fn admin<R: fred::types::FromValue>(
+    client: &fred::clients::Client,
+    args: &[&str],
+) -> Result<R, fred::error::Error> {
+    let (name, rest) = args.split_first().expect("a command");
+    let rest: Vec<String> = rest.iter().map(|a| a.to_string()).collect();
+    client
+        .custom(
+            fred::types::CustomCommand::new(name.to_string(), None, false),
+            rest,
+        )
+        .await
+}
+
 /// Every key matching `pattern`, by SCAN.
 pub async fn scan_keys(client: &fred::clients::Client, pattern: &str) -> Vec<String> {
     use fred::types::{CustomCommand, Value};

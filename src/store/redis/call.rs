@@ -8,13 +8,26 @@
 //! keeps, with no fred timeout); each later command gets the time the call
 //! has left; and fred's timeout comes back as the call's
 //! [`Error::Timeout`], not as a Redis error.
+//!
+//! On a Cluster the store follows redirections itself ([`Call::follow`]):
+//! its fred clients follow none (`max_redirections` 0), because fred
+//! 10.1 answers `ASK` by reading `ASKING`'s reply out of band on a
+//! connection that has other commands in flight (handing replies to the
+//! wrong callers) and then routes the command back to the slot's old
+//! owner. A command redirected once is sent again (after `MOVED` fred has
+//! refreshed its slot map); redirected twice, it goes as `ASKING` plus the
+//! command in a `MULTI` block, which fred sends on a drained connection
+//! to the node the `ASK` names; `TRYAGAIN` from the slot's old owner (a
+//! resource's keys half moved) is retried after a short pause. All of it
+//! within the call's bound.
 
 use std::time::Duration;
 
 use fred::clients::{Client, WithOptions};
 use fred::error::ErrorKind;
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, TransactionInterface};
 use fred::types::config::Options;
+use fred::types::{CustomCommand, FromValue, Value};
 
 use crate::store::deadline::Deadlines;
 use crate::Error;
@@ -130,5 +143,172 @@ impl<'a> Call<'a> {
             Some((bound, started)) => wait.min(bound.saturating_sub(started.elapsed())),
             None => wait,
         }
+    }
+}
+
+/// How a command reaches the node that holds its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// As fred routes it: to the owner of its keys' slot in fred's map.
+    Direct,
+    /// `MULTI`, the command, `EXEC`, which fred sends on a drained
+    /// connection and, answered `ASK`, again to the node the `ASK` names
+    /// with `ASKING` first: the way to a slot that is being migrated.
+    Asking,
+}
+
+/// Where a call is in following a Cluster's redirections (see
+/// [`Call::follow`]).
+#[derive(Debug)]
+pub(super) struct Follow {
+    /// The route of the next send.
+    pub(super) route: Route,
+    /// Sends so far that were redirected or told to try again.
+    tries: u32,
+    /// The pauses after `TRYAGAIN` so far.
+    paused: Duration,
+}
+
+impl Default for Follow {
+    fn default() -> Follow {
+        Follow {
+            route: Route::Direct,
+            tries: 0,
+            paused: Duration::ZERO,
+        }
+    }
+}
+
+/// Sends a command may take in all while a Cluster redirects it.
+const MAX_TRIES: u32 = 8;
+
+/// The pause before the first retry after `TRYAGAIN`, doubled each time.
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(2);
+
+/// How long the pauses after `TRYAGAIN` may take in all.
+const TRYAGAIN_BUDGET: Duration = Duration::from_millis(100);
+
+/// Whether `error` is a redirection fred did not follow (`MOVED` or
+/// `ASK`, with `max_redirections` 0).
+fn is_redirected(error: &fred::error::Error) -> bool {
+    // fred's words for a command out of redirections: "Too many
+    // redirections." (direct) and "Max redirections exceeded" (MULTI).
+    let details = error.details();
+    (*error.kind() == ErrorKind::Routing && details.starts_with("Too many redirections"))
+        || details.starts_with("Max redirections")
+        || details.starts_with("MOVED ")
+        || details.starts_with("ASK ")
+}
+
+/// Whether `error` is a Cluster's `TRYAGAIN`: a command on several keys
+/// of a slot being migrated, some of them moved already.
+pub(super) fn is_try_again(error: &Error) -> bool {
+    matches!(error, Error::Redis(error) if error.details().starts_with("TRYAGAIN"))
+}
+
+impl Call<'_> {
+    /// After a send of the call failed with `error`: whether to send again,
+    /// on the route `follow` then holds. Yes, for a Cluster's redirection
+    /// (sent again as it was the first time, then by [`Route::Asking`])
+    /// and its `TRYAGAIN` (after a pause), while the call has time and
+    /// tries left; no for anything else.
+    pub(super) async fn follow(&self, error: &Error, follow: &mut Follow) -> bool {
+        let Error::Redis(fred_error) = error else {
+            return false;
+        };
+        if follow.tries >= MAX_TRIES || !self.client.is_clustered() {
+            return false;
+        }
+        follow.tries += 1;
+        if is_redirected(fred_error) {
+            if follow.tries > 1 {
+                follow.route = Route::Asking;
+            }
+            return true;
+        }
+        // Through ASKING, the source held none of the keys and the target
+        // lacks some: they are nowhere else, and will not be until the
+        // slot's migration ends. Directly, the source holds some and the
+        // rest are moving: worth a pause.
+        if !is_try_again(error) || follow.route == Route::Asking {
+            return false;
+        }
+        let pause = TRYAGAIN_PAUSE.saturating_mul(1 << (follow.tries - 1).min(6));
+        // Room for the pause and the send after it, within the budget and
+        // what the call has left.
+        let room = self.within(TRYAGAIN_BUDGET.saturating_sub(follow.paused));
+        if pause.saturating_mul(2) > room {
+            return false;
+        }
+        follow.paused += pause;
+        tokio::time::sleep(pause).await;
+        true
+    }
+
+    /// Sends `command` with `args` on `route`, with the time the call has
+    /// left as its timeout.
+    pub(super) async fn send<R: FromValue>(
+        &self,
+        route: Route,
+        command: CustomCommand,
+        args: Vec<Value>,
+    ) -> Result<R, Error> {
+        match route {
+            Route::Direct => {
+                let client = self.client()?;
+                self.result(client.custom::<R, Value>(command, args).await)
+            }
+            // Boxed: rare, and its futures would make every send's larger.
+            Route::Asking => Box::pin(self.send_asking(command, args)).await,
+        }
+    }
+
+    /// Sends `command` with `args` by [`Route::Asking`].
+    async fn send_asking<R: FromValue>(
+        &self,
+        command: CustomCommand,
+        args: Vec<Value>,
+    ) -> Result<R, Error> {
+        let options = Options {
+            // The MULTI block follows an ASK, or a MOVED.
+            max_redirections: Some(2),
+            timeout: self.client()?.options().timeout,
+            ..Options::default()
+        };
+        let block = self.client.multi();
+        // Answered at once, "QUEUED": the reply comes with EXEC.
+        let queued = block
+            .with_options(&options)
+            .custom::<Value, Value>(command, args)
+            .await;
+        self.result(queued)?;
+        let replies: Value = self.result(block.exec(true).await)?;
+        // EXEC answers with one reply per command: the one.
+        let reply = match replies {
+            Value::Array(mut replies) if replies.len() == 1 => replies.remove(0),
+            other => other,
+        };
+        self.result(reply.convert())
+    }
+
+    /// Sends `make`'s command again after its first send failed with
+    /// `first`, following a Cluster's redirections (see
+    /// [`follow`](Self::follow)); `first` itself when there is nothing to
+    /// follow.
+    pub(super) async fn followed<R: FromValue>(
+        &self,
+        first: Error,
+        make: impl Fn() -> (CustomCommand, Vec<Value>),
+    ) -> Result<R, Error> {
+        let mut follow = Follow::default();
+        let mut error = first;
+        while self.follow(&error, &mut follow).await {
+            let (command, args) = make();
+            match self.send(follow.route, command, args).await {
+                Ok(reply) => return Ok(reply),
+                Err(next) => error = next,
+            }
+        }
+        Err(error)
     }
 }

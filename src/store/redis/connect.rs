@@ -190,6 +190,9 @@ impl RedisStoreBuilder {
                 c.connection_timeout = CONNECTION_TIMEOUT;
                 // AUTH, HELLO, SELECT and the sentinels' answers.
                 c.internal_command_timeout = CONNECTION_TIMEOUT;
+                // On a Cluster the store follows MOVED and ASK itself
+                // (see call.rs): fred's own ASK handling mismatches replies.
+                c.max_redirections = 0;
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = COMMAND_TIMEOUT;

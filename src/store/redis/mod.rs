@@ -230,15 +230,37 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// A store on a fred client of your own. On a Cluster, build it with
+/// `max_redirections` 0 (fred's `ConnectionConfig`), as
+/// [`RedisStore::connect`] does: the store then follows `MOVED` and `ASK`
+/// itself, and fred's own following of `ASK` (10.1) can hand replies to
+/// the wrong commands while a slot migrates. A clustered client without
+/// it is logged (`warn`).
 impl From<Client> for RedisStore {
     fn from(client: Client) -> Self {
+        warn_on_redirections(&client);
         RedisStore::with(Connection::Client(client))
     }
 }
 
+/// A store on a fred pool of your own; on a Cluster, as for a
+/// [`Client`], its clients want `max_redirections` 0.
 impl From<Pool> for RedisStore {
     fn from(pool: Pool) -> Self {
+        warn_on_redirections(pool.next());
         RedisStore::with(Connection::Pool(pool))
+    }
+}
+
+/// Logs a clustered `client` that follows redirections itself.
+fn warn_on_redirections(client: &Client) {
+    if client.is_clustered() && client.connection_config().max_redirections > 0 {
+        tracing::warn!(
+            target: "tower_cache_aside",
+            max_redirections = client.connection_config().max_redirections,
+            "a clustered fred client given to RedisStore follows redirections itself: \
+             set max_redirections to 0 so that slot migrations are followed by the store"
+        );
     }
 }
 

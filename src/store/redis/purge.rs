@@ -12,7 +12,7 @@ use fred::types::scan::Scanner;
 use fred::types::{CustomCommand, Value};
 use futures_util::StreamExt;
 
-use super::call::Call;
+use super::call::{is_try_again, Call};
 use super::events::{EVENTS_CHANNEL, PATTERN_PURGED};
 use super::names::KeyNames;
 use super::scripts::Script;
@@ -36,18 +36,57 @@ pub(super) async fn purge_hash(
     names: KeyNames,
     announce: bool,
 ) -> Result<u64, Error> {
-    let removed: i64 = purge
-        .run_on(call, &names, || {
-            vec![
-                Value::from_static_str(EVENTS_CHANNEL),
-                Value::from_static_str(if announce { "1" } else { "" }),
-            ]
-        })
-        .await?;
+    let args = || {
+        vec![
+            Value::from_static_str(EVENTS_CHANNEL),
+            Value::from_static_str(if announce { "1" } else { "" }),
+        ]
+    };
+    let removed: i64 = match purge.run_on(call, &names, args).await {
+        Err(error) if is_try_again(&error) => {
+            purge_keys_apart(call, purge, &names, announce).await?
+        }
+        removed => removed?,
+    };
     if announce {
         hints.purged(resource_hash(names.hash_name()));
     }
     Ok(u64::try_from(removed).unwrap_or(0))
+}
+
+/// The purge of a resource whose slot is being migrated and whose two keys
+/// are not on one node (`TRYAGAIN`, past [`Call::follow`]'s retries; or a
+/// resource that is on neither, which a two-key command cannot be sure
+/// of until the slot's migration ends): the purge script on the hash
+/// alone, then on the expiry set alone (each given its key twice, which
+/// Redis counts as one key: no `TRYAGAIN`), each where it lives now. The
+/// hash goes first: with it go the entries and their leases, so no fill
+/// begun before can be stored after. Returns what the expiry set counted.
+async fn purge_keys_apart(
+    call: &Call<'_>,
+    purge: &Script,
+    names: &KeyNames,
+    announce: bool,
+) -> Result<i64, Error> {
+    let [hash, times] = names.keys();
+    let channel = || Value::from_static_str(EVENTS_CHANNEL);
+    let announced = if announce { "1" } else { "" };
+    let _: i64 = purge
+        .run(call, || {
+            (
+                vec![hash.clone(), hash.clone()],
+                vec![channel(), Value::from_static_str(announced)],
+            )
+        })
+        .await?;
+    purge
+        .run(call, || {
+            (
+                vec![times.clone(), times.clone()],
+                vec![channel(), Value::from_static_str("")],
+            )
+        })
+        .await
 }
 
 /// `SCAN MATCH <prefix>{<literal prefix>*}` on every primary (never

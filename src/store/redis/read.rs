@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fred::interfaces::HashesInterface;
-use fred::types::Value;
+use fred::types::{ClusterHash, CustomCommand, Value};
 
 use super::call::Call;
 use super::events::Events;
@@ -48,7 +48,13 @@ pub(super) async fn busy(
     let wait = events.waiters.register(&lease_announced(&lease_names));
     let (hash, field) = (lease_names.hash(), lease_names.field());
     let client = call.client()?;
-    let held: i64 = call.result(client.hexists(hash, field).await)?;
+    let held: i64 = match call.result(client.hexists(hash, field).await) {
+        Ok(held) => held,
+        Err(error) => {
+            call.followed(error, || field_command("HEXISTS", &lease_names))
+                .await?
+        }
+    };
     if held == 0 {
         return Ok(Lookup::Busy(Box::pin(async { FillEnd::Filled })));
     }
@@ -84,6 +90,12 @@ pub(super) async fn read(
             },
             None => call.result(hget.await),
         };
+        let read = match read {
+            Err(error @ Error::Redis(_)) => {
+                Box::pin(call.followed(error, || field_command("HGET", &names))).await
+            }
+            read => read,
+        };
         match read {
             Ok(Some(value)) if within_bound(&value, max_value_bytes) => {
                 return Ok(EntryRead::Value(value))
@@ -116,9 +128,7 @@ pub(super) async fn read(
                 Some(Value::Bytes(value)) if parts.len() == 1 => value,
                 Some(Value::String(value)) if parts.len() == 1 => value.into_inner(),
                 // Readable but large: read it now.
-                _ => match call
-                    .result(Box::pin(call.client()?.hget(names.hash(), names.field())).await)?
-                {
+                _ => match read_field(call, &names).await? {
                     Some(value) if within_bound(&value, max_value_bytes) => value,
                     _ => return Ok(EntryRead::Gone),
                 },
@@ -130,6 +140,28 @@ pub(super) async fn read(
         Value::Integer(verdict) => Ok(EntryRead::Verdict(verdict)),
         _ => Err(Error::Store("unexpected lookup script reply".into())),
     }
+}
+
+/// The entry's value by `HGET`, following a Cluster's redirections.
+async fn read_field(call: &Call<'_>, names: &KeyNames) -> Result<Option<Bytes>, Error> {
+    let client = call.client()?;
+    match call.result(Box::pin(client.hget(names.hash(), names.field())).await) {
+        Err(error) => Box::pin(call.followed(error, || field_command("HGET", names))).await,
+        read => read,
+    }
+}
+
+/// `name` (`HGET`, `HEXISTS`) on the field `names` name, routed by the
+/// hash's slot: the command as sent again after a redirection.
+fn field_command(name: &'static str, names: &KeyNames) -> (CustomCommand, Vec<Value>) {
+    let slot = fred::util::redis_keyslot(names.hash_name());
+    (
+        CustomCommand::new_static(name, ClusterHash::Custom(slot), false),
+        vec![
+            Value::Bytes(Bytes::copy_from_slice(names.hash_name())),
+            Value::Bytes(names.field()),
+        ],
+    )
 }
 
 /// Whether a value read by a plain `HGET`, which cannot check its size

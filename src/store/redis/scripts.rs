@@ -17,7 +17,7 @@ use fred::clients::Client;
 use fred::interfaces::{ClientLike, LuaInterface};
 use fred::types::{ClusterHash, CustomCommand, Key, Value};
 
-use super::call::Call;
+use super::call::{Call, Follow, Route};
 use super::names::KeyNames;
 use crate::Error;
 
@@ -283,20 +283,31 @@ impl Script {
     }
 
     /// Runs the script on what `command` makes, which is called again only
-    /// for the `NOSCRIPT` retry, so that the common case builds its keys
-    /// once and moves them into the command.
+    /// to send it again (in full after `NOSCRIPT`, or after a Cluster's
+    /// redirection: see [`Call::follow`]), so that the common case builds
+    /// its keys once and moves them into the command.
     pub(super) async fn run<R: fred::types::FromValue + 'static>(
         &self,
         call: &Call<'_>,
         command: impl Fn() -> Command,
     ) -> Result<R, Error> {
-        let (keys, args) = command();
-        match Box::pin(self.send::<R>("EVALSHA", &self.sha1, call, keys, args)).await {
-            Err(Error::Redis(error)) if error.details().starts_with("NOSCRIPT") => {
-                let (keys, args) = command();
-                Box::pin(self.send::<R>("EVAL", &self.source, call, keys, args)).await
+        let mut follow = Follow::default();
+        let mut in_full = false;
+        loop {
+            let (keys, args) = command();
+            let (name, script) = if in_full {
+                ("EVAL", &self.source)
+            } else {
+                ("EVALSHA", &self.sha1)
+            };
+            let sent = Box::pin(self.send::<R>(name, script, call, follow.route, keys, args)).await;
+            match sent {
+                Err(Error::Redis(error)) if !in_full && error.details().starts_with("NOSCRIPT") => {
+                    in_full = true;
+                }
+                Err(error) if Box::pin(call.follow(&error, &mut follow)).await => {}
+                result => return result,
             }
-            result => result,
         }
     }
 
@@ -308,6 +319,7 @@ impl Script {
         command: &'static str,
         script: &Str,
         call: &Call<'_>,
+        route: Route,
         keys: Vec<Key>,
         args: Vec<Value>,
     ) -> Result<R, Error> {
@@ -324,8 +336,7 @@ impl Script {
             slot.map_or(ClusterHash::Random, ClusterHash::Custom),
             false,
         );
-        let client = call.client()?;
-        call.result(client.custom::<R, Value>(command, values).await)
+        call.send(route, command, values).await
     }
 }
 
