@@ -282,16 +282,27 @@ async fn every_spelling_of_a_path_lands_on_one_slot() {
     }
 }
 
+/// Where a migration test moves its slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Another of the three primaries.
+    OtherPrimary,
+    /// A primary added empty, which fred has no connection to.
+    NewNode,
+}
+
 /// Every way the store reaches Redis follows a slot while it migrates,
-/// step by step (`tests/cluster_changes.rs` does it under load): the
-/// hinted `HGET`, the lookup script and the large value's `HGET` after it,
-/// the purge script, on resources whose keys are on the slot's old owner,
-/// on its new one (`ASK`), or on neither (`TRYAGAIN`); then `MOVED` once
-/// the slot has moved.
-#[tokio::test]
-async fn every_read_and_purge_follows_a_slot_while_it_migrates() {
-    let cluster = Cluster::start();
+/// step by step (`tests/cluster_changes.rs` does it under load): reads
+/// through an instance that has seen the entries (a hinted `HGET`) and
+/// through a new one (the lookup script, then a large value's `HGET`),
+/// scripts the new owner does not know, and purges, on resources whose
+/// keys are on the slot's old owner, on its new one (`ASK`), on neither
+/// (`TRYAGAIN` there), or split between them (`TRYAGAIN` here); then
+/// `MOVED` once the slots have moved.
+async fn follows_a_migration(target: Target) {
+    let mut cluster = Cluster::start();
     cluster.wait_ok().await;
+    let new_node = (target == Target::NewNode).then(|| cluster.nodes.add_empty_primary());
     let store = cluster.store().await;
     let origin = Origin::new(|req| {
         Response::builder()
@@ -307,10 +318,12 @@ async fn every_read_and_purge_follows_a_slot_while_it_migrates() {
     };
     let layer = layer_on(store.clone());
     let svc = layer.layer(origin.service());
-    // A small value, a large one (read by `HGET` after the script), and one
-    // purged before the migration (its keys on no node).
-    let (small, large, gone) = ("/m/1", "/m/4", "/m/5");
-    for (n, path) in [small, large, gone].into_iter().enumerate() {
+    // A small value, a large one (read by `HGET` after the script), one
+    // purged before the migration (its keys on no node), one purged while
+    // its keys are on the old owner, one whose keys get split.
+    let (small, large, gone, early, split) = ("/m/1", "/m/4", "/m/5", "/m/2", "/m/3");
+    let paths = [small, large, gone, early, split];
+    for (n, path) in paths.into_iter().enumerate() {
         assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
         store.wait_puts(n + 1).await;
         assert_hit(&send(&svc, get(path)).await);
@@ -322,21 +335,23 @@ async fn every_read_and_purge_follows_a_slot_while_it_migrates() {
         purged.cache_status()
     );
 
-    // Each path's slot opens for a move from its owner to another primary.
+    // Each path's slot opens for a move from its owner to the target.
     let mut admins = Vec::new();
     for node in &cluster.nodes.nodes {
         admins.push((node.port(), support::fred_client(&node.url()).await));
     }
     let admin = |port: u16| &admins.iter().find(|(p, _)| *p == port).unwrap().1;
     let mut migrations = Vec::new();
-    for path in [small, large, gone] {
+    for path in paths {
         let slot = fred::util::redis_keyslot(format!("t:m:{{{path}}}").as_bytes());
         let source = slot_owner(&admins[0].1, slot).await;
-        let target = admins
-            .iter()
-            .map(|(p, _)| *p)
-            .find(|p| *p != source)
-            .unwrap();
+        let target = new_node.unwrap_or_else(|| {
+            admins
+                .iter()
+                .map(|(p, _)| *p)
+                .find(|p| *p != source)
+                .unwrap()
+        });
         let migration = SlotMigration {
             source: admin(source),
             target: admin(target),
@@ -348,52 +363,81 @@ async fn every_read_and_purge_follows_a_slot_while_it_migrates() {
                 .collect(),
         };
         migration.open(slot).await;
-        migrations.push((slot, migration));
+        migrations.push((path, slot, migration));
     }
     let calls = origin.calls();
 
-    // Open, the keys on the old owner: reads hit there.
-    for path in [small, large] {
+    // Open, the keys on the old owner: reads hit there, purges run there.
+    for path in [small, large, split] {
         assert_hit(&send(&svc, get(path)).await);
     }
-    // A resource on neither node can be neither read nor leased until the
-    // slot's move ends (ASK, then TRYAGAIN): the origin answers, nothing
-    // is stored; its purge completes (its two keys purged one by one).
-    let reply = send(&svc, get(gone)).await;
-    assert_eq!(reply.cache_status(), miss("store-error"));
-    assert_eq!(reply.text(), body_for(gone));
-    let write = send(&svc, request(Method::PUT, gone, &[])).await;
+    let write = send(&svc, request(Method::PUT, early, &[])).await;
     assert!(
-        write.cache_status().ends_with("purged=0"),
+        write.cache_status().ends_with("purged=1"),
         "{}",
         write.cache_status()
     );
-    assert_eq!(origin.calls(), calls + 2);
+    // A resource on neither node can be neither read nor leased until the
+    // slot's move ends (ASK, then TRYAGAIN): the origin answers, nothing
+    // is stored; its purge completes (its two keys purged one by one).
+    for path in [gone, early] {
+        let reply = send(&svc, get(path)).await;
+        assert_eq!(reply.cache_status(), miss("store-error"), "{path}");
+        assert_eq!(reply.text(), body_for(path));
+        let write = send(&svc, request(Method::PUT, path, &[])).await;
+        assert!(
+            write.cache_status().ends_with("purged=0"),
+            "{}",
+            write.cache_status()
+        );
+    }
+    assert_eq!(origin.calls(), calls + 5);
 
-    for (slot, migration) in &migrations {
+    // `split`'s hash moves, its expiry set not yet: a script on both is
+    // TRYAGAIN on either node, but a hinted read is on the hash alone (it
+    // follows it, and hits); the purge completes key by key.
+    let (_, _, splitting) = migrations.iter().find(|(p, _, _)| *p == split).unwrap();
+    splitting.move_key(&format!("t:m:{{{split}}}")).await;
+    let reply = send(&svc, get(split)).await;
+    assert_hit(&reply);
+    assert_eq!(reply.text(), body_for(split));
+    let write = send(&svc, request(Method::PUT, split, &[])).await;
+    assert!(
+        write.cache_status().ends_with("purged=1"),
+        "{}",
+        write.cache_status()
+    );
+    for (port, client) in &admins {
+        let left = support::scan_keys(client, "t:m:{/m/3*").await;
+        assert!(left.is_empty(), "{split} left on {port}: {left:?}");
+    }
+
+    for (_, slot, migration) in &migrations {
         migration.move_keys(*slot).await;
     }
-    // Open, the keys on the new owner: every command meets ASK. Hinted
-    // reads (this instance's `HGET`s) and unhinted ones (another
-    // instance's scripts, and the large value's `HGET`) still hit, and so
-    // do scripts the new owner does not know (`NOSCRIPT` in the `EXEC`).
+    // Open, the keys on the new owner: every command meets ASK. Reads
+    // through both instances still hit, and so do scripts the new owner
+    // does not know (`NOSCRIPT` after `ASKING`).
     let other = layer_on(cluster.store().await).layer(origin.service());
-    // And the scripts are sent in full where the new owner lacks them.
     for (port, client) in &admins {
         let flushed: String = support::admin(client, &["SCRIPT", "FLUSH"])
             .await
             .unwrap_or_else(|e| panic!("{port}: SCRIPT FLUSH: {e}"));
         assert_eq!(flushed, "OK");
     }
+    let calls = origin.calls();
     for path in [small, large] {
-        let hinted = send(&svc, get(path)).await;
-        assert_hit(&hinted);
-        assert_eq!(hinted.text(), body_for(path));
-        let scripted = send(&other, get(path)).await;
-        assert_hit(&scripted);
-        assert_eq!(scripted.text(), body_for(path));
+        for (instance, svc) in [("this", &svc), ("another", &other)] {
+            let reply = send(svc, get(path)).await;
+            assert_hit(&reply);
+            assert_eq!(
+                reply.text(),
+                body_for(path),
+                "{path} through {instance} instance"
+            );
+        }
     }
-    assert_eq!(origin.calls(), calls + 2, "hits");
+    assert_eq!(origin.calls(), calls, "hits");
     let write = send(&svc, request(Method::PUT, small, &[])).await;
     assert!(
         write.cache_status().ends_with("purged=1"),
@@ -406,15 +450,15 @@ async fn every_read_and_purge_follows_a_slot_while_it_migrates() {
     );
 
     // Closed: MOVED, then everything as before.
-    for (slot, migration) in &migrations {
+    for (_, slot, migration) in &migrations {
         migration.close(*slot).await;
     }
     let puts = store.stats().puts_finished();
-    for path in [small, gone] {
+    for path in [small, gone, early, split] {
         assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
     }
-    store.wait_puts(puts + 2).await;
-    for path in [small, large, gone] {
+    store.wait_puts(puts + 4).await;
+    for path in paths {
         assert_hit(&send(&svc, get(path)).await);
         assert_hit(&send(&other, get(path)).await);
     }
@@ -425,5 +469,19 @@ async fn every_read_and_purge_follows_a_slot_while_it_migrates() {
         write.cache_status()
     );
     let removed = layer.purger().purge_glob("/m/*").await.unwrap();
-    assert_eq!(removed, 2, "{small} and {gone}, on their new owners");
+    assert_eq!(removed, 4, "all but {large}, on their new owners");
+    for (port, client) in &admins {
+        let left = support::scan_keys(client, "t:m:*").await;
+        assert!(left.is_empty(), "left on {port}: {left:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_read_and_purge_follows_a_slot_to_another_primary() {
+    follows_a_migration(Target::OtherPrimary).await;
+}
+
+#[tokio::test]
+async fn every_read_and_purge_follows_a_slot_to_a_node_added_empty() {
+    follows_a_migration(Target::NewNode).await;
 }

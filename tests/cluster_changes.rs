@@ -17,9 +17,10 @@
 //! It proves that no request fails (every response is a 200 with a well
 //! formed body), that no GET started after a PUT was acknowledged returns
 //! an older version than that PUT's, that purges still complete after the
-//! change, that caching resumes (a GET is a hit again), and that a glob
-//! purge afterwards removes the entries on every primary, which held some
-//! before. It prints how long caching took to resume after the change and
+//! change (during a migration, none fails), that caching resumes (a GET
+//! is a hit again), that a second instance still hears the purges
+//! announced (the events channel), and that a glob purge afterwards
+//! removes the entries on every primary, which held some before. It prints how long caching took to resume after the change and
 //! how many requests were served meanwhile; it asserts no timing.
 
 mod support;
@@ -547,6 +548,31 @@ struct Change {
     /// The end of the first hit on one of `items` that started after
     /// `settled`.
     resumed: Instant,
+    /// For a migration: from when to when its slots were open, and the
+    /// items that had an entry at the start of it.
+    open: Option<(Instant, Instant, Vec<usize>)>,
+}
+
+/// The GETs a migration's open slots must not have turned into misses:
+/// on an item that had an entry when the slots opened, with no PUT on it
+/// since, served while the slots were open. Returns how many there were,
+/// and those that were not hits.
+fn must_hit<'a>(
+    log: &'a [Served],
+    open: &(Instant, Instant, Vec<usize>),
+) -> (usize, Vec<&'a Served>) {
+    let (from, to, existing) = open;
+    let written = |item: usize, until: Instant| {
+        log.iter()
+            .any(|s| s.put && s.item == item && s.end >= *from && s.start <= until)
+    };
+    let checked: Vec<&Served> = log
+        .iter()
+        .filter(|s| !s.put && s.start >= *from && s.end <= *to && existing.contains(&s.item))
+        .filter(|s| !written(s.item, s.end))
+        .collect();
+    let missed = checked.iter().copied().filter(|s| !s.hit).collect();
+    (checked.len(), missed)
 }
 
 impl Change {
@@ -630,6 +656,44 @@ where
     }
 }
 
+/// Caches item 2 and writes it through `svc` until `listener` hears the
+/// purge announced (a purge of something is announced; its subscriber may
+/// be subscribing still, or again after a change), then caches it again;
+/// panics after [`SIGNAL_TIMEOUT`].
+async fn assert_hears_purges<S, B>(
+    svc: &S,
+    store: &CountingStore,
+    listener: &RedisStore,
+    when: &str,
+) where
+    S: Service<Request<()>, Response = Response<B>> + Clone,
+    S::Error: Debug,
+    B: Body<Data = Bytes>,
+    B::Error: Debug,
+{
+    let mut heard = listener.purges_heard();
+    let deadline = Instant::now() + SIGNAL_TIMEOUT;
+    loop {
+        hit_again(svc, store, 2).await;
+        let before = *heard.borrow_and_update();
+        let written = send(svc, request(Method::PUT, &path_of(2), &[])).await;
+        assert_eq!(written.status, StatusCode::OK, "{when}");
+        let wait = heard.wait_for(|n| *n > before);
+        if tokio::time::timeout(Duration::from_millis(500), wait)
+            .await
+            .is_ok()
+        {
+            // Cached again, as it was.
+            hit_again(svc, store, 2).await;
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}: the second instance never heard a purge"
+        );
+    }
+}
+
 /// A planned failover of the primary of item 0's slot to its replica.
 async fn fail_over(cluster: &Cluster, load: &Load, topology: &Topology) -> (Change, Topology) {
     let old = topology.owner(slot_of(0)).clone();
@@ -682,6 +746,7 @@ impl Change {
             start,
             settled,
             resumed: Instant::now(),
+            open: None,
         }
     }
 }
@@ -719,6 +784,19 @@ async fn migrate(cluster: &Cluster, load: &Load, topology: &Topology) -> (Change
     for &slot in &slots {
         migration.open(slot).await;
     }
+    let opened = Instant::now();
+    let mut existing = Vec::new();
+    for &item in &items {
+        let key = format!("tca:{{{}}}", path_of(item));
+        // An absent key of an open slot is answered ASK.
+        let found: i64 = match support::admin(cluster.admin(source.port), &["EXISTS", &key]).await {
+            Err(error) if error.details().starts_with("ASK ") => 0,
+            found => found.expect("EXISTS"),
+        };
+        if found == 1 {
+            existing.push(item);
+        }
+    }
     // Open, the keys still on the source: a purged item's keys are on
     // neither node (ASK, then TRYAGAIN on the target).
     load.wait_served(&items, 3 * DWELL).await;
@@ -736,6 +814,7 @@ async fn migrate(cluster: &Cluster, load: &Load, topology: &Topology) -> (Change
     )
     .await;
     load.wait_served(&items, 3 * DWELL).await;
+    let closing = Instant::now();
     for &slot in &slots {
         migration.close(slot).await;
     }
@@ -752,10 +831,9 @@ async fn migrate(cluster: &Cluster, load: &Load, topology: &Topology) -> (Change
         target.port,
         items.len()
     );
-    (
-        Change::resumed(load, name, items, start, settled).await,
-        topology,
-    )
+    let mut change = Change::resumed(load, name, items, start, settled).await;
+    change.open = Some((opened, closing, existing));
+    (change, topology)
 }
 
 /// A change of the cluster's topology, made while the load runs.
@@ -793,6 +871,18 @@ async fn under_load(scenario: Scenario) {
     for item in 0..ITEMS {
         hit_again(&svc, &store, item).await;
     }
+    // A second instance, listening for the announcements (its first hit
+    // starts its subscriber), hears this one's purges.
+    let listener = RedisStore::connect(&cluster.url())
+        .await
+        .expect("connect the second instance");
+    let listening = CacheAsideLayer::builder(listener.clone())
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .layer(origin.service());
+    assert_hit(&send(&listening, get(&path_of(1))).await);
+    assert_hears_purges(&svc, &store, &listener, "before the change").await;
 
     let driver = async {
         let changed = match scenario {
@@ -820,9 +910,36 @@ async fn under_load(scenario: Scenario) {
         .filter(|s| s.status.contains("purge-failed"))
         .count();
     eprintln!("{scenario:?}: {failed_purges} writes answered purge-failed");
-    if let Scenario::Migration = scenario {
+    if let Some(open) = &change.open {
         // The store follows ASK and TRYAGAIN to wherever the keys are.
         assert_eq!(failed_purges, 0, "every purge completes during a migration");
+        let (checked, missed) = must_hit(&log, open);
+        eprintln!(
+            "{scenario:?}: {checked} GETs while the slots were open on the {} items that had \
+             an entry and no write since; {} of them not hits",
+            open.2.len(),
+            missed.len()
+        );
+        assert!(
+            checked > 0,
+            "some GETs found an entry while the slots were open"
+        );
+        let shown: Vec<String> = missed
+            .iter()
+            .take(10)
+            .map(|s| {
+                format!(
+                    "item {} at {:?}: {}",
+                    s.item,
+                    s.start - load.started,
+                    s.status
+                )
+            })
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "entries not read while the slots were open: {shown:#?}"
+        );
     }
     let failures = std::mem::take(&mut *load.failures.lock().unwrap());
     assert!(
@@ -853,6 +970,9 @@ async fn under_load(scenario: Scenario) {
         version_in(&written, item).unwrap()
     );
     hit_again(&svc, &store, item).await;
+
+    // The announcements channel works through the change.
+    assert_hears_purges(&svc, &store, &listener, "after the change").await;
 
     // A glob purge reaches every primary.
     let spread = cluster.item_hashes(&topology).await;

@@ -36,31 +36,7 @@ impl ClusterNodes {
     ) -> ClusterNodes {
         let files = Arc::new(Mutex::new(Vec::new()));
         let nodes: Vec<RedisServer> = (0..count)
-            .map(|_| {
-                let files = files.clone();
-                let extra = extra.clone();
-                RedisServer::launch_with(move |port| {
-                    let file = std::env::temp_dir()
-                        .join(format!("tca-cluster-{}-{port}.conf", std::process::id()));
-                    let _ = std::fs::remove_file(&file);
-                    files.lock().unwrap().push(file.clone());
-                    let mut args: Vec<String> = vec![
-                        "--cluster-enabled".into(),
-                        "yes".into(),
-                        "--cluster-config-file".into(),
-                        file.display().to_string(),
-                        // A replica's full sync starts at once, by socket.
-                        "--repl-diskless-sync".into(),
-                        "yes".into(),
-                        "--repl-diskless-sync-delay".into(),
-                        "0".into(),
-                        "--repl-diskless-load".into(),
-                        "on-empty-db".into(),
-                    ];
-                    args.extend(extra(port));
-                    args
-                })
-            })
+            .map(|_| launch_node(&files, extra.clone()))
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
@@ -79,29 +55,44 @@ impl ClusterNodes {
             String::from_utf8_lossy(&created.stdout)
         );
         // `create` returns once the nodes agree on the slots; each says
-        // `cluster_state:ok` a moment later. No event announces it: look,
-        // bounded to 20 s.
+        // `cluster_state:ok` a moment later.
         for node in &nodes {
-            let start = std::time::Instant::now();
-            loop {
-                let info = Command::new("redis-cli")
-                    .args(cli)
-                    .args(["-p", &node.port().to_string(), "CLUSTER", "INFO"])
-                    .output()
-                    .expect("run redis-cli");
-                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(
-                    start.elapsed() < std::time::Duration::from_secs(20),
-                    "node {} never says cluster_state:ok",
-                    node.port()
-                );
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
+            wait_state_ok(node.port(), cli);
         }
         let files = files.lock().unwrap().clone();
         ClusterNodes { nodes, files }
+    }
+
+    /// Starts one more node and adds it to the cluster as a primary that
+    /// owns no slot (`redis-cli --cluster add-node`), as a cluster grows
+    /// before a reshard; returns when every node lists it. Plain TCP.
+    pub fn add_empty_primary(&mut self) -> u16 {
+        let files = Arc::new(Mutex::new(Vec::new()));
+        let node = launch_node(&files, |_| Vec::new());
+        let port = node.port();
+        self.files.extend(files.lock().unwrap().drain(..));
+        let added = Command::new("redis-cli")
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{}", self.nodes[0].port()))
+            .output()
+            .expect("run redis-cli");
+        assert!(
+            added.status.success(),
+            "redis-cli --cluster add-node: {}",
+            String::from_utf8_lossy(&added.stdout)
+        );
+        self.nodes.push(node);
+        // Known to all (gossip), and in a cluster that is ok.
+        let count = self.nodes.len();
+        for node in &self.nodes {
+            wait_for_cli(node.port(), &[], &["CLUSTER", "NODES"], |text| {
+                text.lines().filter(|l| l.contains(" connected")).count() == count
+                    && !text.contains("handshake")
+            });
+        }
+        wait_state_ok(port, &[]);
+        port
     }
 
     /// A `redis-cluster://` URL naming every node.
@@ -112,6 +103,65 @@ impl ClusterNodes {
             .map(|n| format!("node=127.0.0.1:{}", n.port()))
             .collect();
         format!("redis-cluster://127.0.0.1:{first}?{}", others.join("&"))
+    }
+}
+
+/// Starts one cluster-enabled node, its config file named in `files`.
+fn launch_node(
+    files: &Arc<Mutex<Vec<PathBuf>>>,
+    extra: impl Fn(u16) -> Vec<String>,
+) -> RedisServer {
+    let files = files.clone();
+    RedisServer::launch_with(move |port| {
+        let file =
+            std::env::temp_dir().join(format!("tca-cluster-{}-{port}.conf", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        files.lock().unwrap().push(file.clone());
+        let mut args: Vec<String> = vec![
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            file.display().to_string(),
+            // A replica's full sync starts at once, by socket.
+            "--repl-diskless-sync".into(),
+            "yes".into(),
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
+            "--repl-diskless-load".into(),
+            "on-empty-db".into(),
+        ];
+        args.extend(extra(port));
+        args
+    })
+}
+
+/// Waits until the node on `port` says `cluster_state:ok`.
+fn wait_state_ok(port: u16, cli: &[String]) {
+    wait_for_cli(port, cli, &["CLUSTER", "INFO"], |text| {
+        text.contains("cluster_state:ok")
+    });
+}
+
+/// Runs `redis-cli` `command` on `port` until `done` holds of its output.
+/// No event announces a cluster's state: look, bounded to 20 s.
+fn wait_for_cli(port: u16, cli: &[String], command: &[&str], done: impl Fn(&str) -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let out = Command::new("redis-cli")
+            .args(cli)
+            .args(["-p", &port.to_string()])
+            .args(command)
+            .output()
+            .expect("run redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if done(&text) {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "node {port}: {command:?} never as expected: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -185,6 +235,18 @@ impl SlotMigration<'_> {
         let (source, target) = (node_id(self.source).await, node_id(self.target).await);
         Self::setslot(self.target, slot, "IMPORTING", &source).await;
         Self::setslot(self.source, slot, "MIGRATING", &target).await;
+    }
+
+    /// Moves `key` (of an open slot) from the source to the target.
+    pub async fn move_key(&self, key: &str) {
+        let port = self.target_port.to_string();
+        let reply: String = admin(
+            self.source,
+            &["MIGRATE", "127.0.0.1", &port, key, "0", "5000"],
+        )
+        .await
+        .expect("MIGRATE");
+        assert_eq!(reply, "OK", "MIGRATE {key}");
     }
 
     /// Moves every key of `slot` from the source to the target, each

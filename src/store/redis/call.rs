@@ -15,20 +15,21 @@
 //! connection that has other commands in flight (handing replies to the
 //! wrong callers) and then routes the command back to the slot's old
 //! owner. A command redirected once is sent again (after `MOVED` fred has
-//! refreshed its slot map); redirected twice, it goes as `ASKING` plus the
-//! command in a `MULTI` block, which fred sends on a drained connection
-//! to the node the `ASK` names; `TRYAGAIN` from the slot's old owner (a
-//! resource's keys half moved) is retried after a short pause. All of it
-//! within the call's bound.
+//! refreshed its slot map); redirected again, it goes with `ASKING` to the
+//! node importing its slot (`asking.rs`); `TRYAGAIN` from the slot's old
+//! owner (a resource's keys half moved) is retried after a short pause.
+//! All of it within the call's bound.
 
 use std::time::Duration;
 
 use fred::clients::{Client, WithOptions};
 use fred::error::ErrorKind;
-use fred::interfaces::{ClientLike, TransactionInterface};
+use fred::interfaces::ClientLike;
 use fred::types::config::Options;
-use fred::types::{CustomCommand, FromValue, Value};
+use fred::types::config::Server;
+use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
 
+use super::asking::Migrations;
 use crate::store::deadline::Deadlines;
 use crate::Error;
 
@@ -50,16 +51,24 @@ pub(super) struct Call<'a> {
     /// Whether a command was sent already (the first one gets the whole
     /// bound, with no clock read).
     sent: std::sync::atomic::AtomicBool,
+    /// The store's migrating slots, and its clients of the nodes importing
+    /// them.
+    migrations: &'a Migrations,
 }
 
 impl<'a> Call<'a> {
     /// A call through `client`, which starts now and ends by `bound` if
     /// there is one.
-    pub(super) fn new(client: &'a Client, bound: Option<Duration>) -> Call<'a> {
+    pub(super) fn new(
+        client: &'a Client,
+        bound: Option<Duration>,
+        migrations: &'a Migrations,
+    ) -> Call<'a> {
         Call {
             client,
             bound: bound.map(|bound| (bound, std::time::Instant::now())),
             sent: std::sync::atomic::AtomicBool::new(false),
+            migrations,
         }
     }
 
@@ -147,14 +156,12 @@ impl<'a> Call<'a> {
 }
 
 /// How a command reaches the node that holds its keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Route {
     /// As fred routes it: to the owner of its keys' slot in fred's map.
     Direct,
-    /// `MULTI`, the command, `EXEC`, which fred sends on a drained
-    /// connection and, answered `ASK`, again to the node the `ASK` names
-    /// with `ASKING` first: the way to a slot that is being migrated.
-    Asking,
+    /// With `ASKING` first, to this node, which imports the slot.
+    Asking(Server),
 }
 
 /// Where a call is in following a Cluster's redirections (see
@@ -163,21 +170,29 @@ pub(super) enum Route {
 pub(super) struct Follow {
     /// The route of the next send.
     pub(super) route: Route,
+    /// The slot of the command's keys.
+    slot: Option<u16>,
     /// Sends so far that were redirected or told to try again.
     tries: u32,
     /// The pauses after `TRYAGAIN` so far.
     paused: Duration,
 }
 
-impl Default for Follow {
-    fn default() -> Follow {
+impl Follow {
+    /// Following a command on keys of `slot` (none: no keys), sent first
+    /// as fred routes it.
+    pub(super) fn new(slot: Option<u16>) -> Follow {
         Follow {
             route: Route::Direct,
+            slot,
             tries: 0,
             paused: Duration::ZERO,
         }
     }
 }
+
+/// How long a first connection to an importing node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sends a command may take in all while a Cluster redirects it.
 const MAX_TRIES: u32 = 8;
@@ -188,14 +203,12 @@ const TRYAGAIN_PAUSE: Duration = Duration::from_millis(2);
 /// How long the pauses after `TRYAGAIN` may take in all.
 const TRYAGAIN_BUDGET: Duration = Duration::from_millis(100);
 
-/// Whether `error` is a redirection fred did not follow (`MOVED` or
-/// `ASK`, with `max_redirections` 0).
+/// Whether `error` is a redirection: one fred did not follow (`MOVED` or
+/// `ASK`, with `max_redirections` 0), or one an importing node answered
+/// the store's own client with.
 fn is_redirected(error: &fred::error::Error) -> bool {
-    // fred's words for a command out of redirections: "Too many
-    // redirections." (direct) and "Max redirections exceeded" (MULTI).
     let details = error.details();
     (*error.kind() == ErrorKind::Routing && details.starts_with("Too many redirections"))
-        || details.starts_with("Max redirections")
         || details.starts_with("MOVED ")
         || details.starts_with("ASK ")
 }
@@ -206,12 +219,22 @@ pub(super) fn is_try_again(error: &Error) -> bool {
     matches!(error, Error::Redis(error) if error.details().starts_with("TRYAGAIN"))
 }
 
+/// The slot a command is routed by, if it names one.
+fn slot_of(command: &CustomCommand) -> Option<u16> {
+    match command.cluster_hash {
+        ClusterHash::Custom(slot) => Some(slot),
+        _ => None,
+    }
+}
+
 impl Call<'_> {
     /// After a send of the call failed with `error`: whether to send again,
-    /// on the route `follow` then holds. Yes, for a Cluster's redirection
-    /// (sent again as it was the first time, then by [`Route::Asking`])
-    /// and its `TRYAGAIN` (after a pause), while the call has time and
-    /// tries left; no for anything else.
+    /// on the route `follow` then holds, while the call has time and tries
+    /// left. A redirection is sent again directly the first time (after
+    /// `MOVED`, fred's slot map is new), then to the node importing the
+    /// slot, with `ASKING`, once the slot's owner has named it; an
+    /// importing node that redirects is forgotten. `TRYAGAIN` from the
+    /// slot's owner is sent again after a pause. Nothing else is.
     pub(super) async fn follow(&self, error: &Error, follow: &mut Follow) -> bool {
         let Error::Redis(fred_error) = error else {
             return false;
@@ -221,16 +244,31 @@ impl Call<'_> {
         }
         follow.tries += 1;
         if is_redirected(fred_error) {
-            if follow.tries > 1 {
-                follow.route = Route::Asking;
-            }
+            let Some(slot) = follow.slot else {
+                return true;
+            };
+            follow.route = match follow.route {
+                // The migration ended, or went elsewhere.
+                Route::Asking(_) => {
+                    self.migrations.forget(slot);
+                    Route::Direct
+                }
+                Route::Direct => match self.migrations.known(slot) {
+                    Some(node) => Route::Asking(node),
+                    None if follow.tries == 1 => Route::Direct,
+                    None => match Box::pin(self.importing_node(slot)).await {
+                        Some(node) => Route::Asking(node),
+                        None => Route::Direct,
+                    },
+                },
+            };
             return true;
         }
         // Through ASKING, the source held none of the keys and the target
         // lacks some: they are nowhere else, and will not be until the
         // slot's migration ends. Directly, the source holds some and the
         // rest are moving: worth a pause.
-        if !is_try_again(error) || follow.route == Route::Asking {
+        if !is_try_again(error) || follow.route != Route::Direct {
             return false;
         }
         let pause = TRYAGAIN_PAUSE.saturating_mul(1 << (follow.tries - 1).min(6));
@@ -249,46 +287,68 @@ impl Call<'_> {
     /// left as its timeout.
     pub(super) async fn send<R: FromValue>(
         &self,
-        route: Route,
+        route: &Route,
         command: CustomCommand,
         args: Vec<Value>,
     ) -> Result<R, Error> {
         match route {
-            Route::Direct => {
-                let client = self.client()?;
-                self.result(client.custom::<R, Value>(command, args).await)
-            }
+            Route::Direct => self.send_direct(command, args).await,
             // Boxed: rare, and its futures would make every send's larger.
-            Route::Asking => Box::pin(self.send_asking(command, args)).await,
+            Route::Asking(node) => Box::pin(self.send_asking(node, command, args)).await,
         }
     }
 
-    /// Sends `command` with `args` by [`Route::Asking`].
+    /// The node importing `slot`, as its owner (fred's route for the slot)
+    /// names it in `CLUSTER NODES`, remembered; `None` when it names none.
+    async fn importing_node(&self, slot: u16) -> Option<Server> {
+        let command = CustomCommand::new_static("CLUSTER", ClusterHash::Custom(slot), false);
+        let nodes: String = self
+            .send_direct(command, vec![Value::from_static_str("NODES")])
+            .await
+            .ok()?;
+        self.migrations.learn(&nodes, slot)
+    }
+
+    /// Sends `ASKING` and `command` with `args` to `node`, pipelined on the
+    /// store's client of it; the command's reply.
     async fn send_asking<R: FromValue>(
         &self,
+        node: &Server,
         command: CustomCommand,
         args: Vec<Value>,
     ) -> Result<R, Error> {
         let options = Options {
-            // The MULTI block follows an ASK, or a MOVED.
-            max_redirections: Some(2),
             timeout: self.client()?.options().timeout,
             ..Options::default()
         };
-        let block = self.client.multi();
-        // Answered at once, "QUEUED": the reply comes with EXEC.
-        let queued = block
-            .with_options(&options)
-            .custom::<Value, Value>(command, args)
-            .await;
-        self.result(queued)?;
-        let replies: Value = self.result(block.exec(true).await)?;
-        // EXEC answers with one reply per command: the one.
-        let reply = match replies {
-            Value::Array(mut replies) if replies.len() == 1 => replies.remove(0),
-            other => other,
-        };
-        self.result(reply.convert())
+        let wait = self.within(CONNECT_TIMEOUT);
+        let client = self.migrations.client(self.client, node, wait).await?;
+        let pipeline = client.pipeline();
+        let queued = pipeline.with_options(&options);
+        let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
+        // Each answered at once ("QUEUED"); the replies come with `try_all`.
+        self.result(
+            queued
+                .custom::<Value, Value>(asking, Vec::<Value>::new())
+                .await,
+        )?;
+        self.result(queued.custom::<Value, Value>(command, args).await)?;
+        let mut replies = pipeline.try_all::<Value>().await;
+        let reply = replies
+            .pop()
+            .ok_or_else(|| Error::Store("no reply to a command sent after ASKING".into()))?;
+        self.result(reply.and_then(Value::convert))
+    }
+
+    /// Sends `command` with `args` as fred routes it, with the time the
+    /// call has left as its timeout.
+    pub(super) async fn send_direct<R: FromValue>(
+        &self,
+        command: CustomCommand,
+        args: Vec<Value>,
+    ) -> Result<R, Error> {
+        let client = self.client()?;
+        self.result(client.custom::<R, Value>(command, args).await)
     }
 
     /// Sends `make`'s command again after its first send failed with
@@ -300,11 +360,11 @@ impl Call<'_> {
         first: Error,
         make: impl Fn() -> (CustomCommand, Vec<Value>),
     ) -> Result<R, Error> {
-        let mut follow = Follow::default();
+        let mut follow = Follow::new(slot_of(&make().0));
         let mut error = first;
         while self.follow(&error, &mut follow).await {
             let (command, args) = make();
-            match self.send(follow.route, command, args).await {
+            match self.send(&follow.route, command, args).await {
                 Ok(reply) => return Ok(reply),
                 Err(next) => error = next,
             }

@@ -29,13 +29,16 @@
 //!   they are sent;
 //! - `events.rs`: the hints and fill waiters, fed by the announcements on
 //!   the events channel;
-//! - `call.rs`: one call's client and deadline;
+//! - `call.rs`: one call's client and deadline, and how it follows a
+//!   Cluster's redirections;
+//! - `asking.rs`: the slots found migrating, and the store's clients of
+//!   the nodes importing them;
 //! - `names.rs`: the Redis names of a resource and its entries (the key
 //!   layout above).
 //!
 //! Imports go one way, down this order: `mod.rs` -> `read.rs`, `purge.rs`
-//! -> `scripts.rs`, `events.rs` -> `call.rs`, `names.rs`. A file uses only
-//! files below its own rank (`mod.rs` any of them), and no file below
+//! -> `scripts.rs`, `events.rs` -> `call.rs`, `names.rs` -> `asking.rs`.
+//! A file uses only files below its own rank (`mod.rs` any of them), and no file below
 //! `mod.rs` knows [`RedisStore`]: what one needs of the store (a client,
 //! a script, the hints) is passed to it as an argument.
 
@@ -47,6 +50,7 @@ use fred::clients::{Client, Pool};
 use fred::interfaces::{ClientLike, EventInterface, HashesInterface, SortedSetsInterface};
 use fred::types::Value;
 
+use self::asking::Migrations;
 use self::call::Call;
 use self::events::{Events, EVENTS_CHANNEL};
 use self::names::{lease_arg, token_arg, KeyNames};
@@ -56,6 +60,7 @@ use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 use crate::store::backend::{LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
 use crate::Error;
 
+mod asking;
 mod call;
 mod connect;
 mod events;
@@ -212,6 +217,9 @@ pub struct RedisStore {
     events: Arc<Events>,
     /// Set by [`RedisStoreBuilder::replicated_purges`].
     replicated: Option<Arc<ReplicatedPurges>>,
+    /// The Cluster slots found migrating, and clients of the nodes
+    /// importing them (see `asking.rs`).
+    migrations: Arc<Migrations>,
 }
 
 /// Largest value read back by default: well above the layer's default body
@@ -274,6 +282,7 @@ impl RedisStore {
             scripts: Arc::new(Scripts::new(DEFAULT_MAX_VALUE_BYTES)),
             events: Arc::default(),
             replicated: None,
+            migrations: Arc::default(),
         }
     }
 
@@ -360,14 +369,14 @@ impl RedisStore {
 
     /// A new call: a client, and the call's deadline on a bounded view.
     fn call(&self) -> Call<'_> {
-        Call::new(self.client(), self.bound)
+        Call::new(self.client(), self.bound, &self.migrations)
     }
 
     /// A new call for a purge: on the purges' own connection when they are
     /// replicated (see [`RedisStoreBuilder::replicated_purges`]).
     fn purge_call(&self) -> Call<'_> {
         match &self.replicated {
-            Some(replicated) => Call::new(&replicated.client, self.bound),
+            Some(replicated) => Call::new(&replicated.client, self.bound, &self.migrations),
             None => self.call(),
         }
     }

@@ -291,17 +291,23 @@ impl Script {
         call: &Call<'_>,
         command: impl Fn() -> Command,
     ) -> Result<R, Error> {
-        let mut follow = Follow::default();
+        let (keys, args) = command();
+        // The slot routes the command, and tells `follow` where it goes.
+        let slot = keys
+            .first()
+            .map(|key| fred::util::redis_keyslot(key.as_bytes()));
+        let mut follow = Follow::new(slot);
         let mut in_full = false;
+        let mut next = Some((keys, args));
         loop {
-            let (keys, args) = command();
+            let (keys, args) = next.take().unwrap_or_else(&command);
             let (name, script) = if in_full {
                 ("EVAL", &self.source)
             } else {
                 ("EVALSHA", &self.sha1)
             };
-            let sent = Box::pin(self.send::<R>(name, script, call, follow.route, keys, args)).await;
-            match sent {
+            let sent = self.send::<R>(name, script, call, &follow.route, slot, keys, args);
+            match Box::pin(sent).await {
                 Err(Error::Redis(error)) if !in_full && error.details().starts_with("NOSCRIPT") => {
                     in_full = true;
                 }
@@ -313,19 +319,18 @@ impl Script {
 
     /// `EVALSHA` or `EVAL` as a custom command: fred's `LuaInterface` is
     /// not implemented for a client with options, so its methods would
-    /// drop the call's timeout. Routed by the first key's slot.
+    /// drop the call's timeout. Routed by `slot`, the first key's.
+    #[allow(clippy::too_many_arguments)]
     async fn send<R: fred::types::FromValue + 'static>(
         &self,
         command: &'static str,
         script: &Str,
         call: &Call<'_>,
-        route: Route,
+        route: &Route,
+        slot: Option<u16>,
         keys: Vec<Key>,
         args: Vec<Value>,
     ) -> Result<R, Error> {
-        let slot = keys
-            .first()
-            .map(|key| fred::util::redis_keyslot(key.as_bytes()));
         let mut values = Vec::with_capacity(2 + keys.len() + args.len());
         values.push(Value::from(script.clone()));
         values.push(Value::Integer(keys.len() as i64));
