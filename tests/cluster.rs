@@ -297,8 +297,8 @@ enum Target {
 /// through a new one (the lookup script, then a large value's `HGET`),
 /// scripts the new owner does not know, and purges, on resources whose
 /// keys are on the slot's old owner, on its new one (`ASK`), on neither
-/// (`TRYAGAIN` there), or split between them (`TRYAGAIN` here); then
-/// `MOVED` once the slots have moved.
+/// (`TRYAGAIN` there), or split between them (`TRYAGAIN` here), and a
+/// glob purge; then `MOVED` once the slots have moved.
 async fn follows_a_migration(target: Target) {
     let mut cluster = Cluster::start();
     cluster.wait_ok().await;
@@ -448,16 +448,27 @@ async fn follows_a_migration(target: Target) {
         send(&other, get(small)).await.cache_status(),
         miss("store-error")
     );
+    // A glob purge finds the keys on the new owner (which fred does not
+    // scan when it owns no slot yet).
+    let removed = layer.purger().purge_glob("/m/*").await.unwrap();
+    assert_eq!(removed, 1, "{large}, on its new owner");
+    for (port, client) in &admins {
+        let left = support::scan_keys(client, "t:m:*").await;
+        assert!(
+            left.is_empty(),
+            "left on {port} by the glob purge: {left:?}"
+        );
+    }
 
     // Closed: MOVED, then everything as before.
     for (_, slot, migration) in &migrations {
         migration.close(*slot).await;
     }
     let puts = store.stats().puts_finished();
-    for path in [small, gone, early, split] {
+    for path in paths {
         assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
     }
-    store.wait_puts(puts + 4).await;
+    store.wait_puts(puts + paths.len()).await;
     for path in paths {
         assert_hit(&send(&svc, get(path)).await);
         assert_hit(&send(&other, get(path)).await);

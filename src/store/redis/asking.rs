@@ -143,6 +143,68 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A primary as its own `CLUSTER NODES` line shows it: what a pattern
+/// purge compares before and after its scan (`purge.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OwnView {
+    /// How many slots it owns.
+    pub(super) slots: u32,
+    /// Whether it is importing a slot (a `[<slot>-<-<id>]` mark).
+    pub(super) importing: bool,
+}
+
+/// The primaries `CLUSTER NODES` lists (flag `master`, not failed, with an
+/// address), by address.
+pub(super) fn primaries(nodes: &str) -> Vec<Server> {
+    nodes
+        .lines()
+        .filter(|line| {
+            line.split_whitespace().nth(2).is_some_and(|flags| {
+                let mut flags = flags.split(',');
+                flags.clone().any(|flag| flag == "master")
+                    && !flags.any(|flag| flag == "fail" || flag == "noaddr")
+            })
+        })
+        .filter_map(|line| address(line.split_whitespace().nth(1)?))
+        .collect()
+}
+
+/// What the node that answered `nodes` (`CLUSTER NODES`) says of itself
+/// (its `myself` line); `None` for a bad answer.
+pub(super) fn own_view(nodes: &str) -> Option<OwnView> {
+    let myself = nodes.lines().find(|line| {
+        line.split_whitespace()
+            .nth(2)
+            .is_some_and(|flags| flags.split(',').any(|flag| flag == "myself"))
+    })?;
+    let mut view = OwnView {
+        slots: 0,
+        importing: false,
+    };
+    for field in myself.split_whitespace().skip(8) {
+        if field.starts_with('[') {
+            view.importing |= field.contains("-<-");
+            continue;
+        }
+        let (a, b) = field.split_once('-').unwrap_or((field, field));
+        let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
+        view.slots += u32::from(b.saturating_sub(a)) + 1;
+    }
+    Some(view)
+}
+
+/// A node's address as `CLUSTER NODES` writes it (`ip:port@bus-port`,
+/// then perhaps `,hostname`); `None` when it has none.
+fn address(field: &str) -> Option<Server> {
+    let endpoint = field.split(['@', ',']).next()?;
+    let (host, port) = endpoint.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some(Server::new(host, port))
+}
+
 /// The node importing `slot`, from `CLUSTER NODES` as the slot's owner
 /// answers it: its own line (`myself`) marks the slot `[<slot>->-<id>]`,
 /// and the line of `<id>` gives its address (`ip:port@bus-port`, then
@@ -162,14 +224,7 @@ fn importing_node(nodes: &str, slot: u16) -> Option<Server> {
     let line = nodes
         .lines()
         .find(|line| line.split_whitespace().next() == Some(id))?;
-    let address = line.split_whitespace().nth(1)?;
-    let endpoint = address.split(['@', ',']).next()?;
-    let (host, port) = endpoint.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    if host.is_empty() || port == 0 {
-        return None;
-    }
-    Some(Server::new(host, port))
+    address(line.split_whitespace().nth(1)?)
 }
 
 #[cfg(test)]
@@ -191,6 +246,29 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
         assert!(importing_node(NODES, 77).is_none());
         assert!(importing_node(NODES, 94).is_none());
         assert!(importing_node(NODES, 9).is_none());
+    }
+
+    #[test]
+    fn primaries_and_a_nodes_own_view_are_read_off_the_list() {
+        let ports: Vec<u16> = primaries(NODES).iter().map(|s| s.port).collect();
+        assert_eq!(ports, [30002, 30003, 30001]);
+        assert_eq!(
+            own_view(NODES),
+            Some(OwnView {
+                slots: 5461,
+                importing: true
+            })
+        );
+        let failed = "a 127.0.0.1:1@2 master,fail - 0 0 1 connected 0-5\nb :0@0 master,noaddr - 0 0 1 connected\n";
+        assert!(primaries(failed).is_empty());
+        assert_eq!(
+            own_view("a 127.0.0.1:1@2 master - 0 0 1 connected 0-5\n"),
+            None
+        );
+        assert_eq!(
+            own_view("a 127.0.0.1:1@2 myself,master - 0 0 1 connected x-5\n"),
+            None
+        );
     }
 
     #[test]

@@ -321,8 +321,7 @@ impl Call<'_> {
             timeout: self.client()?.options().timeout,
             ..Options::default()
         };
-        let wait = self.within(CONNECT_TIMEOUT);
-        let client = self.migrations.client(self.client, node, wait).await?;
+        let client = self.node_client(node).await?;
         let pipeline = client.pipeline();
         let queued = pipeline.with_options(&options);
         let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
@@ -349,6 +348,39 @@ impl Call<'_> {
     ) -> Result<R, Error> {
         let client = self.client()?;
         self.result(client.custom::<R, Value>(command, args).await)
+    }
+
+    /// Sends `command` with `args` to the Cluster node `node`: over fred's
+    /// connection to it when fred has one, else over the store's own client
+    /// of it (a node that owns no slot yet).
+    pub(super) async fn send_to<R: FromValue>(
+        &self,
+        node: &Server,
+        command: CustomCommand,
+        args: Vec<Value>,
+    ) -> Result<R, Error> {
+        let mut options = Options {
+            timeout: self.client()?.options().timeout,
+            ..Options::default()
+        };
+        if self.client.active_connections().contains(node) {
+            options.cluster_node = Some(node.clone());
+            return self.result(
+                self.client
+                    .with_options(&options)
+                    .custom(command, args)
+                    .await,
+            );
+        }
+        let client = self.node_client(node).await?;
+        self.result(client.with_options(&options).custom(command, args).await)
+    }
+
+    /// The store's own client of the Cluster node `node` (see
+    /// `asking.rs`), connected within what the call has left.
+    pub(super) async fn node_client(&self, node: &Server) -> Result<Client, Error> {
+        let wait = self.within(CONNECT_TIMEOUT);
+        self.migrations.client(self.client, node, wait).await
     }
 
     /// Sends `make`'s command again after its first send failed with

@@ -8,10 +8,12 @@
 //! pattern purge holds one `SCAN` page of names at a time.
 
 use fred::interfaces::{ClientLike, PubsubInterface};
-use fred::types::scan::Scanner;
-use fred::types::{CustomCommand, Value};
+use fred::types::config::Server;
+use fred::types::scan::{ScanResult, Scanner};
+use fred::types::{ClusterHash, CustomCommand, Value};
 use futures_util::StreamExt;
 
+use super::asking::{own_view, primaries, OwnView};
 use super::call::{is_try_again, Call};
 use super::events::{EVENTS_CHANNEL, PATTERN_PURGED};
 use super::names::KeyNames;
@@ -93,6 +95,13 @@ async fn purge_keys_apart(
 /// `KEYS`), then the purge script `purge` on each resource hash the
 /// pattern matches, page by page; then one announcement for them all,
 /// and the end of every hint here.
+///
+/// On a Cluster whose slots move meanwhile, a key can leave a slot's old
+/// owner while its scan runs and land on a node scanned already: so the
+/// slots are read before and after ([`layout`]), and every node that
+/// imported a slot or gained slots in between, or that fred does not
+/// scan (one it has no connection to), is scanned again, after the rest.
+/// Keys only move to such nodes, so none is missed.
 pub(super) async fn purge_matching(
     call: &Call<'_>,
     purge: &Script,
@@ -105,57 +114,44 @@ pub(super) async fn purge_matching(
     // A resource never holds `{` or `}`, so the glob's closing `}`
     // leaves out the `:t` sets.
     let glob = format!("{}{{{}*}}", pattern.prefix(), pattern.literal_prefix());
-    let resource_of = |hash: &str| -> Option<String> {
-        let inner = hash.strip_prefix(pattern.prefix())?.strip_prefix('{')?;
-        Some(inner.strip_suffix('}')?.to_owned())
+    let purging = Purging {
+        call,
+        purge,
+        hints,
+        pattern,
     };
-    let mut pages = if client.is_clustered() {
-        client.scan_cluster(glob, Some(SCAN_COUNT), None).boxed()
+    let mut tally = Tally::default();
+    if client.is_clustered() {
+        let before = layout(call).await?;
+        let pages = client.scan_cluster(glob.clone(), Some(SCAN_COUNT), None);
+        purging.pages(pages.boxed(), &mut tally).await;
+        if tally.outcome.is_ok() {
+            match layout(call).await {
+                Ok(after) => {
+                    for node in rescans(&before, &after, &client.active_connections()) {
+                        match call.node_client(&node).await {
+                            Ok(node) => {
+                                let pages = node.scan(glob.clone(), Some(SCAN_COUNT), None);
+                                purging.pages(pages.boxed(), &mut tally).await;
+                            }
+                            Err(error) => tally.outcome = Err(error),
+                        }
+                        if tally.outcome.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(error) => tally.outcome = Err(error),
+            }
+        }
     } else {
-        client.scan(glob, Some(SCAN_COUNT), None).boxed()
-    };
-    let mut removed = 0u64;
-    let mut purged = 0usize;
-    let mut outcome = Ok(());
-    while let Some(page) = pages.next().await {
-        let mut page = match page {
-            Ok(page) => page,
-            Err(error) => {
-                outcome = Err(error.into());
-                break;
-            }
-        };
-        let hashes = page.take_results().unwrap_or_default();
-        let purges = hashes.into_iter().filter_map(|hash| {
-            let name = hash.as_str()?;
-            if !pattern.matches(&resource_of(name)?) {
-                return None;
-            }
-            Some(purge_hash(
-                call,
-                purge,
-                hints,
-                KeyNames::of_hash(hash.as_bytes()),
-                false,
-            ))
-        });
-        let purges: Vec<_> = purges.collect();
-        purged += purges.len();
-        for result in futures_util::future::join_all(purges).await {
-            match result {
-                Ok(n) => removed += n,
-                Err(error) => outcome = Err(error),
-            }
-        }
-        if outcome.is_err() {
-            break;
-        }
-        page.next();
+        let pages = client.scan(glob, Some(SCAN_COUNT), None);
+        purging.pages(pages.boxed(), &mut tally).await;
     }
     // Whatever was purged, even in part, ends every hint here and,
     // announced, in every other instance. A pattern that matched
     // nothing leaves them all.
-    let announced = if purged > 0 {
+    let announced = if tally.purged > 0 {
         hints.purged_all();
         let client = call.client()?;
         call.result(
@@ -166,9 +162,128 @@ pub(super) async fn purge_matching(
     } else {
         Ok(())
     };
-    outcome?;
+    tally.outcome?;
     announced?;
-    Ok(removed)
+    Ok(tally.removed)
+}
+
+/// What a pattern purge needs to purge what its scans find.
+struct Purging<'a, 'c> {
+    call: &'a Call<'c>,
+    purge: &'a Script,
+    hints: &'a Hints,
+    pattern: &'a ResourcePattern,
+}
+
+/// What a pattern purge has done so far.
+struct Tally {
+    /// Unexpired entries removed.
+    removed: u64,
+    /// Resources purged.
+    purged: usize,
+    /// The first failure, which ends the purge.
+    outcome: Result<(), Error>,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            removed: 0,
+            purged: 0,
+            outcome: Ok(()),
+        }
+    }
+}
+
+impl Purging<'_, '_> {
+    /// The resource a hash's name names, if it is one of the prefix's.
+    fn resource_of(&self, hash: &str) -> Option<String> {
+        let inner = hash
+            .strip_prefix(self.pattern.prefix())?
+            .strip_prefix('{')?;
+        Some(inner.strip_suffix('}')?.to_owned())
+    }
+
+    /// Purges each resource of `pages` the pattern matches, page by page,
+    /// into `tally`, until the pages end or a purge fails.
+    async fn pages(
+        &self,
+        mut pages: futures_util::stream::BoxStream<'_, Result<ScanResult, fred::error::Error>>,
+        tally: &mut Tally,
+    ) {
+        while let Some(page) = pages.next().await {
+            let mut page = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    tally.outcome = Err(error.into());
+                    return;
+                }
+            };
+            let hashes = page.take_results().unwrap_or_default();
+            let purges = hashes.into_iter().filter_map(|hash| {
+                let name = hash.as_str()?;
+                if !self.pattern.matches(&self.resource_of(name)?) {
+                    return None;
+                }
+                Some(purge_hash(
+                    self.call,
+                    self.purge,
+                    self.hints,
+                    KeyNames::of_hash(hash.as_bytes()),
+                    false,
+                ))
+            });
+            let purges: Vec<_> = purges.collect();
+            tally.purged += purges.len();
+            for result in futures_util::future::join_all(purges).await {
+                match result {
+                    Ok(n) => tally.removed += n,
+                    Err(error) => tally.outcome = Err(error),
+                }
+            }
+            if tally.outcome.is_err() {
+                return;
+            }
+            page.next();
+        }
+    }
+}
+
+/// Every primary of the Cluster and what it says of its own slots
+/// (`CLUSTER NODES` on each), in the order a node lists them.
+async fn layout(call: &Call<'_>) -> Result<Vec<(Server, OwnView)>, Error> {
+    let command = || CustomCommand::new_static("CLUSTER", ClusterHash::Random, false);
+    let nodes = || vec![Value::from_static_str("NODES")];
+    let listed: String = call.send_direct(command(), nodes()).await?;
+    let mut layout = Vec::new();
+    for node in primaries(&listed) {
+        let own: String = call.send_to(&node, command(), nodes()).await?;
+        let view = own_view(&own)
+            .ok_or_else(|| Error::Store(format!("unreadable CLUSTER NODES from {node}").into()))?;
+        layout.push((node, view));
+    }
+    Ok(layout)
+}
+
+/// The nodes a pattern purge scans again, by the slots `before` and
+/// `after` its scan of the nodes in `scanned`: those importing a slot
+/// before or after, those that gained slots, and those that own slots and
+/// were not scanned.
+fn rescans(
+    before: &[(Server, OwnView)],
+    after: &[(Server, OwnView)],
+    scanned: &[Server],
+) -> Vec<Server> {
+    after
+        .iter()
+        .filter(|(node, view)| {
+            let was = before.iter().find(|(n, _)| n == node).map(|(_, v)| v);
+            view.importing
+                || was.is_some_and(|was| was.importing || was.slots < view.slots)
+                || (view.slots > 0 && (was.is_none() || !scanned.contains(node)))
+        })
+        .map(|(node, _)| node.clone())
+        .collect()
 }
 
 /// Which connection the call's next command goes over: the `id`, `addr`
@@ -228,4 +343,45 @@ pub(super) async fn replicated(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(slots: u32, importing: bool) -> OwnView {
+        OwnView { slots, importing }
+    }
+
+    #[test]
+    fn nodes_that_may_have_gained_keys_are_scanned_again() {
+        let [a, b, c, d] = [1, 2, 3, 4].map(|port| Server::new("127.0.0.1", port));
+        let scanned = [a.clone(), b.clone(), c.clone()];
+        let still = [
+            (a.clone(), view(10, false)),
+            (b.clone(), view(10, false)),
+            (c.clone(), view(10, false)),
+        ];
+        assert!(rescans(&still, &still, &scanned).is_empty());
+        // b imports (before or after), c gained slots, d owns slots fred
+        // did not scan; a lost slots (keys only leave it).
+        let before = [
+            (a.clone(), view(10, false)),
+            (b.clone(), view(10, true)),
+            (c.clone(), view(10, false)),
+            (d.clone(), view(0, false)),
+        ];
+        let after = [
+            (a.clone(), view(8, false)),
+            (b.clone(), view(10, false)),
+            (c.clone(), view(11, false)),
+            (d.clone(), view(1, false)),
+        ];
+        assert_eq!(
+            rescans(&before, &after, &scanned),
+            [b.clone(), c.clone(), d.clone()]
+        );
+        let opened = [(a.clone(), view(10, false)), (b.clone(), view(10, true))];
+        assert_eq!(rescans(&still, &opened, &scanned), [b]);
+    }
 }
