@@ -102,7 +102,10 @@ impl RedisStoreBuilder {
     /// Whether `rediss://` connections trust the system's roots and the
     /// file the `SSL_CERT_FILE` environment variable names (default: yes).
     /// Off, they trust only the CAs given by
-    /// [`tls_ca_pem`](Self::tls_ca_pem).
+    /// [`tls_ca_pem`](Self::tls_ca_pem). With rustls on macOS and Windows,
+    /// a set `SSL_CERT_FILE` replaces the platform's store rather than
+    /// adding to it (rustls-native-certs reads it so); `tls-native` adds
+    /// it there too.
     pub fn tls_system_roots(mut self, trust: bool) -> RedisStoreBuilder {
         self.tls.system_roots = trust;
         self
@@ -198,6 +201,32 @@ impl RedisStoreBuilder {
                 p.default_command_timeout = COMMAND_TIMEOUT;
             })
             .build()?)
+    }
+}
+
+impl RedisStoreBuilder {
+    /// `error` from the first exchange with the server (`connect`'s
+    /// connection and `PING`), with a hint when the server closed a TLS
+    /// connection: one that wants a client certificate, or does not trust
+    /// the one shown, sends an alert and closes the connection after the
+    /// handshake (TLS 1.3), and the close may be read before the alert.
+    pub(super) fn first_contact_error(&self, error: fred::error::Error) -> Error {
+        let details = error.details().to_ascii_lowercase();
+        let closed = ["reset", "closed", "broken pipe", "eof", "alert"]
+            .iter()
+            .any(|word| details.contains(word));
+        if !url_uses_tls(&self.url) || *error.kind() != fred::error::ErrorKind::IO || !closed {
+            return Error::Redis(error);
+        }
+        let hint = if self.tls.identity.is_some() {
+            "the server may not trust the client certificate (tls_client_identity)"
+        } else {
+            "the server may require a client certificate (tls_client_identity)"
+        };
+        Error::Redis(fred::error::Error::new(
+            fred::error::ErrorKind::IO,
+            format!("{}; over TLS, {hint}", error.details()),
+        ))
     }
 }
 

@@ -98,11 +98,12 @@ impl RedisStoreBuilder {
 
     /// The steps of [`connect`](Self::connect) on `client`.
     async fn connect_with(&self, client: &Client) -> Result<RedisStore, Error> {
-        client.init().await?;
+        let first = |error| self.first_contact_error(error);
+        client.init().await.map_err(first)?;
         // A server that refuses the client's certificate says so only once
         // the handshake is over (TLS 1.3): ask it something before saying
         // the connection works.
-        client.ping::<Value>(None).await?;
+        client.ping::<Value>(None).await.map_err(first)?;
         let replicated = match self.replicated_purges {
             Some((replicas, timeout)) => {
                 let purges = client.clone_new();
