@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::interfaces::ClientLike;
-use fred::types::{CustomCommand, Value};
+use fred::types::Value;
 use http::{Method, StatusCode};
 use tower::Layer;
 use tower_cache_aside::{Cache, CacheAsideLayer, RedisStore};
@@ -41,23 +41,15 @@ const ACL_RULES: &[&str] = &[
     "+info",
 ];
 
-async fn command(client: &fred::clients::Client, args: Vec<String>) -> Value {
-    let (name, rest) = args.split_first().expect("a command");
-    client
-        .custom(CustomCommand::new(name.clone(), None, false), rest.to_vec())
-        .await
-        .expect("admin command")
-}
-
 /// Adds the user `cache` with password `s3cret` and the README's rules.
 async fn add_cache_user(server: &RedisServer) -> fred::clients::Client {
     let admin = support::fred_client(&server.url()).await;
-    let mut args: Vec<String> = ["ACL", "SETUSER", "cache", "on", ">s3cret"]
-        .map(String::from)
-        .to_vec();
-    args.extend(ACL_RULES.iter().map(|r| r.to_string()));
-    command(&admin, args).await;
-    command(&admin, vec!["ACL".into(), "LOG".into(), "RESET".into()]).await;
+    let mut args = vec!["ACL", "SETUSER", "cache", "on", ">s3cret"];
+    args.extend(ACL_RULES);
+    let _: Value = support::admin(&admin, &args).await.expect("ACL SETUSER");
+    let _: Value = support::admin(&admin, &["ACL", "LOG", "RESET"])
+        .await
+        .expect("ACL LOG RESET");
     admin
 }
 
@@ -100,7 +92,9 @@ async fn an_acl_user_limited_to_the_prefixes_is_enough() {
     assert_eq!(value.as_deref(), Some("one"));
     cache.invalidate("item:1").await.unwrap();
 
-    let denied = command(&admin, vec!["ACL".into(), "LOG".into()]).await;
+    let denied: Value = support::admin(&admin, &["ACL", "LOG"])
+        .await
+        .expect("ACL LOG");
     assert!(
         matches!(&denied, Value::Array(entries) if entries.is_empty()),
         "commands the ACL denied: {denied:?}"
