@@ -20,7 +20,8 @@ use tower_cache_aside::{Cache, CacheAsideLayer, RedisStore};
 
 use support::cluster::{slot_owner, ClusterNodes, SlotMigration};
 use support::{
-    assert_hit, get, head, miss, request, send, CountingStore, Origin, TestBody, STORED,
+    assert_hit, assert_write_purges, get, head, miss, request, send, CountingStore, Origin,
+    TestBody, STORED,
 };
 
 /// Three cluster primaries.
@@ -328,12 +329,7 @@ async fn follows_a_migration(target: Target) {
         store.wait_puts(n + 1).await;
         assert_hit(&send(&svc, get(path)).await);
     }
-    let purged = send(&svc, request(Method::PUT, gone, &[])).await;
-    assert!(
-        purged.cache_status().ends_with("purged=1"),
-        "{}",
-        purged.cache_status()
-    );
+    assert_write_purges(&svc, gone, 1).await;
 
     // Each path's slot opens for a move from its owner to the target.
     let mut admins = Vec::new();
@@ -371,12 +367,7 @@ async fn follows_a_migration(target: Target) {
     for path in [small, large, split] {
         assert_hit(&send(&svc, get(path)).await);
     }
-    let write = send(&svc, request(Method::PUT, early, &[])).await;
-    assert!(
-        write.cache_status().ends_with("purged=1"),
-        "{}",
-        write.cache_status()
-    );
+    assert_write_purges(&svc, early, 1).await;
     // A resource on neither node can be neither read nor leased until the
     // slot's move ends (ASK, then TRYAGAIN): the origin answers, nothing
     // is stored; its purge completes (its two keys purged one by one).
@@ -384,12 +375,7 @@ async fn follows_a_migration(target: Target) {
         let reply = send(&svc, get(path)).await;
         assert_eq!(reply.cache_status(), miss("store-error"), "{path}");
         assert_eq!(reply.text(), body_for(path));
-        let write = send(&svc, request(Method::PUT, path, &[])).await;
-        assert!(
-            write.cache_status().ends_with("purged=0"),
-            "{}",
-            write.cache_status()
-        );
+        assert_write_purges(&svc, path, 0).await;
     }
     assert_eq!(origin.calls(), calls + 5);
 
@@ -401,12 +387,7 @@ async fn follows_a_migration(target: Target) {
     let reply = send(&svc, get(split)).await;
     assert_hit(&reply);
     assert_eq!(reply.text(), body_for(split));
-    let write = send(&svc, request(Method::PUT, split, &[])).await;
-    assert!(
-        write.cache_status().ends_with("purged=1"),
-        "{}",
-        write.cache_status()
-    );
+    assert_write_purges(&svc, split, 1).await;
     for (port, client) in &admins {
         let left = support::scan_keys(client, "t:m:{/m/3*").await;
         assert!(left.is_empty(), "{split} left on {port}: {left:?}");
@@ -438,12 +419,7 @@ async fn follows_a_migration(target: Target) {
         }
     }
     assert_eq!(origin.calls(), calls, "hits");
-    let write = send(&svc, request(Method::PUT, small, &[])).await;
-    assert!(
-        write.cache_status().ends_with("purged=1"),
-        "{}",
-        write.cache_status()
-    );
+    assert_write_purges(&svc, small, 1).await;
     assert_eq!(
         send(&other, get(small)).await.cache_status(),
         miss("store-error")
@@ -473,12 +449,7 @@ async fn follows_a_migration(target: Target) {
         assert_hit(&send(&svc, get(path)).await);
         assert_hit(&send(&other, get(path)).await);
     }
-    let write = send(&svc, request(Method::PUT, large, &[])).await;
-    assert!(
-        write.cache_status().ends_with("purged=1"),
-        "{}",
-        write.cache_status()
-    );
+    assert_write_purges(&svc, large, 1).await;
     let removed = layer.purger().purge_glob("/m/*").await.unwrap();
     assert_eq!(removed, 4, "all but {large}, on their new owners");
     for (port, client) in &admins {

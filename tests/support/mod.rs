@@ -92,6 +92,24 @@ pub fn bypass(detail: &str) -> String {
     format!("{CACHE}; fwd=bypass; detail={detail}")
 }
 
+/// Sends a PUT of `path` through `svc` and asserts that its purge removed
+/// `purged` entries (`Cache-Status` ends `purged=<n>`); returns the reply.
+pub async fn assert_write_purges<S, B>(svc: &S, path: &str, purged: u64) -> Reply
+where
+    S: Service<Request<()>, Response = Response<B>> + Clone,
+    S::Error: Debug,
+    B: Body<Data = Bytes>,
+    B::Error: Debug,
+{
+    let write = send(svc, request(Method::PUT, path, &[])).await;
+    let status = write.cache_status();
+    assert!(
+        status.ends_with(&format!("purged={purged}")),
+        "PUT {path}: {status}"
+    );
+    write
+}
+
 /// Through a layer over `store`: a miss of `path` that is stored, a hit,
 /// a write that purges it, a miss that is stored again; the store works
 /// over its connection.
@@ -106,12 +124,7 @@ pub async fn caches_and_purges(store: RedisStore, path: &str) {
     assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
     store.wait_puts_for(path, 1).await;
     assert_hit(&send(&svc, get(path)).await);
-    let write = send(&svc, request(Method::PUT, path, &[])).await;
-    assert!(
-        write.cache_status().ends_with("purged=1"),
-        "{path}: {}",
-        write.cache_status()
-    );
+    assert_write_purges(&svc, path, 1).await;
     assert_eq!(send(&svc, get(path)).await.cache_status(), STORED, "{path}");
     assert_eq!(origin.calls(), 3, "{path}");
 }

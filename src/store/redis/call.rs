@@ -317,10 +317,7 @@ impl Call<'_> {
         command: CustomCommand,
         args: Vec<Value>,
     ) -> Result<R, Error> {
-        let options = Options {
-            timeout: self.client()?.options().timeout,
-            ..Options::default()
-        };
+        let options = self.left()?;
         let client = self.node_client(node).await?;
         let pipeline = client.pipeline();
         let queued = pipeline.with_options(&options);
@@ -359,10 +356,7 @@ impl Call<'_> {
         command: CustomCommand,
         args: Vec<Value>,
     ) -> Result<R, Error> {
-        let mut options = Options {
-            timeout: self.client()?.options().timeout,
-            ..Options::default()
-        };
+        let mut options = self.left()?;
         if self.client.active_connections().contains(node) {
             options.cluster_node = Some(node.clone());
             return self.result(
@@ -374,6 +368,12 @@ impl Call<'_> {
         }
         let client = self.node_client(node).await?;
         self.result(client.with_options(&options).custom(command, args).await)
+    }
+
+    /// Options carrying the time the call has left as the timeout of its
+    /// next command, for a client other than fred's routed one.
+    fn left(&self) -> Result<Options, Error> {
+        Ok(self.client()?.options().clone())
     }
 
     /// The store's own client of the Cluster node `node` (see
