@@ -14,21 +14,28 @@
 //! Layout (all integers big-endian):
 //!
 //! ```text
-//! magic "TCA" | version u8 = 1 | flags u8 (0)
+//! magic "TCA" | version u8 = 1 | flags u8
 //! status u16 | stored_at_ms u64 | ttl_ms u64
+//! if flags & 1: while_revalidate_ms u32 | if_error_ms u32   the entry's own stale windows
 //! fingerprint: len u32, bytes       the full key material, checked on read
 //! headers: count u32, then per header: name len u16, name, value len u32, value
 //! body: len u32, bytes
 //! trailers: present u8; if 1: count u32 and pairs as for headers
 //! ```
 
+use std::time::Duration;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::util::time::StaleWindows;
 
 const MAGIC: &[u8; 3] = b"TCA";
 const VERSION: u8 = 1;
 /// magic + version + flags + status + stored_at + ttl
 const FIXED_HEADER_LEN: usize = 3 + 1 + 1 + 2 + 8 + 8;
+/// The flag of an entry that carries its own stale windows.
+const OWN_WINDOWS: u8 = 1;
 /// Most header (or trailer) fields an entry may hold.
 const MAX_FIELDS: usize = 1024;
 /// name len (2) + value len (4): the least one encoded header takes.
@@ -45,6 +52,9 @@ pub(crate) struct Entry {
     pub(crate) stored_at_ms: u64,
     /// Freshness lifetime, milliseconds.
     pub(crate) ttl_ms: u64,
+    /// How long it may be served stale, where its response said
+    /// otherwise than the layer's settings (`None`: the layer's).
+    pub(crate) stale: Option<StaleWindows>,
     /// The key material the entry was stored under.
     pub(crate) fingerprint: Bytes,
     /// Whether `headers` are as a hit sends them but for the values of
@@ -64,6 +74,7 @@ pub(crate) struct EntryParts<'a> {
     pub(crate) trailers: Option<&'a HeaderMap>,
     pub(crate) stored_at_ms: u64,
     pub(crate) ttl_ms: u64,
+    pub(crate) stale: Option<StaleWindows>,
     pub(crate) fingerprint: &'a [u8],
 }
 
@@ -94,6 +105,7 @@ impl EntryParts<'_> {
         let body_len: usize = self.body.iter().map(Bytes::len).sum();
         let mut buf = BytesMut::with_capacity(
             FIXED_HEADER_LEN
+                + if self.stale.is_some() { 8 } else { 0 }
                 + 4
                 + self.fingerprint.len()
                 + encoded_map_len(self.headers)
@@ -104,10 +116,16 @@ impl EntryParts<'_> {
         );
         buf.put_slice(MAGIC);
         buf.put_u8(VERSION);
-        buf.put_u8(0);
+        buf.put_u8(if self.stale.is_some() { OWN_WINDOWS } else { 0 });
         buf.put_u16(self.status.as_u16());
         buf.put_u64(self.stored_at_ms);
         buf.put_u64(self.ttl_ms);
+        if let Some(windows) = self.stale {
+            // Windows are at most a day; past 49 days they would saturate.
+            let ms = |window: Duration| u32::try_from(window.as_millis()).unwrap_or(u32::MAX);
+            buf.put_u32(ms(windows.while_revalidate));
+            buf.put_u32(ms(windows.if_error));
+        }
         put_len32(&mut buf, self.fingerprint.len())?;
         buf.put_slice(self.fingerprint);
         put_map(&mut buf, self.headers)?;
@@ -203,6 +221,7 @@ impl Entry {
             trailers,
             stored_at_ms: head.stored_at_ms,
             ttl_ms: head.ttl_ms,
+            stale: head.stale,
             fingerprint: head.fingerprint,
             hit_ready: false,
         })
@@ -219,6 +238,7 @@ pub(crate) struct Head {
     pub(crate) headers: HeaderMap,
     pub(crate) stored_at_ms: u64,
     pub(crate) ttl_ms: u64,
+    pub(crate) stale: Option<StaleWindows>,
     pub(crate) fingerprint: Bytes,
     /// The length of the body that follows the head.
     pub(crate) body_len: usize,
@@ -243,14 +263,28 @@ impl Head {
         if version != VERSION {
             return Err(DecodeError::Version(version));
         }
-        if value.get_u8() != 0 {
-            // No flags are defined yet: a value that sets one is not ours.
+        let flags = value.get_u8();
+        if flags & !OWN_WINDOWS != 0 {
+            // A flag this version does not define: the value is not ours.
             return Err(DecodeError::Invalid("flags"));
         }
         let status =
             StatusCode::from_u16(value.get_u16()).map_err(|_| DecodeError::Invalid("status"))?;
         let stored_at_ms = value.get_u64();
         let ttl_ms = value.get_u64();
+        let stale = if flags & OWN_WINDOWS != 0 {
+            if value.remaining() < 8 {
+                return Err(DecodeError::Truncated);
+            }
+            let while_revalidate = Duration::from_millis(u64::from(value.get_u32()));
+            let if_error = Duration::from_millis(u64::from(value.get_u32()));
+            Some(StaleWindows {
+                while_revalidate,
+                if_error,
+            })
+        } else {
+            None
+        };
         let fingerprint = take_len32(value)?;
         let headers = take_map(value)?;
         if value.remaining() < 4 {
@@ -262,6 +296,7 @@ impl Head {
             headers,
             stored_at_ms,
             ttl_ms,
+            stale,
             fingerprint,
             body_len,
         })
@@ -343,8 +378,57 @@ mod tests {
             trailers,
             stored_at_ms: 1_700_000_000_000,
             ttl_ms: 60_000,
+            stale: None,
             fingerprint: b"example.com/users/1\0q=",
         }
+    }
+
+    #[test]
+    fn an_entry_s_own_stale_windows_round_trip() {
+        let headers = HeaderMap::new();
+        let body = [Bytes::from_static(b"x")];
+        let plain = sample_parts(&headers, &body, None).encode().unwrap();
+        assert_eq!(Entry::decode(plain.clone()).unwrap().stale, None);
+        let windows = StaleWindows {
+            while_revalidate: Duration::from_millis(1_500),
+            if_error: Duration::ZERO,
+        };
+        let own = EntryParts {
+            stale: Some(windows),
+            ..sample_parts(&headers, &body, None)
+        }
+        .encode()
+        .unwrap();
+        assert_eq!(own.len(), plain.len() + 8);
+        let entry = Entry::decode(own.clone()).unwrap();
+        assert_eq!(entry.stale, Some(windows));
+        assert_eq!(&entry.body[..], b"x");
+        for len in 0..own.len() {
+            assert!(Entry::decode(own.slice(..len)).is_err(), "prefix of {len}");
+        }
+        // A window past what 32 bits of milliseconds hold saturates.
+        let far = EntryParts {
+            stale: Some(StaleWindows {
+                while_revalidate: Duration::from_secs(u64::MAX),
+                if_error: Duration::from_secs(1),
+            }),
+            ..sample_parts(&headers, &body, None)
+        }
+        .encode()
+        .unwrap();
+        let windows = Entry::decode(far).unwrap().stale.unwrap();
+        assert_eq!(
+            windows.while_revalidate,
+            Duration::from_millis(u64::from(u32::MAX))
+        );
+        assert_eq!(windows.if_error, Duration::from_secs(1));
+        // A flag this version does not know is refused.
+        let mut unknown = own.to_vec();
+        unknown[4] |= 2;
+        assert_eq!(
+            Entry::decode(Bytes::from(unknown)).unwrap_err(),
+            DecodeError::Invalid("flags")
+        );
     }
 
     #[test]

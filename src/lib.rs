@@ -87,5 +87,6 @@ pub use self::aside::{Cache, CacheBuilder};
 pub use self::error::Error;
 pub use self::http::config::Route;
 pub use self::http::layer::{Builder, CacheAsideLayer};
+pub use self::http::policy::Freshness;
 pub use self::purge::Purger;
 pub use self::store::{IntoStore, MemoryStore, RedisStore, Store};

@@ -487,6 +487,7 @@ fn the_root_api_is_what_a_user_types() {
         "CacheAsideLayer",
         "Builder",
         "Route",
+        "Freshness",
         "Purger",
         "Cache",
         "CacheBuilder",

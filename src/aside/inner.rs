@@ -13,7 +13,7 @@ use super::value;
 use crate::key::KeyConfig;
 use crate::lease::{Judged, LeaseGuard, Leases};
 use crate::store::guarded::Guarded;
-use crate::util::time::{millis, Freshness, Stand};
+use crate::util::time::{millis, Freshness, StaleWindows, Stand};
 
 /// A cache's settings and state.
 #[derive(Debug)]
@@ -88,7 +88,10 @@ impl Inner {
             },
         };
         let freshness = Freshness::now(stored.stored_at_ms, stored.ttl_ms);
-        match freshness.stand(self.stale_while_revalidate, Duration::ZERO) {
+        match freshness.stand(StaleWindows {
+            while_revalidate: self.stale_while_revalidate,
+            if_error: Duration::ZERO,
+        }) {
             Stand::Fresh => Judged::Fresh(value),
             Stand::StaleWhileRevalidate => Judged::Stale(value),
             Stand::StaleIfError | Stand::Expired => Judged::Unusable(None),

@@ -71,6 +71,7 @@ pub fn encode_entry(
         trailers: None,
         stored_at_ms: 1_700_000_000_000,
         ttl_ms: 60_000,
+        stale: None,
         fingerprint,
     }
     .encode()
@@ -143,6 +144,10 @@ impl Policy {
                     .filter_map(|code| StatusCode::from_u16(*code).ok())
                     .collect(),
                 max_body_bytes: 1024 * 1024,
+                freshness: crate::Freshness::Configured,
+                targeted: Vec::new(),
+                stale: crate::util::time::StaleWindows::NONE,
+                stale_from_response: false,
             },
             vary_by: Vec::new(),
         }
@@ -154,12 +159,19 @@ impl Policy {
         crate::http::policy::request_bypass(req, &self.vary_by)
     }
 
-    /// The TTL the response would be stored with, or `None` when it may
-    /// not be stored.
+    /// How long the response would be stored fresh (its lifetime less
+    /// its age), or `None` when it may not be stored. It is taken to have
+    /// arrived the instant it was asked for.
     pub fn storable(&self, status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
+        let now = crate::util::time::now_ms();
+        let exchange = crate::http::policy::Exchange {
+            requested_ms: now,
+            received_ms: now,
+        };
         self.config
-            .storable(status, headers, &self.vary_by, None, None)
+            .storable(status, headers, &self.vary_by, Default::default(), exchange)
             .ok()
+            .map(|storable| storable.resident())
     }
 }
 

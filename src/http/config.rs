@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::http::policy::PolicyConfig;
+use crate::http::policy::{Freshness, PolicyConfig, RouteRules};
 use crate::key::KeyConfig;
 
 /// Caching rules for the requests whose path matches one route template.
@@ -23,6 +23,7 @@ pub struct Route {
     ttl: Option<Duration>,
     negative_ttl: Option<Duration>,
     max_variants: Option<usize>,
+    freshness: Option<Freshness>,
     bypass: bool,
 }
 
@@ -60,14 +61,26 @@ impl Route {
         self
     }
 
+    /// Where this route's freshness lifetimes come from (see
+    /// [`Builder::freshness`](crate::Builder::freshness)); its TTLs are
+    /// then the upper bounds.
+    pub fn freshness(mut self, freshness: Freshness) -> Route {
+        self.freshness = Some(freshness);
+        self
+    }
+
     /// The route's bound on variants, where set.
     pub(crate) fn variants(&self) -> Option<usize> {
         self.max_variants
     }
 
-    /// The route's time to live and negative time to live, where set.
-    pub(crate) fn ttls(&self) -> (Option<Duration>, Option<Duration>) {
-        (self.ttl, self.negative_ttl)
+    /// What the route sets for storing its responses.
+    pub(crate) fn rules(&self) -> RouteRules {
+        RouteRules {
+            ttl: self.ttl,
+            negative_ttl: self.negative_ttl,
+            freshness: self.freshness,
+        }
     }
 
     /// Whether the route is never cached.
@@ -92,19 +105,12 @@ impl Route {
 pub(crate) struct Config {
     pub(crate) keys: KeyConfig,
     pub(crate) policy: PolicyConfig,
-    pub(crate) stale_while_revalidate: Duration,
-    pub(crate) stale_if_error: Duration,
     pub(crate) ttl_jitter: f64,
     pub(crate) max_variants: usize,
     pub(crate) routes: matchit::Router<Route>,
 }
 
 impl Config {
-    /// How long an entry is kept past its freshness, for serving it stale.
-    pub(crate) fn grace(&self) -> Duration {
-        self.stale_while_revalidate.max(self.stale_if_error)
-    }
-
     /// The rules for a request path: the matching route's, or the defaults.
     /// Matched in the path's RFC 3986 normal form, so that `/%61dmin`
     /// meets the rules of `/admin`.
@@ -121,8 +127,6 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("keys", &self.keys)
             .field("policy", &self.policy)
-            .field("stale_while_revalidate", &self.stale_while_revalidate)
-            .field("stale_if_error", &self.stale_if_error)
             .field("ttl_jitter", &self.ttl_jitter)
             .field("max_variants", &self.max_variants)
             .finish_non_exhaustive()

@@ -197,6 +197,8 @@ where
                         }
                         Found::Miss => {}
                     }
+                    let mut cacheable = cacheable;
+                    cacheable.requested_ms = crate::util::time::now_ms();
                     let future = service.call(request);
                     this.state.set(State::Inner {
                         future,
@@ -232,7 +234,7 @@ where
                             response::miss(this.shared, response, *cacheable)
                         }
                         Some(OnResponse::Forward(outcome)) => {
-                            response::forwarded(response, outcome)
+                            response::forwarded(this.shared, response, outcome)
                         }
                         Some(OnResponse::Write(write)) if purge::purges_on(response.status()) => {
                             let mut purges = write.purges;
@@ -255,9 +257,11 @@ where
                         }
                         Some(OnResponse::Write(_)) => {
                             response.extensions_mut().remove::<PurgePaths>();
-                            response::forwarded(response, Outcome::Method)
+                            response::forwarded(this.shared, response, Outcome::Method)
                         }
-                        None => response::forwarded(response, Outcome::Bypass("internal")),
+                        None => {
+                            response::forwarded(this.shared, response, Outcome::Bypass("internal"))
+                        }
                     };
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(response));
@@ -273,7 +277,7 @@ where
                         failed: report.failed,
                     };
                     this.state.set(State::Done);
-                    return Poll::Ready(Ok(response::forwarded(response, outcome)));
+                    return Poll::Ready(Ok(response::forwarded(this.shared, response, outcome)));
                 }
                 // Polled after completion: like a fused future, stay pending.
                 StateProj::Done => return Poll::Pending,

@@ -282,6 +282,7 @@ mod tests {
             trailers,
             stored_at_ms,
             ttl_ms: 60_000,
+            stale: None,
             fingerprint: b"/a\0example.com\0",
         }
         .encode()
@@ -308,7 +309,8 @@ mod tests {
         Cacheable {
             key: keys.derive(&request).unwrap(),
             is_head,
-            route_ttls: (None, None),
+            route: Default::default(),
+            requested_ms: 0,
             max_variants: 1,
             fill: Fill::default(),
         }

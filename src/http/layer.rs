@@ -12,7 +12,7 @@ use tower_layer::Layer;
 
 use crate::http::config::{Config, Route};
 use crate::http::head_cache::HeadCache;
-use crate::http::policy::PolicyConfig;
+use crate::http::policy::{Freshness, PolicyConfig, TargetedField};
 use crate::http::service::CacheAside;
 use crate::http::shared::Shared;
 use crate::key::{KeyConfig, QueryKey};
@@ -21,6 +21,7 @@ use crate::purge::{PurgeRules, Purger, Purges};
 use crate::settings::{self, Common};
 use crate::store::guarded::{Breaker, Guarded};
 use crate::store::{IntoStore, Store};
+use crate::util::time::StaleWindows;
 use crate::Error;
 
 /// A [`Layer`] that caches GET and HEAD responses of the service it wraps.
@@ -96,6 +97,9 @@ pub struct Builder {
     max_body_bytes: usize,
     purge_timeout: Duration,
     stale_if_error: Duration,
+    stale_from_response: bool,
+    freshness: Freshness,
+    targeted: Vec<TargetedField>,
     decoded_heads: usize,
     max_variants: usize,
     routes: Vec<(String, Route)>,
@@ -128,6 +132,9 @@ impl Builder {
             max_body_bytes: settings::DEFAULT_MAX_BODY_BYTES,
             purge_timeout: settings::DEFAULT_PURGE_TIMEOUT,
             stale_if_error: Duration::ZERO,
+            stale_from_response: false,
+            freshness: Freshness::Configured,
+            targeted: Vec::new(),
             decoded_heads: settings::DEFAULT_DECODED_HEADS,
             max_variants: settings::DEFAULT_MAX_VARIANTS,
             routes: Vec::new(),
@@ -244,6 +251,53 @@ impl Builder {
         self
     }
 
+    /// Let a response's own `stale-while-revalidate=N` and
+    /// `stale-if-error=N` (RFC 5861) set its windows to N seconds (at most
+    /// a day), even past the layer's or where the layer has none (default:
+    /// off, and they can only shorten the layer's windows). Either way, a
+    /// response with `must-revalidate`, `proxy-revalidate` or `no-cache`
+    /// is never served stale, nor one with `s-maxage` that grants no
+    /// window of its own.
+    pub fn stale_from_response(mut self, honour: bool) -> Builder {
+        self.stale_from_response = honour;
+        self
+    }
+
+    /// Where stored responses' freshness lifetimes come from (default
+    /// [`Freshness::Configured`]: the TTL, which a response's own
+    /// directives can only shorten). With [`Freshness::Explicit`] or
+    /// [`Freshness::Heuristic`] only what the response says is fresh is
+    /// stored, and the TTL is the upper bound. A [`Route`] can set its own.
+    pub fn freshness(mut self, freshness: Freshness) -> Builder {
+        self.freshness = freshness;
+        self
+    }
+
+    /// Obeys `field`, a targeted cache-control field (RFC 9213) such as
+    /// `CDN-Cache-Control`, ahead of `Cache-Control`: where a response
+    /// carries it as a valid Structured Fields Dictionary, its directives
+    /// decide storage and reuse and `Cache-Control`'s are not read, so an
+    /// app can tell the layer one thing and browsers another. The field is
+    /// passed on, for the caches after this one. Fields given by several
+    /// calls (of this and [`own_targeted_field`](Self::own_targeted_field))
+    /// are obeyed in call order, the first present and valid winning.
+    pub fn targeted_field(self, field: HeaderName) -> Builder {
+        self.add_targeted(field, false)
+    }
+
+    /// As [`targeted_field`](Self::targeted_field), for a field that names
+    /// this layer alone (`Tower-Cache-Control`, say): it is removed from
+    /// every response before it is stored or sent on.
+    pub fn own_targeted_field(self, field: HeaderName) -> Builder {
+        self.add_targeted(field, true)
+    }
+
+    fn add_targeted(mut self, name: HeaderName, own: bool) -> Builder {
+        self.targeted.retain(|f| f.name != name);
+        self.targeted.push(TargetedField { name, own });
+        self
+    }
+
     /// How many entries' decoded heads the layer keeps (default 2,048).
     /// A hit on an entry whose stored head is the one decoded last time
     /// clones that decoded head instead of parsing the stored fields again;
@@ -311,6 +365,15 @@ impl Builder {
                 "max_body_bytes must fit in 32 bits".into(),
             ));
         }
+        if self
+            .targeted
+            .iter()
+            .any(|f| f.name == http::header::CACHE_CONTROL)
+        {
+            return Err(Error::InvalidConfig(
+                "Cache-Control is read anyway; a targeted field has a name of its own".into(),
+            ));
+        }
         if self.max_variants == 0 {
             return Err(Error::InvalidConfig(
                 "max_variants of zero stores nothing; use exclude".into(),
@@ -361,9 +424,14 @@ impl Builder {
                         negative_ttl: common.negative_ttl,
                         statuses: self.statuses,
                         max_body_bytes: self.max_body_bytes,
+                        freshness: self.freshness,
+                        targeted: self.targeted,
+                        stale: StaleWindows {
+                            while_revalidate: common.stale_while_revalidate,
+                            if_error: self.stale_if_error,
+                        },
+                        stale_from_response: self.stale_from_response,
                     },
-                    stale_while_revalidate: common.stale_while_revalidate,
-                    stale_if_error: self.stale_if_error,
                     ttl_jitter: common.ttl_jitter,
                     max_variants: self.max_variants,
                     routes,
@@ -440,7 +508,7 @@ mod tests {
             .unwrap();
         assert!(layer.shared.config.route("/users/me").unwrap().is_bypass());
         assert_eq!(
-            layer.shared.config.route("/users/7").unwrap().ttls().0,
+            layer.shared.config.route("/users/7").unwrap().rules().ttl,
             Some(Duration::from_secs(5))
         );
         assert!(layer.shared.config.route("/teams").is_none());

@@ -7,11 +7,10 @@
 //! entry that does not decode, or belongs to another key, is removed before
 //! the inner service is called.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 
 use crate::entry::Entry;
+use crate::http::policy::RouteRules;
 use crate::http::shared::Shared;
 use crate::key::DerivedKey;
 use crate::lease::{Fill, Found, Judged};
@@ -22,8 +21,11 @@ use crate::util::time::{Freshness, Stand};
 pub(crate) struct Cacheable {
     pub(crate) key: DerivedKey,
     pub(crate) is_head: bool,
-    /// The matching route's TTLs, where it sets them.
-    pub(crate) route_ttls: (Option<Duration>, Option<Duration>),
+    /// What the matching route sets for storing.
+    pub(crate) route: RouteRules,
+    /// When the inner service was called for it (ms since the epoch):
+    /// the start of the response's age.
+    pub(crate) requested_ms: u64,
     /// The most entries the resource may hold (the route's or the
     /// layer's bound).
     pub(crate) max_variants: usize,
@@ -83,9 +85,11 @@ fn judge(shared: &Shared, key: &DerivedKey, value: Bytes) -> Judged<Usable> {
         return Judged::Unusable(None);
     }
     let freshness = Freshness::now(entry.stored_at_ms, entry.ttl_ms);
-    let config = &shared.config;
+    // The entry's own windows where its response set them, else the
+    // layer's.
+    let windows = entry.stale.unwrap_or(shared.config.policy.stale);
     let usable = Usable { entry, freshness };
-    match freshness.stand(config.stale_while_revalidate, config.stale_if_error) {
+    match freshness.stand(windows) {
         Stand::Fresh => Judged::Fresh(usable),
         Stand::StaleWhileRevalidate => Judged::Stale(usable),
         Stand::StaleIfError => Judged::Fallback(usable),

@@ -8,9 +8,64 @@
 //! Requests are checked before any store call ([`request_bypass`]),
 //! responses when the inner service answers ([`PolicyConfig::storable`]).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap, HeaderName, Request, StatusCode};
+
+use crate::util::time::StaleWindows;
+
+/// Where a stored response's freshness lifetime comes from: the layer's
+/// settings, or what the response says (RFC 9111 section 4.2.1). Set for
+/// the layer with [`Builder::freshness`](crate::Builder::freshness) and
+/// for a route with [`Route::freshness`](crate::Route::freshness).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cache_aside::{CacheAsideLayer, Freshness, MemoryStore, Route};
+///
+/// // The app owns its routes, but /upstream/* relays a service that says
+/// // what is fresh: stored only as long as it says, at most 10 minutes.
+/// let layer = CacheAsideLayer::builder(MemoryStore::new())
+///     .route(
+///         "/upstream/{*rest}",
+///         Route::new().freshness(Freshness::Heuristic).ttl(Duration::from_secs(600)),
+///     )
+///     .build()?;
+/// # Ok::<(), tower_cache_aside::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Freshness {
+    /// Every storable response whose status is in
+    /// [`statuses`](crate::Builder::statuses) is stored for the TTL; its
+    /// own `s-maxage`, `max-age` or `Expires` can only shorten that. For an
+    /// app that owns its routes and writes its `Cache-Control` for
+    /// browsers, or not at all. The default.
+    #[default]
+    Configured,
+    /// Only a response with explicit freshness (`s-maxage`, `max-age` or
+    /// `Expires`) is stored, for that long, at most the TTL; one without is
+    /// forwarded (`detail=no-freshness`). Its status need not be in
+    /// `statuses` (RFC 9111 section 3), but a 206 or a 304 is never
+    /// stored. For a service that says what is fresh.
+    Explicit,
+    /// As [`Explicit`](Freshness::Explicit), and a response without
+    /// explicit freshness but with a `Last-Modified` is fresh for a tenth
+    /// of the time since it was modified (RFC 9111 section 4.2.2), at most
+    /// the TTL, if its status is both in `statuses` and heuristically
+    /// cacheable (RFC 9110 section 15.1).
+    Heuristic,
+}
+
+/// A targeted cache-control field (RFC 9213) the layer obeys ahead of
+/// `Cache-Control`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetedField {
+    pub(crate) name: HeaderName,
+    /// Whether it names this layer alone, and so is removed from
+    /// responses before they are stored or sent.
+    pub(crate) own: bool,
+}
 
 /// The storage part of the layer's configuration.
 #[derive(Debug, Clone)]
@@ -19,7 +74,55 @@ pub(crate) struct PolicyConfig {
     pub(crate) negative_ttl: Duration,
     pub(crate) statuses: Vec<StatusCode>,
     pub(crate) max_body_bytes: usize,
+    pub(crate) freshness: Freshness,
+    /// In the order they are obeyed: the first present and valid wins.
+    pub(crate) targeted: Vec<TargetedField>,
+    /// The layer's stale windows.
+    pub(crate) stale: StaleWindows,
+    /// Whether a response's own `stale-while-revalidate` and
+    /// `stale-if-error` may open windows the layer's settings keep shut.
+    pub(crate) stale_from_response: bool,
 }
+
+/// What the route a request matched sets, where it sets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RouteRules {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) negative_ttl: Option<Duration>,
+    pub(crate) freshness: Option<Freshness>,
+}
+
+/// When the layer sent the request to the inner service and when the
+/// response came back, in milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Exchange {
+    pub(crate) requested_ms: u64,
+    pub(crate) received_ms: u64,
+}
+
+/// How a response that may be stored is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Storable {
+    /// Its freshness lifetime, counted from when the origin made it.
+    pub(crate) lifetime: Duration,
+    /// Its age when it arrived (RFC 9111 section 4.2.3), below `lifetime`.
+    pub(crate) age: Duration,
+    /// Its own stale windows, where they are not the layer's.
+    pub(crate) stale: Option<StaleWindows>,
+}
+
+impl Storable {
+    /// How long it stays fresh from its arrival.
+    pub(crate) fn resident(&self) -> Duration {
+        self.lifetime.saturating_sub(self.age)
+    }
+}
+
+/// The longest stale window a response's own directive can open.
+pub(crate) const MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The statuses RFC 9110 section 15.1 makes heuristically cacheable.
+const HEURISTIC_STATUSES: [u16; 12] = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
 
 /// Why a request skips the cache, as a `Cache-Status` detail, or `None` when
 /// it may be looked up. `vary_by` is the configured key headers: keying on
@@ -58,26 +161,31 @@ pub(crate) fn request_bypass<B>(req: &Request<B>, vary_by: &[HeaderName]) -> Opt
 }
 
 impl PolicyConfig {
-    /// Decides whether a response may be stored: `Ok(ttl)` or `Err(detail)`.
+    /// Decides whether a response may be stored, and how: `Err(detail)`
+    /// when it may not.
     ///
-    /// `route_ttl` and `route_negative_ttl` override the defaults for the
-    /// matched route. The response's own `s-maxage`, `max-age` or `Expires`
-    /// can only shorten the lifetime, never extend it.
+    /// `route` holds what the matched route overrides. In the
+    /// [`Configured`](Freshness::Configured) way the response's own
+    /// `s-maxage`, `max-age` or `Expires` can only shorten the TTL; in the
+    /// others they are the lifetime, capped by it. Either way the
+    /// response's age when it arrived counts against its lifetime.
     pub(crate) fn storable(
         &self,
         status: StatusCode,
         headers: &HeaderMap,
         vary_by: &[HeaderName],
-        route_ttl: Option<Duration>,
-        route_negative_ttl: Option<Duration>,
-    ) -> Result<Duration, &'static str> {
-        if !self.statuses.contains(&status) {
+        route: RouteRules,
+        exchange: Exchange,
+    ) -> Result<Storable, &'static str> {
+        let freshness = route.freshness.unwrap_or(self.freshness);
+        let listed = self.statuses.contains(&status);
+        if freshness == Freshness::Configured && !listed {
             return Err("status");
         }
         if headers.contains_key(header::SET_COOKIE) {
             return Err("set-cookie");
         }
-        let cc = CacheControl::parse(headers);
+        let cc = self.directives(headers);
         if cc.no_store {
             return Err("no-store");
         }
@@ -95,23 +203,147 @@ impl PolicyConfig {
         }
 
         let negative = status == StatusCode::NOT_FOUND || status == StatusCode::GONE;
-        let base = if negative {
-            route_negative_ttl.unwrap_or(self.negative_ttl)
+        let cap = if negative {
+            route.negative_ttl.unwrap_or(self.negative_ttl)
         } else {
-            route_ttl.unwrap_or(self.ttl)
+            route.ttl.unwrap_or(self.ttl)
         };
-        let ttl = match cc.s_maxage.or(cc.max_age) {
-            Some(seconds) => base.min(Duration::from_secs(seconds)),
-            None => match expires_in(headers) {
-                Some(left) => base.min(left),
-                None => base,
-            },
+        let explicit = match cc.s_maxage.or(cc.max_age) {
+            Some(seconds) => Some(Duration::from_secs(seconds)),
+            None => expires_in(headers),
         };
-        if ttl.is_zero() {
+        let lifetime = match (freshness, explicit) {
+            (Freshness::Configured, explicit) => explicit.map_or(cap, |e| e.min(cap)),
+            (_, Some(explicit)) => {
+                // A partial response answers a range, a 304 a condition:
+                // neither is a whole response to replay.
+                if status.as_u16() < 200
+                    || status == StatusCode::PARTIAL_CONTENT
+                    || status == StatusCode::NOT_MODIFIED
+                {
+                    return Err("status");
+                }
+                explicit.min(cap)
+            }
+            (Freshness::Heuristic, None) => {
+                if !listed || !HEURISTIC_STATUSES.contains(&status.as_u16()) {
+                    return Err("status");
+                }
+                heuristic_lifetime(headers, exchange.received_ms)
+                    .ok_or("no-freshness")?
+                    .min(cap)
+            }
+            (_, None) => return Err("no-freshness"),
+        };
+        let age = initial_age(headers, exchange);
+        if lifetime <= age {
             return Err("expired");
         }
-        Ok(ttl)
+        let stale = self.stale_windows(&cc);
+        Ok(Storable {
+            lifetime,
+            age,
+            stale: (stale != self.stale).then_some(stale),
+        })
     }
+
+    /// The directives the layer obeys: those of the first targeted field
+    /// present and valid, else `Cache-Control`'s (RFC 9213 section 2.2).
+    fn directives(&self, headers: &HeaderMap) -> CacheControl {
+        for field in &self.targeted {
+            if let Some(cc) = CacheControl::parse_targeted(headers, &field.name) {
+                return cc;
+            }
+        }
+        CacheControl::parse(headers)
+    }
+
+    /// How long the response may be served stale. `must-revalidate`,
+    /// `proxy-revalidate` and `no-cache` forbid it (RFC 9111 section
+    /// 4.2.4), and so does `s-maxage`, which implies `proxy-revalidate`
+    /// in a shared cache, unless the response also grants a window of its
+    /// own. A response's `stale-while-revalidate=N` and `stale-if-error=N`
+    /// (RFC 5861) shorten the layer's windows to N seconds, or, with
+    /// [`stale_from_response`](Self::stale_from_response), set them to N,
+    /// at most [`MAX_STALE`].
+    pub(crate) fn stale_windows(&self, cc: &CacheControl) -> StaleWindows {
+        if cc.must_revalidate || cc.proxy_revalidate || cc.no_cache {
+            return StaleWindows::NONE;
+        }
+        let implied_revalidate = cc.s_maxage.is_some();
+        let window = |layer: Duration, own: Option<u64>| match own {
+            None if implied_revalidate => Duration::ZERO,
+            None => layer,
+            Some(seconds) => {
+                let own = Duration::from_secs(seconds).min(MAX_STALE);
+                if self.stale_from_response {
+                    own
+                } else {
+                    own.min(layer)
+                }
+            }
+        };
+        StaleWindows {
+            while_revalidate: window(self.stale.while_revalidate, cc.stale_while_revalidate),
+            if_error: window(self.stale.if_error, cc.stale_if_error),
+        }
+    }
+
+    /// Removes the targeted fields that name this layer alone.
+    pub(crate) fn strip_own_fields(&self, headers: &mut HeaderMap) {
+        for field in self.targeted.iter().filter(|f| f.own) {
+            headers.remove(&field.name);
+        }
+    }
+}
+
+/// The response's age when it arrived, as RFC 9111 section 4.2.3 counts
+/// it: the larger of the time since its `Date` (in whole seconds, as
+/// `Date` is) and its `Age` plus the time the inner service took.
+pub(crate) fn initial_age(headers: &HeaderMap, exchange: Exchange) -> Duration {
+    let delay = exchange.received_ms.saturating_sub(exchange.requested_ms);
+    let corrected = age_field(headers)
+        .unwrap_or(0)
+        .saturating_mul(1000)
+        .saturating_add(delay);
+    let apparent = date_secs(headers).map_or(0, |date| {
+        (exchange.received_ms / 1000)
+            .saturating_sub(date)
+            .saturating_mul(1000)
+    });
+    Duration::from_millis(corrected.max(apparent))
+}
+
+/// The `Age` field's seconds (RFC 9111 section 5.1): the first value of
+/// the first line; a value past 2^31 counts as 2^31 (section 1.2.2);
+/// anything but digits is no `Age` at all.
+pub(crate) fn age_field(headers: &HeaderMap) -> Option<u64> {
+    const MAX: u64 = 1 << 31;
+    let value = headers.get(header::AGE)?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Only digits: a parse fails on overflow alone.
+    Some(first.parse::<u64>().map_or(MAX, |v| v.min(MAX)))
+}
+
+/// `Date`, in seconds since the Unix epoch.
+fn date_secs(headers: &HeaderMap) -> Option<u64> {
+    let date = httpdate::parse_http_date(headers.get(header::DATE)?.to_str().ok()?).ok()?;
+    Some(date.duration_since(UNIX_EPOCH).ok()?.as_secs())
+}
+
+/// A tenth of the time from `Last-Modified` to `Date` (or to the arrival,
+/// without a `Date`); `None` without a valid `Last-Modified`.
+fn heuristic_lifetime(headers: &HeaderMap, received_ms: u64) -> Option<Duration> {
+    let parse = |v: &http::HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok();
+    let modified = parse(headers.get(header::LAST_MODIFIED)?)?;
+    let base = headers
+        .get(header::DATE)
+        .and_then(parse)
+        .unwrap_or_else(|| UNIX_EPOCH + Duration::from_millis(received_ms));
+    Some(base.duration_since(modified).unwrap_or(Duration::ZERO) / 10)
 }
 
 /// Every name in the response's `Vary` must be part of the key; `Vary: *`
@@ -162,20 +394,60 @@ fn expires_in(headers: &HeaderMap) -> Option<Duration> {
     Some(expires.duration_since(base).unwrap_or(Duration::ZERO))
 }
 
-/// The response directives of `Cache-Control` that decide storage.
+/// The response directives that decide storage and reuse.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct CacheControl {
     pub(crate) no_store: bool,
     pub(crate) no_cache: bool,
     pub(crate) private: bool,
+    pub(crate) must_revalidate: bool,
+    pub(crate) proxy_revalidate: bool,
     pub(crate) max_age: Option<u64>,
     pub(crate) s_maxage: Option<u64>,
+    pub(crate) stale_while_revalidate: Option<u64>,
+    pub(crate) stale_if_error: Option<u64>,
+}
+
+/// The directives the layer reads, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Directive {
+    NoStore,
+    NoCache,
+    Private,
+    MustRevalidate,
+    ProxyRevalidate,
+    MaxAge,
+    SMaxage,
+    StaleWhileRevalidate,
+    StaleIfError,
+}
+
+impl Directive {
+    fn named(name: &str) -> Option<Directive> {
+        const NAMES: [(&str, Directive); 9] = [
+            ("no-store", Directive::NoStore),
+            ("no-cache", Directive::NoCache),
+            ("private", Directive::Private),
+            ("must-revalidate", Directive::MustRevalidate),
+            ("proxy-revalidate", Directive::ProxyRevalidate),
+            ("max-age", Directive::MaxAge),
+            ("s-maxage", Directive::SMaxage),
+            ("stale-while-revalidate", Directive::StaleWhileRevalidate),
+            ("stale-if-error", Directive::StaleIfError),
+        ];
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, d)| *d)
+    }
 }
 
 impl CacheControl {
     /// Reads every `Cache-Control` field line. Unreadable bytes make the
     /// response `no-store`; an unparsable age counts as 0 (RFC 9111
-    /// section 4.2.1: a cache treats it as stale).
+    /// section 4.2.1: a cache treats it as stale), and so does an
+    /// unparsable stale window (no window). A directive given twice
+    /// counts with its smaller value.
     pub(crate) fn parse(headers: &HeaderMap) -> CacheControl {
         let mut cc = CacheControl::default();
         for value in headers.get_all(header::CACHE_CONTROL) {
@@ -188,21 +460,105 @@ impl CacheControl {
                     Some((name, arg)) => (name.trim(), Some(arg.trim().trim_matches('"'))),
                     None => (directive.trim(), None),
                 };
-                let age = || arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
-                if name.eq_ignore_ascii_case("no-store") {
-                    cc.no_store = true;
-                } else if name.eq_ignore_ascii_case("no-cache") {
-                    cc.no_cache = true;
-                } else if name.eq_ignore_ascii_case("private") {
-                    cc.private = true;
-                } else if name.eq_ignore_ascii_case("max-age") {
-                    cc.max_age = Some(cc.max_age.map_or(age(), |m| m.min(age())));
-                } else if name.eq_ignore_ascii_case("s-maxage") {
-                    cc.s_maxage = Some(cc.s_maxage.map_or(age(), |m| m.min(age())));
-                }
+                let Some(directive) = Directive::named(name) else {
+                    continue;
+                };
+                let seconds = arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+                cc.set_age(directive, seconds, true);
             }
         }
         cc
+    }
+
+    /// Reads the targeted field `name` (RFC 9213): a Structured Fields
+    /// Dictionary (RFC 9651). `None` when it is absent or not a valid
+    /// Dictionary, so that the next field, or `Cache-Control`, is obeyed.
+    /// A member whose value has the wrong type is ignored; a boolean
+    /// directive set to `?0` is off; a repeated member's last value wins.
+    pub(crate) fn parse_targeted(headers: &HeaderMap, name: &HeaderName) -> Option<CacheControl> {
+        let mut lines = headers.get_all(name).iter();
+        let first = lines.next()?;
+        let joined;
+        let bytes = match lines.next() {
+            None => first.as_bytes(),
+            Some(second) => {
+                let mut all = [first.as_bytes(), second.as_bytes()].join(&b", "[..]);
+                for line in lines {
+                    all.extend_from_slice(b", ");
+                    all.extend_from_slice(line.as_bytes());
+                }
+                joined = all;
+                &joined[..]
+            }
+        };
+        let mut cc = CacheControl::default();
+        let mut parser = sfparse::Parser::new(bytes);
+        loop {
+            let (key, value) = match parser.parse_dict() {
+                Ok(Some(member)) => member,
+                Ok(None) => break,
+                Err(_) => return None,
+            };
+            let Some(directive) = Directive::named(key) else {
+                continue;
+            };
+            match (directive, value) {
+                (
+                    Directive::MaxAge
+                    | Directive::SMaxage
+                    | Directive::StaleWhileRevalidate
+                    | Directive::StaleIfError,
+                    sfparse::Value::Integer(n),
+                ) => {
+                    if let Ok(seconds) = u64::try_from(n) {
+                        cc.set_age(directive, seconds, false);
+                    }
+                }
+                (
+                    Directive::MaxAge
+                    | Directive::SMaxage
+                    | Directive::StaleWhileRevalidate
+                    | Directive::StaleIfError,
+                    _,
+                ) => {}
+                (_, sfparse::Value::Bool(on)) => cc.set_flag(directive, on),
+                // `private="field"` and `no-cache="field"` are still
+                // `private` and `no-cache` to a shared cache.
+                (_, sfparse::Value::String { .. } | sfparse::Value::InnerList) => {
+                    cc.set_flag(directive, true);
+                }
+                _ => {}
+            }
+        }
+        Some(cc)
+    }
+
+    /// Sets a flag directive (an age directive is left as it is).
+    fn set_flag(&mut self, directive: Directive, on: bool) {
+        match directive {
+            Directive::NoStore => self.no_store = on,
+            Directive::NoCache => self.no_cache = on,
+            Directive::Private => self.private = on,
+            Directive::MustRevalidate => self.must_revalidate = on,
+            Directive::ProxyRevalidate => self.proxy_revalidate = on,
+            _ => {}
+        }
+    }
+
+    /// Sets an age directive (a flag directive is set on): to the smaller
+    /// of its two values when `keep_smaller`, else to the later.
+    fn set_age(&mut self, directive: Directive, seconds: u64, keep_smaller: bool) {
+        let slot = match directive {
+            Directive::MaxAge => &mut self.max_age,
+            Directive::SMaxage => &mut self.s_maxage,
+            Directive::StaleWhileRevalidate => &mut self.stale_while_revalidate,
+            Directive::StaleIfError => &mut self.stale_if_error,
+            flag => return self.set_flag(flag, true),
+        };
+        *slot = Some(match *slot {
+            Some(old) if keep_smaller => old.min(seconds),
+            _ => seconds,
+        });
     }
 }
 
@@ -251,28 +607,64 @@ mod tests {
                 .filter_map(|s| StatusCode::from_u16(*s).ok())
                 .collect(),
             max_body_bytes: 1024,
+            freshness: Freshness::Configured,
+            targeted: Vec::new(),
+            stale: StaleWindows::NONE,
+            stale_from_response: false,
         }
     }
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    /// Asked at `NOW_MS`, answered `DELAY_MS` later.
+    const NOW_MS: u64 = 1_700_000_000_000;
+    const DELAY_MS: u64 = 300;
+    fn exchange() -> Exchange {
+        Exchange {
+            requested_ms: NOW_MS,
+            received_ms: NOW_MS + DELAY_MS,
+        }
+    }
+
+    /// How long the response stays fresh once stored (its lifetime less
+    /// its age), for the tests written before ages counted.
+    fn storable(status: u16, pairs: &[(&'static str, &str)]) -> Result<Duration, &'static str> {
+        stored(&cfg(), Default::default(), status, pairs).map(|s| {
+            assert_eq!(s.age, Duration::from_millis(DELAY_MS), "{pairs:?}");
+            s.lifetime
+        })
+    }
+
+    fn stored(
+        config: &PolicyConfig,
+        route: RouteRules,
+        status: u16,
+        pairs: &[(&'static str, &str)],
+    ) -> Result<Storable, &'static str> {
+        config.storable(
+            StatusCode::from_u16(status).unwrap(),
+            &headers(pairs),
+            &[header::ACCEPT_LANGUAGE],
+            route,
+            exchange(),
+        )
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
+            map.append(*name, HeaderValue::from_str(value).unwrap());
         }
         map
     }
 
-    fn storable(
-        status: u16,
-        pairs: &[(&'static str, &'static str)],
-    ) -> Result<Duration, &'static str> {
-        cfg().storable(
-            StatusCode::from_u16(status).unwrap(),
-            &headers(pairs),
-            &[header::ACCEPT_LANGUAGE],
-            None,
-            None,
-        )
+    /// An HTTP date `offset_secs` from `NOW_MS`.
+    fn date(offset_secs: i64) -> String {
+        let at = UNIX_EPOCH + Duration::from_millis(NOW_MS);
+        let at = if offset_secs < 0 {
+            at - Duration::from_secs(offset_secs.unsigned_abs())
+        } else {
+            at + Duration::from_secs(offset_secs.unsigned_abs())
+        };
+        httpdate::fmt_http_date(at)
     }
 
     #[test]
@@ -346,17 +738,405 @@ mod tests {
 
     #[test]
     fn expires_is_measured_from_date() {
+        let (now, later) = (date(0), date(10));
         assert_eq!(
-            storable(
-                200,
-                &[
-                    ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
-                    ("expires", "Sun, 06 Nov 1994 08:49:47 GMT")
-                ]
-            ),
+            storable(200, &[("date", &now), ("expires", &later)]),
             Ok(Duration::from_secs(10))
         );
         assert_eq!(storable(200, &[("expires", "0")]), Err("expired"));
+    }
+
+    #[test]
+    fn age_counts_against_the_lifetime() {
+        let config = cfg();
+        let ok = |pairs: &[(&'static str, &str)]| {
+            stored(&config, Default::default(), 200, pairs).unwrap()
+        };
+        // Age plus the time the inner service took.
+        let s = ok(&[("cache-control", "max-age=60"), ("age", "50")]);
+        assert_eq!(s.lifetime, Duration::from_secs(60));
+        assert_eq!(s.age, Duration::from_millis(50_300));
+        assert_eq!(s.resident(), Duration::from_millis(9_700));
+        // The configured TTL is a lifetime too.
+        let s = ok(&[("age", "20")]);
+        assert_eq!(s.resident(), Duration::from_millis(39_700));
+        // Too old to store.
+        for age in ["60", "70", "4294967296"] {
+            let too_old = [("cache-control", "max-age=60"), ("age", age)];
+            assert_eq!(storable(200, &too_old), Err("expired"), "{age}");
+        }
+        // The time since `Date`, when that is more.
+        let s = ok(&[("date", &date(-30)), ("age", "2")]);
+        assert_eq!(s.age, Duration::from_secs(30));
+        let s = ok(&[("date", &date(-30)), ("age", "40")]);
+        assert_eq!(s.age, Duration::from_millis(40_300));
+        // A `Date` ahead of the clock adds nothing.
+        assert_eq!(ok(&[("date", &date(30))]).age, Duration::from_millis(300));
+        // Bad `Age` values are no `Age`.
+        for bad in ["abc", "-1", "", "1.5", "+3", "0x10"] {
+            assert_eq!(
+                ok(&[("age", bad)]).age,
+                Duration::from_millis(300),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn age_is_read_as_the_rfc_says() {
+        let age = |pairs: &[(&'static str, &str)]| age_field(&headers(pairs));
+        assert_eq!(age(&[("age", "50")]), Some(50));
+        assert_eq!(age(&[("age", " 7 ")]), Some(7));
+        assert_eq!(age(&[("age", "50, 60")]), Some(50));
+        assert_eq!(age(&[("age", "5"), ("age", "9")]), Some(5));
+        assert_eq!(age(&[("age", "2147483647")]), Some(2_147_483_647));
+        assert_eq!(age(&[("age", "2147483649")]), Some(1 << 31));
+        assert_eq!(age(&[("age", "99999999999999999999999999")]), Some(1 << 31));
+        for bad in ["", "abc", "-5", "5s", "1e3", ", 5"] {
+            assert_eq!(age(&[("age", bad)]), None, "{bad:?}");
+        }
+        assert_eq!(age(&[]), None);
+    }
+
+    fn windows(swr: u64, sie: u64) -> StaleWindows {
+        StaleWindows {
+            while_revalidate: Duration::from_secs(swr),
+            if_error: Duration::from_secs(sie),
+        }
+    }
+
+    #[test]
+    fn directives_decide_the_stale_windows() {
+        let mut config = cfg();
+        config.stale = windows(30, 60);
+        let own = |config: &PolicyConfig, cc: &str| {
+            stored(config, Default::default(), 200, &[("cache-control", cc)])
+                .unwrap()
+                .stale
+        };
+        // The layer's windows: nothing of its own to store.
+        assert_eq!(own(&config, "public"), None);
+        assert_eq!(own(&config, "max-age=10"), None);
+        for forbidding in [
+            "max-age=10, must-revalidate",
+            "proxy-revalidate",
+            "s-maxage=10",
+            "s-maxage=10, must-revalidate, stale-if-error=5",
+        ] {
+            assert_eq!(
+                own(&config, forbidding),
+                Some(StaleWindows::NONE),
+                "{forbidding}"
+            );
+        }
+        // s-maxage with a window granted beside it: that window only.
+        assert_eq!(
+            own(&config, "s-maxage=10, stale-if-error=5"),
+            Some(windows(0, 5))
+        );
+        // A response's own windows shorten the layer's...
+        assert_eq!(
+            own(&config, "stale-while-revalidate=5"),
+            Some(windows(5, 60))
+        );
+        assert_eq!(own(&config, "stale-if-error=0"), Some(windows(30, 0)));
+        assert_eq!(own(&config, "stale-while-revalidate=100"), None);
+        // ... and with `stale_from_response`, set them, up to a day.
+        config.stale_from_response = true;
+        assert_eq!(
+            own(&config, "stale-while-revalidate=100"),
+            Some(windows(100, 60))
+        );
+        config.stale = StaleWindows::NONE;
+        assert_eq!(
+            own(&config, "stale-if-error=172800"),
+            Some(windows(0, 86_400))
+        );
+        assert_eq!(own(&config, "max-age=5"), None);
+        // A bad value is no window.
+        config.stale = windows(30, 60);
+        config.stale_from_response = false;
+        assert_eq!(own(&config, "stale-if-error=soon"), Some(windows(30, 0)));
+    }
+
+    #[test]
+    fn explicit_freshness_stores_only_what_the_response_says() {
+        let mut config = cfg();
+        config.freshness = Freshness::Explicit;
+        let lifetime = |status: u16, pairs: &[(&'static str, &str)]| {
+            stored(&config, Default::default(), status, pairs).map(|s| s.lifetime)
+        };
+        assert_eq!(lifetime(200, &[]), Err("no-freshness"));
+        assert_eq!(
+            lifetime(200, &[("last-modified", &date(-1000))]),
+            Err("no-freshness")
+        );
+        assert_eq!(
+            lifetime(200, &[("cache-control", "max-age=30")]),
+            Ok(Duration::from_secs(30))
+        );
+        // The TTL caps it.
+        assert_eq!(
+            lifetime(200, &[("cache-control", "s-maxage=600")]),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(
+            lifetime(200, &[("date", &date(0)), ("expires", &date(20))]),
+            Ok(Duration::from_secs(20))
+        );
+        // Any status with explicit freshness, but partial and 304 answers.
+        assert_eq!(
+            lifetime(500, &[("cache-control", "max-age=5")]),
+            Ok(Duration::from_secs(5))
+        );
+        assert_eq!(
+            lifetime(302, &[("cache-control", "max-age=5")]),
+            Ok(Duration::from_secs(5))
+        );
+        assert_eq!(
+            lifetime(404, &[("cache-control", "max-age=50")]),
+            Ok(Duration::from_secs(5)),
+            "the negative TTL caps a 404"
+        );
+        for status in [206, 304] {
+            assert_eq!(
+                lifetime(status, &[("cache-control", "max-age=5")]),
+                Err("status")
+            );
+        }
+        assert_eq!(lifetime(500, &[]), Err("no-freshness"));
+        // A route can set its own way, and its TTL is the cap.
+        let config = cfg();
+        let route = RouteRules {
+            ttl: Some(Duration::from_secs(20)),
+            freshness: Some(Freshness::Explicit),
+            ..RouteRules::default()
+        };
+        assert_eq!(stored(&config, route, 200, &[]), Err("no-freshness"));
+        assert_eq!(
+            stored(&config, route, 200, &[("cache-control", "max-age=30")]).map(|s| s.lifetime),
+            Ok(Duration::from_secs(20))
+        );
+        assert!(stored(&config, RouteRules::default(), 200, &[]).is_ok());
+    }
+
+    #[test]
+    fn heuristic_freshness_is_a_tenth_of_the_last_modified_age() {
+        let mut config = cfg();
+        config.freshness = Freshness::Heuristic;
+        let lifetime = |status: u16, pairs: &[(&'static str, &str)]| {
+            stored(&config, Default::default(), status, pairs).map(|s| s.lifetime)
+        };
+        let now = date(0);
+        assert_eq!(
+            lifetime(200, &[("date", &now), ("last-modified", &date(-100))]),
+            Ok(Duration::from_secs(10))
+        );
+        // Measured to the arrival without a `Date`.
+        assert_eq!(
+            lifetime(200, &[("last-modified", &date(-100))]).map(|l| l.as_millis()),
+            Ok(10_030)
+        );
+        assert_eq!(
+            lifetime(200, &[("date", &now), ("last-modified", &date(-100_000))]),
+            Ok(Duration::from_secs(60)),
+            "capped by the TTL"
+        );
+        // Explicit freshness wins over the heuristic.
+        assert_eq!(
+            lifetime(
+                200,
+                &[
+                    ("cache-control", "max-age=3"),
+                    ("last-modified", &date(-100))
+                ]
+            ),
+            Ok(Duration::from_secs(3))
+        );
+        assert_eq!(lifetime(200, &[]), Err("no-freshness"));
+        assert_eq!(
+            lifetime(200, &[("last-modified", "yesterday")]),
+            Err("no-freshness")
+        );
+        assert_eq!(
+            lifetime(200, &[("date", &now), ("last-modified", &date(100))]),
+            Err("expired"),
+            "modified in the future"
+        );
+        // Only heuristically cacheable statuses, and only those configured.
+        let modified = [
+            ("date", now.as_str()),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ];
+        assert_eq!(lifetime(500, &modified), Err("status"));
+        assert_eq!(lifetime(302, &modified), Err("status"));
+        assert_eq!(lifetime(405, &modified), Err("status"), "not in statuses");
+        config.statuses.push(StatusCode::METHOD_NOT_ALLOWED);
+        config.statuses.push(StatusCode::INTERNAL_SERVER_ERROR);
+        let lifetime = |status: u16, pairs: &[(&'static str, &str)]| {
+            stored(&config, Default::default(), status, pairs).map(|s| s.lifetime)
+        };
+        assert_eq!(lifetime(405, &modified), Ok(Duration::from_secs(60)));
+        assert_eq!(lifetime(500, &modified), Err("status"), "not heuristic");
+    }
+
+    fn targeted(fields: &[(&'static str, bool)]) -> PolicyConfig {
+        let mut config = cfg();
+        config.targeted = fields
+            .iter()
+            .map(|(name, own)| TargetedField {
+                name: HeaderName::from_static(name),
+                own: *own,
+            })
+            .collect();
+        config
+    }
+
+    #[test]
+    fn a_targeted_field_overrides_cache_control() {
+        let config = targeted(&[("tower-cache-control", true), ("cdn-cache-control", false)]);
+        let lifetime = |pairs: &[(&'static str, &str)]| {
+            stored(&config, Default::default(), 200, pairs).map(|s| s.lifetime)
+        };
+        let secs = |s| Ok(Duration::from_secs(s));
+        assert_eq!(
+            lifetime(&[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=30")
+            ]),
+            secs(30)
+        );
+        assert_eq!(
+            lifetime(&[
+                ("cache-control", "private"),
+                ("cdn-cache-control", "max-age=30")
+            ]),
+            secs(30)
+        );
+        assert_eq!(
+            lifetime(&[
+                ("cache-control", "max-age=30"),
+                ("cdn-cache-control", "no-store")
+            ]),
+            Err("no-store")
+        );
+        // The first field present and valid wins.
+        assert_eq!(
+            lifetime(&[
+                ("cdn-cache-control", "max-age=30"),
+                ("tower-cache-control", "max-age=7")
+            ]),
+            secs(7)
+        );
+        // Not a valid dictionary (an upper-case key, a bad string): the
+        // next field, then Cache-Control.
+        for invalid in ["max-age=7, Private", "max-age=\"7", "max-age=7,", "(a b"] {
+            assert_eq!(
+                lifetime(&[
+                    ("cache-control", "max-age=3"),
+                    ("cdn-cache-control", "max-age=30"),
+                    ("tower-cache-control", invalid)
+                ]),
+                secs(30),
+                "{invalid}"
+            );
+            assert_eq!(
+                lifetime(&[
+                    ("cache-control", "max-age=3"),
+                    ("tower-cache-control", invalid)
+                ]),
+                secs(3),
+                "{invalid}"
+            );
+        }
+        // A member of the wrong type is ignored, not the field.
+        assert_eq!(
+            lifetime(&[
+                ("cache-control", "max-age=3"),
+                ("cdn-cache-control", "max-age=\"5\"")
+            ]),
+            secs(60)
+        );
+        assert_eq!(
+            lifetime(&[("cdn-cache-control", "max-age=-5, s-maxage=1.5")]),
+            secs(60)
+        );
+        // Booleans, parameters, strings, lines.
+        assert_eq!(
+            lifetime(&[("cdn-cache-control", "no-store=?0, max-age=5;a=1")]),
+            secs(5)
+        );
+        assert_eq!(
+            lifetime(&[("cdn-cache-control", "private=\"x-user\"")]),
+            Err("private")
+        );
+        assert_eq!(
+            lifetime(&[("cdn-cache-control", "no-cache=?1")]),
+            Err("no-cache")
+        );
+        let two_lines = stored(
+            &config,
+            Default::default(),
+            200,
+            &[
+                ("cdn-cache-control", "max-age=5"),
+                ("cdn-cache-control", "must-revalidate"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(two_lines.lifetime, Duration::from_secs(5));
+        let mut with_windows = config.clone();
+        with_windows.stale = windows(30, 30);
+        let cc = CacheControl::parse_targeted(
+            &headers(&[
+                ("cdn-cache-control", "max-age=5"),
+                ("cdn-cache-control", "must-revalidate"),
+            ]),
+            &HeaderName::from_static("cdn-cache-control"),
+        )
+        .unwrap();
+        assert!(cc.must_revalidate);
+        assert_eq!(with_windows.stale_windows(&cc), StaleWindows::NONE);
+        // Only the fields that name the layer alone are stripped.
+        let mut map = headers(&[
+            ("cdn-cache-control", "max-age=5"),
+            ("tower-cache-control", "max-age=5"),
+            ("cache-control", "no-cache"),
+        ]);
+        config.strip_own_fields(&mut map);
+        assert!(!map.contains_key("tower-cache-control"));
+        assert!(map.contains_key("cdn-cache-control"));
+        assert!(map.contains_key("cache-control"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_field_value_is_read_without_panicking(
+            cc in "[ -~]{0,48}",
+            cdn in "[ -~]{0,48}",
+            age in "[ -~]{0,12}",
+            lm in "[ -~]{0,30}",
+        ) {
+            let mut config = targeted(&[("cdn-cache-control", true)]);
+            for freshness in [Freshness::Configured, Freshness::Explicit, Freshness::Heuristic] {
+                config.freshness = freshness;
+                config.stale_from_response = freshness == Freshness::Heuristic;
+                let pairs = [
+                    ("cache-control", cc.as_str()),
+                    ("cdn-cache-control", cdn.as_str()),
+                    ("age", age.as_str()),
+                    ("last-modified", lm.as_str()),
+                    ("date", lm.as_str()),
+                ];
+                if let Ok(s) = stored(&config, Default::default(), 200, &pairs) {
+                    proptest::prop_assert!(s.age < s.lifetime);
+                    proptest::prop_assert!(s.lifetime <= Duration::from_secs(60));
+                    if let Some(w) = s.stale {
+                        proptest::prop_assert!(w.longest() <= MAX_STALE);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -366,6 +1146,23 @@ mod tests {
             Err("too-large")
         );
         assert!(storable(200, &[("content-length", "1024")]).is_ok());
+    }
+
+    #[test]
+    fn revalidation_and_stale_directives_are_read() {
+        let cc = CacheControl::parse(&headers(&[(
+            "cache-control",
+            "Must-Revalidate, stale-while-revalidate=30, stale-if-error=abc",
+        )]));
+        assert!(cc.must_revalidate && !cc.proxy_revalidate);
+        assert_eq!(cc.stale_while_revalidate, Some(30));
+        assert_eq!(cc.stale_if_error, Some(0));
+        let cc = CacheControl::parse(&headers(&[
+            ("cache-control", "proxy-revalidate, stale-if-error=9"),
+            ("cache-control", "stale-if-error=4"),
+        ]));
+        assert!(cc.proxy_revalidate);
+        assert_eq!(cc.stale_if_error, Some(4), "the smaller of two");
     }
 
     #[test]

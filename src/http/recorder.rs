@@ -19,6 +19,21 @@ use http_body::Frame;
 use crate::entry::EntryParts;
 use crate::key::DerivedKey;
 use crate::lease::LeaseGuard;
+use crate::util::time::StaleWindows;
+
+/// When a stored response was made and how long it is fresh and kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetime {
+    /// When the origin made it (ms since the epoch): its arrival less its
+    /// age then, so that a hit's `Age` counts both.
+    pub(crate) born_ms: u64,
+    /// Its freshness lifetime, from `born_ms`.
+    pub(crate) ttl: Duration,
+    /// How long it is kept past its freshness, to be served stale.
+    pub(crate) grace: Duration,
+    /// Its own stale windows, where they are not the layer's.
+    pub(crate) stale: Option<StaleWindows>,
+}
 
 /// Keeps what is needed to store a response once its body has ended.
 pub(crate) struct Recorder {
@@ -27,9 +42,7 @@ pub(crate) struct Recorder {
     lease: LeaseGuard,
     status: StatusCode,
     headers: HeaderMap,
-    ttl: Duration,
-    /// How long the store keeps the entry: its TTL and the stale windows.
-    keep: Duration,
+    lifetime: Lifetime,
     max_body_bytes: usize,
     chunks: Vec<Bytes>,
     size: usize,
@@ -42,8 +55,7 @@ impl Recorder {
         lease: LeaseGuard,
         status: StatusCode,
         headers: HeaderMap,
-        ttl: Duration,
-        keep: Duration,
+        lifetime: Lifetime,
         max_body_bytes: usize,
     ) -> Recorder {
         Recorder {
@@ -51,8 +63,7 @@ impl Recorder {
             lease,
             status,
             headers,
-            ttl,
-            keep,
+            lifetime,
             max_body_bytes,
             chunks: Vec::new(),
             size: 0,
@@ -90,20 +101,38 @@ impl Recorder {
         // compute it.
         let length: usize = self.chunks.iter().map(Bytes::len).sum();
         crate::entry::set_content_length(self.status, &mut self.headers, length);
-        let stored_at_ms = crate::util::time::now_ms();
+        let Lifetime {
+            born_ms,
+            ttl,
+            grace,
+            stale,
+        } = self.lifetime;
+        let ttl_ms = crate::util::time::millis(ttl);
+        // The store keeps it until the end of its last stale window, from
+        // now: a body that took longer than that is not stored.
+        let end_ms = born_ms
+            .saturating_add(ttl_ms)
+            .saturating_add(crate::util::time::millis(grace));
+        let Some(keep_ms) = end_ms
+            .checked_sub(crate::util::time::now_ms())
+            .filter(|ms| *ms > 0)
+        else {
+            return;
+        };
         let parts = EntryParts {
             status: self.status,
             headers: &self.headers,
             body: &self.chunks,
             trailers: self.trailers.as_ref(),
-            stored_at_ms,
-            ttl_ms: crate::util::time::millis(self.ttl),
+            stored_at_ms: born_ms,
+            ttl_ms,
+            stale,
             fingerprint: &self.key.fingerprint,
         };
         let Ok(value) = parts.encode() else {
             return;
         };
-        let (mut lease, keep) = (self.lease, self.keep);
+        let (mut lease, keep) = (self.lease, Duration::from_millis(keep_ms));
         runtime.spawn(async move {
             let result = lease.fill(value, keep).await;
             let resource = lease.key().resource().resource();

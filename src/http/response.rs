@@ -13,7 +13,8 @@ use crate::entry::Entry;
 use crate::http::body::ResponseBody;
 use crate::http::cache_status::{Outcome, CACHE_STATUS};
 use crate::http::lookup::{Cacheable, Usable};
-use crate::http::recorder::Recorder;
+use crate::http::policy::Exchange;
+use crate::http::recorder::{Lifetime, Recorder};
 use crate::http::shared::Shared;
 
 /// Turns a usable stored entry into the response for the request.
@@ -118,25 +119,31 @@ pub(crate) fn miss<B: Body>(
     let Cacheable {
         key,
         is_head,
-        route_ttls,
+        route,
+        requested_ms,
         fill,
         ..
     } = cacheable;
+    let received_ms = crate::util::time::now_ms();
     let verdict = if is_head || fill.lease.is_none() {
         Err(None)
     } else {
+        let exchange = Exchange {
+            requested_ms,
+            received_ms,
+        };
         config
             .policy
             .storable(
                 parts.status,
                 &parts.headers,
                 &config.keys.vary_by,
-                route_ttls.0,
-                route_ttls.1,
+                route,
+                exchange,
             )
-            .map(|ttl| crate::util::time::jittered(ttl, config.ttl_jitter))
             .map_err(Some)
     };
+    config.policy.strip_own_fields(&mut parts.headers);
     let outcome = Outcome::Miss {
         stored: verdict.is_ok(),
         detail: fill.detail.or(verdict.err().flatten()),
@@ -151,18 +158,25 @@ pub(crate) fn miss<B: Body>(
     // Not storable: dropping the lease guard releases the lease, and
     // the requests waiting on it go to the origin themselves.
     let recorder = match (verdict, fill.lease) {
-        (Ok(ttl), Some(lease)) => {
+        (Ok(storable), Some(lease)) => {
             let mut headers = parts.headers.clone();
             strip_unstorable(&mut headers);
+            // The jitter shortens the time it stays fresh here, not the
+            // age it arrived with.
+            let resident = crate::util::time::jittered(storable.resident(), config.ttl_jitter);
+            let age_ms = crate::util::time::millis(storable.age);
+            let lifetime = Lifetime {
+                born_ms: received_ms.saturating_sub(age_ms),
+                ttl: storable.age + resident,
+                grace: storable.stale.unwrap_or(config.policy.stale).longest(),
+                stale: storable.stale,
+            };
             Some(Recorder::new(
                 key,
                 lease,
                 parts.status,
                 headers,
-                ttl,
-                // Kept past its freshness for as long as it may be served
-                // stale.
-                ttl + config.grace(),
+                lifetime,
                 config.policy.max_body_bytes,
             ))
         }
@@ -191,7 +205,9 @@ pub(crate) fn refresh_in_background<S, ReqBody, ResBody>(
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    let mut cacheable = cacheable;
     runtime.spawn(async move {
+        cacheable.requested_ms = crate::util::time::now_ms();
         let Ok(response) = service.call(request).await else {
             return;
         };
@@ -209,9 +225,15 @@ pub(crate) fn refresh_in_background<S, ReqBody, ResBody>(
     });
 }
 
-/// Adds `Cache-Status` to a response the layer only forwarded.
-pub(crate) fn forwarded<B>(response: Response<B>, outcome: Outcome) -> Response<ResponseBody<B>> {
+/// Adds `Cache-Status` to a response the layer only forwarded (and
+/// removes the targeted fields meant for the layer alone).
+pub(crate) fn forwarded<B>(
+    shared: &Shared,
+    response: Response<B>,
+    outcome: Outcome,
+) -> Response<ResponseBody<B>> {
     let (mut parts, body) = response.into_parts();
+    shared.config.policy.strip_own_fields(&mut parts.headers);
     outcome.append_to(&mut parts.headers);
     tracing::trace!(target: "tower_cache_aside", outcome = outcome.label(), "forwarded");
     Response::from_parts(parts, ResponseBody::passthrough(body))

@@ -130,7 +130,9 @@ where
         let mut cacheable = Box::new(Cacheable {
             key,
             is_head,
-            route_ttls: route.map(|r| r.ttls()).unwrap_or_default(),
+            route: route.map(Route::rules).unwrap_or_default(),
+            // Set when the inner service is called.
+            requested_ms: 0,
             max_variants: route
                 .and_then(Route::variants)
                 .unwrap_or(config.max_variants),
@@ -140,6 +142,7 @@ where
         // still hold what the write made stale, so do not read it.
         if shared.purges.pending_covers(cacheable.key.key.resource()) {
             cacheable.fill.detail = Some("purge-pending");
+            cacheable.requested_ms = crate::util::time::now_ms();
             return ResponseFuture::miss(self.inner.call(req), cacheable, shared);
         }
         // The store has been failing: go straight to the origin. (Checked

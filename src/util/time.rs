@@ -25,6 +25,27 @@ pub(crate) fn jittered(ttl: Duration, jitter: f64) -> Duration {
         .max(Duration::from_millis(1))
 }
 
+/// How long past its freshness a value may still be served: while it is
+/// refreshed in the background, and in place of an origin that fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct StaleWindows {
+    pub(crate) while_revalidate: Duration,
+    pub(crate) if_error: Duration,
+}
+
+impl StaleWindows {
+    /// Never served stale.
+    pub(crate) const NONE: StaleWindows = StaleWindows {
+        while_revalidate: Duration::ZERO,
+        if_error: Duration::ZERO,
+    };
+
+    /// The longer window: how long a value is kept past its freshness.
+    pub(crate) fn longest(&self) -> Duration {
+        self.while_revalidate.max(self.if_error)
+    }
+}
+
 /// Where a stored value stands at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stand {
@@ -67,19 +88,15 @@ impl Freshness {
         self.now < self.expires_at
     }
 
-    /// Where it stands given the two stale windows.
-    pub(crate) fn stand(
-        &self,
-        stale_while_revalidate: Duration,
-        stale_if_error: Duration,
-    ) -> Stand {
+    /// Where it stands given its stale windows.
+    pub(crate) fn stand(&self, windows: StaleWindows) -> Stand {
         if self.is_fresh() {
             return Stand::Fresh;
         }
         let past = Duration::from_millis(self.now - self.expires_at);
-        if past < stale_while_revalidate {
+        if past < windows.while_revalidate {
             Stand::StaleWhileRevalidate
-        } else if past < stale_if_error {
+        } else if past < windows.if_error {
             Stand::StaleIfError
         } else {
             Stand::Expired
@@ -111,27 +128,31 @@ mod tests {
         let f = Freshness::at(10_000, 5_000, 12_500);
         assert!(f.is_fresh());
         assert_eq!((f.age_secs(), f.ttl_secs()), (2, 2));
-        assert_eq!(f.stand(Duration::ZERO, Duration::ZERO), Stand::Fresh);
+        assert_eq!(f.stand(StaleWindows::NONE), Stand::Fresh);
 
         let stale = Freshness::at(10_000, 5_000, 15_001);
         assert_eq!(stale.ttl_secs(), -1, "a stale ttl is rounded up");
         assert_eq!(stale.age_secs(), 5);
-        let (swr, sie) = (Duration::from_millis(10), Duration::from_millis(100));
-        assert_eq!(stale.stand(swr, sie), Stand::StaleWhileRevalidate);
+        let windows = StaleWindows {
+            while_revalidate: Duration::from_millis(10),
+            if_error: Duration::from_millis(100),
+        };
+        assert_eq!(windows.longest(), Duration::from_millis(100));
+        assert_eq!(stale.stand(windows), Stand::StaleWhileRevalidate);
         assert_eq!(
-            Freshness::at(10_000, 5_000, 15_050).stand(swr, sie),
+            Freshness::at(10_000, 5_000, 15_050).stand(windows),
             Stand::StaleIfError
         );
         assert_eq!(
-            Freshness::at(10_000, 5_000, 15_100).stand(swr, sie),
+            Freshness::at(10_000, 5_000, 15_100).stand(windows),
             Stand::Expired
         );
         assert_eq!(
-            Freshness::at(10_000, 5_000, 15_000).stand(swr, sie),
+            Freshness::at(10_000, 5_000, 15_000).stand(windows),
             Stand::StaleWhileRevalidate
         );
         assert_eq!(
-            Freshness::at(10_000, 5_000, 15_000).stand(Duration::ZERO, Duration::ZERO),
+            Freshness::at(10_000, 5_000, 15_000).stand(StaleWindows::NONE),
             Stand::Expired,
             "no window: expired at its ttl"
         );
