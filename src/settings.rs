@@ -42,6 +42,32 @@ pub(crate) const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(3);
 pub(crate) const DEFAULT_MAX_VARIANTS: usize = 1024;
 /// Entry heads the layer keeps decoded.
 pub(crate) const DEFAULT_DECODED_HEADS: usize = 2048;
+/// The longest stale window of the layer (what an entry's 32 bits of
+/// milliseconds hold, rounded down to whole days).
+pub(crate) const MAX_STALE_WINDOW: Duration = Duration::from_secs(49 * 86_400);
+/// Fields HTTP defines that the layer reads or writes itself, refused as
+/// targeted cache-control field names.
+pub(crate) const HTTP_FIELDS: [&str; 19] = [
+    "cache-control",
+    "expires",
+    "pragma",
+    "age",
+    "date",
+    "vary",
+    "set-cookie",
+    "etag",
+    "last-modified",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-location",
+    "location",
+    "cache-status",
+    "connection",
+    "transfer-encoding",
+    "authorization",
+    "cookie",
+];
 /// The most entry heads the layer may be asked to keep decoded.
 pub(crate) const MAX_DECODED_HEADS: usize = 1 << 20;
 

@@ -9,8 +9,8 @@
 #[macro_use]
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, Method, Response, StatusCode};
@@ -24,10 +24,72 @@ suite!(
     revalidation_directives_forbid_serving_stale_on_error,
     must_revalidate_is_never_served_while_revalidating,
     a_response_s_own_stale_window_is_honoured_when_enabled,
+    a_stale_if_error_window_is_judged_after_a_slow_origin,
     explicit_freshness_stores_only_what_the_origin_says,
     heuristic_freshness_is_a_tenth_of_the_last_modified_age,
     a_targeted_field_overrides_cache_control,
+    a_304_refreshes_the_stored_headers_and_freshness_and_serves_the_stored_body,
+    a_changed_resource_replaces_the_kept_entry,
+    no_cache_responses_are_revalidated_before_every_use,
+    without_a_revalidation_window_stale_entries_are_fetched_whole,
 );
+
+/// An origin with validators: version `v` of its one resource has the
+/// `ETag` `"v<v>"` and the fields `extra`; a request whose `If-None-Match`
+/// names the current version gets a 304 with `not_modified` fields.
+struct Validating {
+    origin: Origin,
+    version: Arc<AtomicUsize>,
+    conditions: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+fn validating(
+    extra: &'static [(&'static str, &'static str)],
+    not_modified: &'static [(&'static str, &'static str)],
+) -> Validating {
+    let version = Arc::new(AtomicUsize::new(1));
+    let conditions = Arc::new(Mutex::new(Vec::new()));
+    let origin = {
+        let (version, conditions) = (version.clone(), conditions.clone());
+        Origin::new(move |req| {
+            let v = version.load(Ordering::SeqCst);
+            let etag = format!("\"v{v}\"");
+            let condition = req
+                .headers()
+                .get("if-none-match")
+                .map(|c| c.to_str().unwrap().to_owned());
+            conditions.lock().unwrap().push(condition.clone());
+            if condition.as_deref() == Some(etag.as_str()) {
+                let mut response = Response::builder().status(StatusCode::NOT_MODIFIED);
+                for (name, value) in not_modified {
+                    response = response.header(*name, *value);
+                }
+                return response
+                    .header("etag", etag)
+                    .body(TestBody::full(""))
+                    .unwrap();
+            }
+            let mut response = Response::builder().header("etag", etag);
+            for (name, value) in extra {
+                response = response.header(*name, *value);
+            }
+            response.body(TestBody::full(format!("body v{v}"))).unwrap()
+        })
+    };
+    Validating {
+        origin,
+        version,
+        conditions,
+    }
+}
+
+impl Validating {
+    fn conditions(&self) -> Vec<Option<String>> {
+        self.conditions.lock().unwrap().clone()
+    }
+}
+
+const REVALIDATED: &str = "tower-cache-aside; fwd=stale; fwd-status=304; ttl=";
 
 /// An HTTP date `secs` seconds ago.
 fn ago(secs: u64) -> String {
@@ -75,6 +137,7 @@ fn fields(case: &str) -> Vec<(&'static str, String)> {
         "s-maxage" => cc("s-maxage=1"),
         "no-stale-if-error" => cc("max-age=1, stale-if-error=0"),
         "own-stale-if-error" => cc("max-age=1, stale-if-error=30"),
+        "short-stale-if-error" => cc("max-age=1, stale-if-error=2"),
         "error-with-max-age" => cc("max-age=30"),
         "modified" => vec![("last-modified", ago(1000)), ("date", ago(0))],
         "targeted" => vec![
@@ -230,6 +293,42 @@ async fn a_response_s_own_stale_window_is_honoured_when_enabled(backend: Backend
     // A layer that does not honour it sends the failure on.
     let reply = send(&plain, get(other)).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    // But an entry carries the windows it was stored with: the plain
+    // layer serves the honouring layer's entry stale too.
+    let reply = send(&plain, get(path)).await;
+    assert!(reply.is_stale_hit(), "{}", reply.cache_status());
+}
+
+async fn a_stale_if_error_window_is_judged_after_a_slow_origin(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let down = Arc::new(AtomicBool::new(false));
+    let origin = origin(down.clone());
+    let slow_when_down = {
+        let (down, inner) = (down.clone(), origin.service());
+        tower::service_fn(move |req| {
+            let (down, mut inner) = (down.load(Ordering::SeqCst), inner.clone());
+            async move {
+                if down {
+                    // Longer than the 2 s the response allows.
+                    tokio::time::sleep(Duration::from_millis(2_500)).await;
+                }
+                tower::Service::call(&mut inner, req).await
+            }
+        })
+    };
+    let svc = h
+        .layer(|b| b.stale_if_error(Duration::from_secs(60)))
+        .layer(slow_when_down);
+
+    let path = "/short-stale-if-error";
+    assert_eq!(send(&svc, get(path)).await.cache_status(), STORED);
+    h.store.wait_puts(1).await;
+    outlive(Duration::from_secs(1)).await;
+    down.store(true, Ordering::SeqCst);
+    // Within its window when looked up, past it once the origin failed.
+    let reply = send(&svc, get(path)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.text(), "down");
 }
 
 async fn explicit_freshness_stores_only_what_the_origin_says(backend: Backend, name: &str) {
@@ -335,4 +434,156 @@ async fn a_targeted_field_overrides_cache_control(backend: Backend, name: &str) 
     let write = send(&svc, request(Method::PUT, "/targeted", &[])).await;
     assert_eq!(write.header("tower-cache-control"), None);
     assert_eq!(write.header("cache-control"), Some("no-store"));
+}
+
+async fn a_304_refreshes_the_stored_headers_and_freshness_and_serves_the_stored_body(
+    backend: Backend,
+    name: &str,
+) {
+    let h = backend.harness(name).await;
+    let server = validating(
+        &[
+            ("cache-control", "max-age=1"),
+            ("x-generation", "1"),
+            ("x-kept", "yes"),
+        ],
+        &[("cache-control", "max-age=30"), ("x-generation", "2")],
+    );
+    let svc = h
+        .layer(|b| b.revalidation_window(Duration::from_secs(60)))
+        .layer(server.origin.service());
+
+    assert_eq!(send(&svc, get("/doc")).await.cache_status(), STORED);
+    h.store.wait_puts(1).await;
+    outlive(Duration::from_secs(1)).await;
+
+    // Stale: the origin is asked with the stored ETag, says 304, and the
+    // stored body is served with the 304's fields.
+    let reply = send(&svc, get("/doc")).await;
+    let status = reply.cache_status();
+    assert!(
+        status.starts_with(REVALIDATED) && status.ends_with("; stored"),
+        "{status}"
+    );
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "body v1");
+    assert_eq!(reply.header("x-generation"), Some("2"));
+    assert_eq!(reply.header("x-kept"), Some("yes"));
+    assert_eq!(reply.header("cache-control"), Some("max-age=30"));
+    assert_eq!(reply.header("content-length"), Some("7"));
+    assert_eq!(server.origin.calls(), 2);
+    assert_eq!(server.conditions(), [None, Some("\"v1\"".to_owned())]);
+
+    // Stored again with the 304's freshness: hits, one origin call in all.
+    h.store.wait_puts(2).await;
+    let hit = send(&svc, get("/doc")).await;
+    let ttl = assert_hit(&hit);
+    assert!((28..=30).contains(&ttl), "ttl {ttl}");
+    assert_eq!(hit.text(), "body v1");
+    assert_eq!(hit.header("x-generation"), Some("2"));
+    assert_eq!(server.origin.calls(), 2);
+
+    // A client's own condition is answered by the layer.
+    let conditional = request(Method::GET, "/doc", &[("if-none-match", "\"v1\"")]);
+    assert_eq!(
+        send(&svc, conditional).await.status,
+        StatusCode::NOT_MODIFIED
+    );
+}
+
+async fn a_changed_resource_replaces_the_kept_entry(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let server = validating(&[("cache-control", "max-age=1")], &[]);
+    let svc = h
+        .layer(|b| b.revalidation_window(Duration::from_secs(60)))
+        .layer(server.origin.service());
+
+    assert_eq!(send(&svc, get("/doc")).await.cache_status(), STORED);
+    h.store.wait_puts(1).await;
+    outlive(Duration::from_secs(1)).await;
+    server.version.store(2, Ordering::SeqCst);
+
+    // The client's own condition names the old version: it is replaced by
+    // the layer's, and the client gets the new body.
+    let conditional = request(Method::GET, "/doc", &[("if-none-match", "\"v0\"")]);
+    let reply = send(&svc, conditional).await;
+    assert_eq!(reply.cache_status(), STORED);
+    assert_eq!(reply.text(), "body v2");
+    assert_eq!(server.conditions()[1].as_deref(), Some("\"v1\""));
+    h.store.wait_puts(2).await;
+    let hit = send(&svc, get("/doc")).await;
+    assert_hit(&hit);
+    assert_eq!(hit.text(), "body v2");
+    assert_eq!(server.origin.calls(), 2);
+}
+
+async fn no_cache_responses_are_revalidated_before_every_use(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let server = validating(&[("cache-control", "no-cache")], &[]);
+    let svc = h
+        .layer(|b| {
+            b.revalidation_window(Duration::from_secs(60))
+                .stale_if_error(Duration::from_secs(60))
+        })
+        .layer(server.origin.service());
+
+    assert_eq!(send(&svc, get("/doc")).await.cache_status(), STORED);
+    h.store.wait_puts(1).await;
+    // Never served without asking, however new: each use is a 304 round.
+    for round in 0..3 {
+        let reply = send(&svc, get("/doc")).await;
+        assert!(
+            reply.cache_status().starts_with(REVALIDATED),
+            "{}",
+            reply.cache_status()
+        );
+        assert_eq!(reply.text(), "body v1");
+        assert_eq!(server.origin.calls(), 2 + round);
+        h.store.wait_puts(2 + round).await;
+    }
+    assert!(server.conditions()[1..]
+        .iter()
+        .all(|c| c.as_deref() == Some("\"v1\"")));
+    // Without a validator it is not stored at all.
+    let plain = h
+        .layer(|b| b.revalidation_window(Duration::from_secs(60)))
+        .layer(
+            Origin::new(|_| {
+                Response::builder()
+                    .header("cache-control", "no-cache")
+                    .body(TestBody::full("x"))
+                    .unwrap()
+            })
+            .service(),
+        );
+    assert_eq!(
+        send(&plain, get("/other")).await.cache_status(),
+        miss("no-cache")
+    );
+}
+
+async fn without_a_revalidation_window_stale_entries_are_fetched_whole(
+    backend: Backend,
+    name: &str,
+) {
+    let h = backend.harness(name).await;
+    let server = validating(&[("cache-control", "max-age=1")], &[]);
+    let svc = h.layer(|b| b).layer(server.origin.service());
+
+    assert_eq!(send(&svc, get("/doc")).await.cache_status(), STORED);
+    h.store.wait_puts(1).await;
+    outlive(Duration::from_secs(1)).await;
+    let reply = send(&svc, get("/doc")).await;
+    assert_eq!(reply.cache_status(), STORED);
+    assert_eq!(server.conditions(), [None, None]);
+    // And no-cache is not stored.
+    let svc = h.layer(|b| b).layer(
+        validating(&[("cache-control", "no-cache")], &[])
+            .origin
+            .service(),
+    );
+    assert_eq!(
+        send(&svc, get("/nc")).await.cache_status(),
+        miss("no-cache")
+    );
 }

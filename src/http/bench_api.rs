@@ -148,6 +148,7 @@ impl Policy {
                 targeted: Vec::new(),
                 stale: crate::util::time::StaleWindows::NONE,
                 stale_from_response: false,
+                revalidation_window: Duration::ZERO,
             },
             vary_by: Vec::new(),
         }

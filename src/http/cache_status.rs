@@ -9,6 +9,7 @@
 //! | served from the store after waiting on another request's fill | `tower-cache-aside; hit; ttl=41; collapsed` |
 //! | served stale while one request refreshes it | `tower-cache-aside; hit; fwd=stale; ttl=-3` |
 //! | served stale because the origin failed | `tower-cache-aside; hit; fwd=stale; ttl=-40; detail=stale-if-error` |
+//! | stale, the origin said unchanged (`304`), refreshed and stored | `tower-cache-aside; fwd=stale; fwd-status=304; ttl=30; stored` |
 //! | missed, response stored | `tower-cache-aside; fwd=miss; stored` |
 //! | missed, not stored | `tower-cache-aside; fwd=miss; detail=set-cookie` |
 //! | not looked up | `tower-cache-aside; fwd=bypass; detail=authorization` |
@@ -38,6 +39,10 @@ pub(crate) enum Outcome {
         stale: bool,
         detail: Option<&'static str>,
     },
+    /// A stale entry the inner service said is unchanged (a `304`),
+    /// served with its refreshed headers: seconds of freshness left, and
+    /// whether it was stored again.
+    Revalidated { ttl: i64, stored: bool },
     /// Forwarded after a lookup found nothing usable.
     Miss {
         stored: bool,
@@ -84,6 +89,13 @@ impl Outcome {
                     member.push("; collapsed");
                 }
                 member.push_detail(detail);
+            }
+            Outcome::Revalidated { ttl, stored } => {
+                member.push("tower-cache-aside; fwd=stale; fwd-status=304; ttl=");
+                member.push_number(ttl.unsigned_abs(), ttl < 0);
+                if stored {
+                    member.push("; stored");
+                }
             }
             Outcome::Miss { stored, detail } => {
                 member.push("tower-cache-aside; fwd=miss");
@@ -138,6 +150,7 @@ impl Outcome {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Hit { .. } => "hit",
+            Outcome::Revalidated { .. } => "revalidated",
             Outcome::Miss { stored: true, .. } => "miss-stored",
             Outcome::Miss { stored: false, .. } => "miss",
             Outcome::Bypass(_) => "bypass",

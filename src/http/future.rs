@@ -18,7 +18,8 @@ use tower_service::Service;
 use crate::http::body::ResponseBody;
 use crate::http::cache_status::Outcome;
 use crate::http::lookup::{look_up, Cacheable, Usable};
-use crate::http::response::{self, refresh_in_background};
+use crate::http::policy::has_validator;
+use crate::http::response::{self, refresh_in_background, Served};
 use crate::http::shared::Shared;
 use crate::lease::Found;
 use crate::purge::{self, Purge, PurgePaths, PurgeReport};
@@ -172,17 +173,23 @@ where
                     };
                     match found {
                         Found::Fresh(usable) => {
-                            let response =
-                                response::hit(&cacheable, usable, Some(request.headers()), None);
+                            let response = response::hit(
+                                &this.shared.config.policy,
+                                &cacheable,
+                                usable,
+                                Some(request.headers()),
+                                Served::Fresh,
+                            );
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
                         Found::Stale(usable) => {
                             let response = response::hit(
+                                &this.shared.config.policy,
                                 &cacheable,
                                 usable,
                                 Some(request.headers()),
-                                Some(None),
+                                Served::Stale(None),
                             );
                             if cacheable.fill.lease.is_some() {
                                 refresh_in_background(
@@ -197,7 +204,19 @@ where
                         }
                         Found::Miss => {}
                     }
-                    let mut cacheable = cacheable;
+                    let (mut cacheable, mut request) = (cacheable, request);
+                    // A kept stale entry, and this request holds its lease:
+                    // ask the inner service whether it changed.
+                    if cacheable.fill.lease.is_some() {
+                        if let Some(stale) = cacheable.fill.fallback.as_deref() {
+                            if has_validator(stale.entry.status, &stale.entry.headers) {
+                                cacheable.revalidation = Some(response::ask_if_changed(
+                                    request.headers_mut(),
+                                    &stale.entry.headers,
+                                ));
+                            }
+                        }
+                    }
                     cacheable.requested_ms = crate::util::time::now_ms();
                     let future = service.call(request);
                     this.state.set(State::Inner {
@@ -207,6 +226,21 @@ where
                 }
                 StateProj::Inner { future, then } => {
                     let result = ready!(future.poll(cx));
+                    // The stale entry is unchanged: refresh and serve it.
+                    let result = match (result, then.take()) {
+                        (Ok(response), Some(OnResponse::Miss(cacheable)))
+                            if response.status() == http::StatusCode::NOT_MODIFIED
+                                && cacheable.revalidation.is_some() =>
+                        {
+                            this.state.set(State::Done);
+                            let response = response::revalidated(this.shared, response, *cacheable);
+                            return Poll::Ready(Ok(response));
+                        }
+                        (result, taken) => {
+                            *then = taken;
+                            result
+                        }
+                    };
                     // stale-if-error: the origin failed, and a stale entry
                     // within its window answers instead.
                     if let Some(OnResponse::Miss(cacheable)) = then.as_mut() {
@@ -214,12 +248,20 @@ where
                             Ok(response) => response.status().is_server_error(),
                             Err(_) => true,
                         };
-                        if let (true, Some(stale)) = (failed, cacheable.fill.fallback.take()) {
+                        let layer = this.shared.config.policy.stale;
+                        let answers = failed
+                            && cacheable
+                                .fill
+                                .fallback
+                                .as_ref()
+                                .is_some_and(|s| s.answers_errors_now(layer));
+                        if let (true, Some(stale)) = (answers, cacheable.fill.fallback.take()) {
                             let response = response::hit(
+                                &this.shared.config.policy,
                                 cacheable,
                                 stale.recounted(),
                                 None,
-                                Some(Some("stale-if-error")),
+                                Served::Stale(Some("stale-if-error")),
                             );
                             // Dropping the request's context releases any
                             // lease.

@@ -311,6 +311,7 @@ mod tests {
             is_head,
             route: Default::default(),
             requested_ms: 0,
+            revalidation: None,
             max_variants: 1,
             fill: Fill::default(),
         }
@@ -323,8 +324,18 @@ mod tests {
         conditional: Option<&HeaderMap>,
     ) -> (StatusCode, HeaderMap, Bytes) {
         let freshness = Freshness::at(entry.stored_at_ms, entry.ttl_ms, STORED_AT + 1_500);
-        let usable = Usable { entry, freshness };
-        let response = response::hit::<Full<Bytes>>(&cacheable(is_head), usable, conditional, None);
+        let usable = Usable {
+            entry,
+            freshness,
+            on_error: false,
+        };
+        let response = response::hit::<Full<Bytes>>(
+            &crate::http::policy::PolicyConfig::for_tests(),
+            &cacheable(is_head),
+            usable,
+            conditional,
+            response::Served::Fresh,
+        );
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         (parts.status, parts.headers, body)

@@ -98,6 +98,7 @@ pub struct Builder {
     purge_timeout: Duration,
     stale_if_error: Duration,
     stale_from_response: bool,
+    revalidation_window: Duration,
     freshness: Freshness,
     targeted: Vec<TargetedField>,
     decoded_heads: usize,
@@ -133,6 +134,7 @@ impl Builder {
             purge_timeout: settings::DEFAULT_PURGE_TIMEOUT,
             stale_if_error: Duration::ZERO,
             stale_from_response: false,
+            revalidation_window: Duration::ZERO,
             freshness: Freshness::Configured,
             targeted: Vec::new(),
             decoded_heads: settings::DEFAULT_DECODED_HEADS,
@@ -263,6 +265,22 @@ impl Builder {
         self
     }
 
+    /// Keep an entry that has a validator (a 200 with an `ETag` or a
+    /// `Last-Modified`) up to `window` past its freshness and stale
+    /// windows, so that a request for it asks the inner service whether it
+    /// changed (`If-None-Match`, `If-Modified-Since`) instead of fetching
+    /// it whole (default: off). A `304` refreshes the stored headers and
+    /// freshness and serves the stored body (`Cache-Status: …; fwd=stale;
+    /// fwd-status=304`); any other answer is handled as a miss. One
+    /// request revalidates an entry at a time, across instances (it holds
+    /// the fill lease). With a window, a `Cache-Control: no-cache`
+    /// response with a validator is stored too, and revalidated before
+    /// every use.
+    pub fn revalidation_window(mut self, window: Duration) -> Builder {
+        self.revalidation_window = window;
+        self
+    }
+
     /// Where stored responses' freshness lifetimes come from (default
     /// [`Freshness::Configured`]: the TTL, which a response's own
     /// directives can only shorten). With [`Freshness::Explicit`] or
@@ -275,10 +293,12 @@ impl Builder {
 
     /// Obeys `field`, a targeted cache-control field (RFC 9213) such as
     /// `CDN-Cache-Control`, ahead of `Cache-Control`: where a response
-    /// carries it as a valid Structured Fields Dictionary, its directives
-    /// decide storage and reuse and `Cache-Control`'s are not read, so an
-    /// app can tell the layer one thing and browsers another. The field is
-    /// passed on, for the caches after this one. Fields given by several
+    /// carries it, non-empty, as a valid Structured Fields Dictionary, its
+    /// directives decide storage and reuse, and neither `Cache-Control`
+    /// nor `Expires` is read, so an app can tell the layer one thing and
+    /// browsers another. The field is passed on, for the caches after this
+    /// one. HTTP's own fields (`Vary`, `Set-Cookie`, `Expires`, …) are
+    /// refused at `build`. Fields given by several
     /// calls (of this and [`own_targeted_field`](Self::own_targeted_field))
     /// are obeyed in call order, the first present and valid winning.
     pub fn targeted_field(self, field: HeaderName) -> Builder {
@@ -365,14 +385,27 @@ impl Builder {
                 "max_body_bytes must fit in 32 bits".into(),
             ));
         }
-        if self
+        if let Some(field) = self
             .targeted
             .iter()
-            .any(|f| f.name == http::header::CACHE_CONTROL)
+            .find(|f| settings::HTTP_FIELDS.contains(&f.name.as_str()))
         {
-            return Err(Error::InvalidConfig(
-                "Cache-Control is read anyway; a targeted field has a name of its own".into(),
-            ));
+            return Err(Error::InvalidConfig(format!(
+                "{} is a field of HTTP's own, not a targeted cache-control field",
+                field.name
+            )));
+        }
+        // Entries carry their windows in 32 bits of milliseconds.
+        for (name, window) in [
+            ("stale_while_revalidate", self.common.stale_while_revalidate),
+            ("stale_if_error", self.stale_if_error),
+        ] {
+            if window > settings::MAX_STALE_WINDOW {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} is at most {} days",
+                    settings::MAX_STALE_WINDOW.as_secs() / 86_400
+                )));
+            }
         }
         if self.max_variants == 0 {
             return Err(Error::InvalidConfig(
@@ -431,6 +464,7 @@ impl Builder {
                             if_error: self.stale_if_error,
                         },
                         stale_from_response: self.stale_from_response,
+                        revalidation_window: self.revalidation_window,
                     },
                     ttl_jitter: common.ttl_jitter,
                     max_variants: self.max_variants,
@@ -475,6 +509,33 @@ mod tests {
                 .build();
             assert!(matches!(result, Err(Error::InvalidConfig(_))), "{prefix}");
         }
+    }
+
+    #[test]
+    fn targeted_fields_and_stale_windows_are_checked_at_build() {
+        let with =
+            |b: fn(Builder) -> Builder| b(CacheAsideLayer::builder(MemoryStore::new())).build();
+        for refused in [
+            |b: Builder| b.targeted_field(http::header::CACHE_CONTROL),
+            |b: Builder| b.own_targeted_field(http::header::VARY),
+            |b: Builder| b.own_targeted_field(http::header::SET_COOKIE),
+            |b: Builder| b.stale_if_error(Duration::from_secs(50 * 86_400)),
+            |b: Builder| b.stale_while_revalidate(Duration::MAX),
+        ] {
+            assert!(matches!(with(refused), Err(Error::InvalidConfig(_))));
+        }
+        let layer = with(|b| {
+            b.own_targeted_field(HeaderName::from_static("tower-cache-control"))
+                .targeted_field(HeaderName::from_static("cdn-cache-control"))
+                .targeted_field(HeaderName::from_static("tower-cache-control"))
+                .stale_if_error(Duration::from_secs(49 * 86_400))
+        })
+        .unwrap();
+        // A name given twice is obeyed once, as last said.
+        let fields = &layer.shared.config.policy.targeted;
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields[1].name, "tower-cache-control");
+        assert!(!fields[1].own);
     }
 
     #[test]

@@ -8,13 +8,14 @@
 //! the inner service is called.
 
 use bytes::Bytes;
+use http::HeaderMap;
 
 use crate::entry::Entry;
-use crate::http::policy::RouteRules;
+use crate::http::policy::{has_validator, RouteRules};
 use crate::http::shared::Shared;
 use crate::key::DerivedKey;
 use crate::lease::{Fill, Found, Judged};
-use crate::util::time::{Freshness, Stand};
+use crate::util::time::{Freshness, StaleWindows, Stand};
 
 /// A GET or HEAD request the layer looks up, on its way to its response.
 #[derive(Debug)]
@@ -26,6 +27,10 @@ pub(crate) struct Cacheable {
     /// When the inner service was called for it (ms since the epoch):
     /// the start of the response's age.
     pub(crate) requested_ms: u64,
+    /// Set when the inner service is asked whether the stale entry in
+    /// `fill.fallback` changed: the client's own `If-None-Match`, taken
+    /// off the request for the layer's, to answer it with after a `304`.
+    pub(crate) revalidation: Option<HeaderMap>,
     /// The most entries the resource may hold (the route's or the
     /// layer's bound).
     pub(crate) max_variants: usize,
@@ -38,9 +43,21 @@ pub(crate) struct Cacheable {
 pub(crate) struct Usable {
     pub(crate) entry: Entry,
     pub(crate) freshness: Freshness,
+    /// Whether it may answer in place of an origin that fails (within its
+    /// stale-if-error window); a fallback that is not is kept only to be
+    /// revalidated.
+    pub(crate) on_error: bool,
 }
 
 impl Usable {
+    /// Whether, counted now, it may still answer in place of an origin
+    /// that failed: a fallback for that, within its windows (`layer`'s
+    /// unless it has its own). The origin call may have been long.
+    pub(crate) fn answers_errors_now(&self, layer: StaleWindows) -> bool {
+        let freshness = Freshness::now(self.entry.stored_at_ms, self.entry.ttl_ms);
+        self.on_error && freshness.stand(self.entry.stale.unwrap_or(layer)) != Stand::Expired
+    }
+
     /// The same entry with its age and freshness counted now: a
     /// stale-if-error fallback is served after the origin call, not when
     /// it was judged.
@@ -49,6 +66,7 @@ impl Usable {
         Usable {
             entry: self.entry,
             freshness,
+            on_error: self.on_error,
         }
     }
 }
@@ -87,12 +105,27 @@ fn judge(shared: &Shared, key: &DerivedKey, value: Bytes) -> Judged<Usable> {
     let freshness = Freshness::now(entry.stored_at_ms, entry.ttl_ms);
     // The entry's own windows where its response set them, else the
     // layer's.
-    let windows = entry.stale.unwrap_or(shared.config.policy.stale);
-    let usable = Usable { entry, freshness };
-    match freshness.stand(windows) {
-        Stand::Fresh => Judged::Fresh(usable),
-        Stand::StaleWhileRevalidate => Judged::Stale(usable),
-        Stand::StaleIfError => Judged::Fallback(usable),
+    let policy = &shared.config.policy;
+    let windows = entry.stale.unwrap_or(policy.stale);
+    let stand = freshness.stand(windows);
+    // Past every window, an entry with a validator is kept a while longer
+    // to be revalidated (and a no-cache one is revalidated at every use).
+    let revalidatable = stand == Stand::Expired
+        && !policy.revalidation_window.is_zero()
+        && has_validator(entry.status, &entry.headers)
+        && freshness
+            .past_freshness()
+            .is_some_and(|past| past < windows.longest().max(policy.revalidation_window));
+    let usable = |on_error| Usable {
+        entry,
+        freshness,
+        on_error,
+    };
+    match stand {
+        Stand::Fresh => Judged::Fresh(usable(false)),
+        Stand::StaleWhileRevalidate => Judged::Stale(usable(false)),
+        Stand::StaleIfError => Judged::Fallback(usable(true)),
+        Stand::Expired if revalidatable => Judged::Fallback(usable(false)),
         Stand::Expired => Judged::Unusable(None),
     }
 }

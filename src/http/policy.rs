@@ -24,7 +24,8 @@ use crate::util::time::StaleWindows;
 /// use tower_cache_aside::{CacheAsideLayer, Freshness, MemoryStore, Route};
 ///
 /// // The app owns its routes, but /upstream/* relays a service that says
-/// // what is fresh: stored only as long as it says, at most 10 minutes.
+/// // what is fresh: stored only as long as it says (or, without a word,
+/// // a tenth of its Last-Modified age), at most 10 minutes.
 /// let layer = CacheAsideLayer::builder(MemoryStore::new())
 ///     .route(
 ///         "/upstream/{*rest}",
@@ -82,6 +83,10 @@ pub(crate) struct PolicyConfig {
     /// Whether a response's own `stale-while-revalidate` and
     /// `stale-if-error` may open windows the layer's settings keep shut.
     pub(crate) stale_from_response: bool,
+    /// How long past its freshness (and stale windows) an entry with a
+    /// validator is kept, to be revalidated with the inner service rather
+    /// than fetched whole. Zero: not kept, and `no-cache` is not stored.
+    pub(crate) revalidation_window: Duration,
 }
 
 /// What the route a request matched sets, where it sets it.
@@ -185,14 +190,19 @@ impl PolicyConfig {
         if headers.contains_key(header::SET_COOKIE) {
             return Err("set-cookie");
         }
-        let cc = self.directives(headers);
+        let (cc, reads_expires) = self.directives(headers);
         if cc.no_store {
             return Err("no-store");
         }
         if cc.private {
             return Err("private");
         }
-        if cc.no_cache {
+        // `no-cache`: stored only to be revalidated before every use, so
+        // only with a validator and a window to keep it in.
+        let revalidate_always = cc.no_cache;
+        if revalidate_always
+            && (self.revalidation_window.is_zero() || !has_validator(status, headers))
+        {
             return Err("no-cache");
         }
         vary_is_keyed(headers, vary_by)?;
@@ -200,6 +210,13 @@ impl PolicyConfig {
             if len > self.max_body_bytes as u64 {
                 return Err("too-large");
             }
+        }
+        if revalidate_always {
+            return Ok(Storable {
+                lifetime: Duration::ZERO,
+                age: initial_age(headers, exchange),
+                stale: Some(StaleWindows::NONE).filter(|none| *none != self.stale),
+            });
         }
 
         let negative = status == StatusCode::NOT_FOUND || status == StatusCode::GONE;
@@ -210,7 +227,8 @@ impl PolicyConfig {
         };
         let explicit = match cc.s_maxage.or(cc.max_age) {
             Some(seconds) => Some(Duration::from_secs(seconds)),
-            None => expires_in(headers),
+            None if reads_expires => expires_in(headers),
+            None => None,
         };
         let lifetime = match (freshness, explicit) {
             (Freshness::Configured, explicit) => explicit.map_or(cap, |e| e.min(cap)),
@@ -226,7 +244,10 @@ impl PolicyConfig {
                 explicit.min(cap)
             }
             (Freshness::Heuristic, None) => {
-                if !listed || !HEURISTIC_STATUSES.contains(&status.as_u16()) {
+                if !listed
+                    || status == StatusCode::PARTIAL_CONTENT
+                    || !HEURISTIC_STATUSES.contains(&status.as_u16())
+                {
                     return Err("status");
                 }
                 heuristic_lifetime(headers, exchange.received_ms)
@@ -249,13 +270,15 @@ impl PolicyConfig {
 
     /// The directives the layer obeys: those of the first targeted field
     /// present and valid, else `Cache-Control`'s (RFC 9213 section 2.2).
-    fn directives(&self, headers: &HeaderMap) -> CacheControl {
+    /// `Expires` is read only with `Cache-Control`: a targeted field
+    /// replaces both.
+    fn directives(&self, headers: &HeaderMap) -> (CacheControl, bool) {
         for field in &self.targeted {
             if let Some(cc) = CacheControl::parse_targeted(headers, &field.name) {
-                return cc;
+                return (cc, false);
             }
         }
-        CacheControl::parse(headers)
+        (CacheControl::parse(headers), true)
     }
 
     /// How long the response may be served stale. `must-revalidate`,
@@ -289,6 +312,22 @@ impl PolicyConfig {
         }
     }
 
+    /// How long the store keeps an entry past its freshness: its longest
+    /// stale window, or the revalidation window for one with a validator.
+    pub(crate) fn grace(
+        &self,
+        storable: &Storable,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Duration {
+        let windows = storable.stale.unwrap_or(self.stale).longest();
+        if has_validator(status, headers) {
+            windows.max(self.revalidation_window)
+        } else {
+            windows
+        }
+    }
+
     /// Removes the targeted fields that name this layer alone.
     pub(crate) fn strip_own_fields(&self, headers: &mut HeaderMap) {
         for field in self.targeted.iter().filter(|f| f.own) {
@@ -297,19 +336,53 @@ impl PolicyConfig {
     }
 }
 
+#[cfg(test)]
+impl PolicyConfig {
+    /// A TTL of 60 s, a negative one of 5 s, the default statuses, a
+    /// 1 KiB body cap and nothing else.
+    pub(crate) fn for_tests() -> PolicyConfig {
+        PolicyConfig {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            statuses: crate::settings::DEFAULT_STATUSES
+                .iter()
+                .filter_map(|s| StatusCode::from_u16(*s).ok())
+                .collect(),
+            max_body_bytes: 1024,
+            freshness: Freshness::Configured,
+            targeted: Vec::new(),
+            stale: StaleWindows::NONE,
+            stale_from_response: false,
+            revalidation_window: Duration::ZERO,
+        }
+    }
+}
+
+/// Whether a stored response can be revalidated: a 200 with an `ETag` or a
+/// `Last-Modified` (RFC 9110 section 8.8).
+pub(crate) fn has_validator(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::OK
+        && (headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED))
+}
+
 /// The response's age when it arrived, as RFC 9111 section 4.2.3 counts
 /// it: the larger of the time since its `Date` (in whole seconds, as
 /// `Date` is) and its `Age` plus the time the inner service took.
 pub(crate) fn initial_age(headers: &HeaderMap, exchange: Exchange) -> Duration {
-    let delay = exchange.received_ms.saturating_sub(exchange.requested_ms);
+    // An unknown request time (0) is no delay rather than 56 years.
+    let delay = match exchange.requested_ms {
+        0 => 0,
+        requested => exchange.received_ms.saturating_sub(requested),
+    };
     let corrected = age_field(headers)
         .unwrap_or(0)
         .saturating_mul(1000)
         .saturating_add(delay);
+    // `Date` names a whole second: the response was made by its end at
+    // the latest, so that a response of a moment ago has no apparent age.
     let apparent = date_secs(headers).map_or(0, |date| {
-        (exchange.received_ms / 1000)
-            .saturating_sub(date)
-            .saturating_mul(1000)
+        let made_by = date.saturating_mul(1000).saturating_add(999);
+        exchange.received_ms.saturating_sub(made_by)
     });
     Duration::from_millis(corrected.max(apparent))
 }
@@ -491,12 +564,21 @@ impl CacheControl {
                 &joined[..]
             }
         };
+        // An empty field is no field (RFC 9213 section 2.2: the first
+        // field with a valid, non-empty value).
+        if bytes
+            .iter()
+            .all(|b| *b == b' ' || *b == b'\t' || *b == b',')
+        {
+            return None;
+        }
         let mut cc = CacheControl::default();
         let mut parser = sfparse::Parser::new(bytes);
         loop {
             let (key, value) = match parser.parse_dict() {
                 Ok(Some(member)) => member,
                 Ok(None) => break,
+                // The parser is not called again after an error.
                 Err(_) => return None,
             };
             let Some(directive) = Directive::named(key) else {
@@ -522,12 +604,9 @@ impl CacheControl {
                     _,
                 ) => {}
                 (_, sfparse::Value::Bool(on)) => cc.set_flag(directive, on),
-                // `private="field"` and `no-cache="field"` are still
-                // `private` and `no-cache` to a shared cache.
-                (_, sfparse::Value::String { .. } | sfparse::Value::InnerList) => {
-                    cc.set_flag(directive, true);
-                }
-                _ => {}
+                // Any other value (`private="field"`, `no-store=1`) still
+                // sets a flag: a shared cache errs towards not storing.
+                (_, _) => cc.set_flag(directive, true),
             }
         }
         Some(cc)
@@ -595,23 +674,10 @@ fn split_directives(value: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::DEFAULT_STATUSES;
     use http::HeaderValue;
 
     fn cfg() -> PolicyConfig {
-        PolicyConfig {
-            ttl: Duration::from_secs(60),
-            negative_ttl: Duration::from_secs(5),
-            statuses: DEFAULT_STATUSES
-                .iter()
-                .filter_map(|s| StatusCode::from_u16(*s).ok())
-                .collect(),
-            max_body_bytes: 1024,
-            freshness: Freshness::Configured,
-            targeted: Vec::new(),
-            stale: StaleWindows::NONE,
-            stale_from_response: false,
-        }
+        PolicyConfig::for_tests()
     }
 
     /// Asked at `NOW_MS`, answered `DELAY_MS` later.
@@ -766,8 +832,19 @@ mod tests {
             assert_eq!(storable(200, &too_old), Err("expired"), "{age}");
         }
         // The time since `Date`, when that is more.
+        // (counted from the end of the second `Date` names).
         let s = ok(&[("date", &date(-30)), ("age", "2")]);
-        assert_eq!(s.age, Duration::from_secs(30));
+        assert_eq!(s.age, Duration::from_millis(30_300 - 999));
+        assert_eq!(ok(&[("date", &date(0))]).age, Duration::from_millis(300));
+        // An unknown request time is no delay.
+        let unknown = Exchange {
+            requested_ms: 0,
+            received_ms: NOW_MS,
+        };
+        assert_eq!(
+            initial_age(&headers(&[("age", "3")]), unknown),
+            Duration::from_secs(3)
+        );
         let s = ok(&[("date", &date(-30)), ("age", "40")]);
         assert_eq!(s.age, Duration::from_millis(40_300));
         // A `Date` ahead of the clock adds nothing.
@@ -1061,6 +1138,29 @@ mod tests {
             lifetime(&[("cdn-cache-control", "max-age=-5, s-maxage=1.5")]),
             secs(60)
         );
+        // An empty field is no field: Cache-Control is obeyed.
+        for empty in ["", " ", " , "] {
+            assert_eq!(
+                lifetime(&[("cache-control", "private"), ("cdn-cache-control", empty)]),
+                Err("private"),
+                "{empty:?}"
+            );
+        }
+        // Expires is Cache-Control's, replaced with it.
+        assert_eq!(
+            lifetime(&[("cdn-cache-control", "public"), ("expires", "0")]),
+            secs(60)
+        );
+        assert_eq!(lifetime(&[("expires", "0")]), Err("expired"));
+        // A flag with a value of another type is still set.
+        for flag in [
+            "private=x-user",
+            "no-store=1",
+            "no-cache=x",
+            "private=:AA==:",
+        ] {
+            assert!(lifetime(&[("cdn-cache-control", flag)]).is_err(), "{flag}");
+        }
         // Booleans, parameters, strings, lines.
         assert_eq!(
             lifetime(&[("cdn-cache-control", "no-store=?0, max-age=5;a=1")]),
@@ -1146,6 +1246,48 @@ mod tests {
             Err("too-large")
         );
         assert!(storable(200, &[("content-length", "1024")]).is_ok());
+    }
+
+    #[test]
+    fn no_cache_is_stored_only_to_be_revalidated() {
+        let no_cache = [("cache-control", "no-cache"), ("etag", "\"1\"")];
+        assert_eq!(storable(200, &no_cache), Err("no-cache"), "no window");
+        let mut config = cfg();
+        config.revalidation_window = Duration::from_secs(60);
+        let s = stored(&config, Default::default(), 200, &no_cache).unwrap();
+        assert_eq!((s.lifetime, s.resident()), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(s.stale, None, "the layer has no windows either");
+        config.stale = windows(5, 5);
+        let s = stored(&config, Default::default(), 200, &no_cache).unwrap();
+        assert_eq!(s.stale, Some(StaleWindows::NONE), "never served stale");
+        // It keeps for the revalidation window, from its freshness.
+        assert_eq!(
+            config.grace(&s, StatusCode::OK, &headers(&no_cache)),
+            Duration::from_secs(60)
+        );
+        let plain = stored(&config, Default::default(), 200, &[]).unwrap();
+        assert_eq!(
+            config.grace(&plain, StatusCode::OK, &headers(&[])),
+            Duration::from_secs(5)
+        );
+        // Without a validator, or for another status, it is not stored.
+        let bare = [("cache-control", "no-cache")];
+        assert_eq!(
+            stored(&config, Default::default(), 200, &bare),
+            Err("no-cache")
+        );
+        assert_eq!(
+            stored(&config, Default::default(), 404, &no_cache),
+            Err("no-cache")
+        );
+        let modified = [
+            ("cache-control", "no-cache"),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ];
+        assert!(stored(&config, Default::default(), 200, &modified).is_ok());
+        // Even where freshness comes from the origin.
+        config.freshness = Freshness::Explicit;
+        assert!(stored(&config, Default::default(), 200, &no_cache).is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the background refresh of a stale entry.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, StatusCode};
@@ -13,22 +14,37 @@ use crate::entry::Entry;
 use crate::http::body::ResponseBody;
 use crate::http::cache_status::{Outcome, CACHE_STATUS};
 use crate::http::lookup::{Cacheable, Usable};
-use crate::http::policy::Exchange;
+use crate::http::policy::{Exchange, PolicyConfig, Storable};
 use crate::http::recorder::{Lifetime, Recorder};
 use crate::http::shared::Shared;
+
+/// How a stored entry came to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// Fresh.
+    Fresh,
+    /// Stale, and why (`None`: while it is refreshed).
+    Stale(Option<&'static str>),
+    /// Stale, and the inner service said it is unchanged; whether it was
+    /// stored again.
+    Revalidated { stored: bool },
+}
 
 /// Turns a usable stored entry into the response for the request.
 ///
 /// Its age and ttl are counted at the time it was judged;
 /// `conditional` are the request headers when a 304 may answer (not for a
-/// stale-if-error answer); `stale` says why a stale entry is served.
+/// stale-if-error answer); `served` says how the entry came to answer.
 pub(crate) fn hit<B>(
+    policy: &PolicyConfig,
     cacheable: &Cacheable,
     usable: Usable,
     conditional: Option<&HeaderMap>,
-    stale: Option<Option<&'static str>>,
+    served: Served,
 ) -> Response<ResponseBody<B>> {
-    let Usable { entry, freshness } = usable;
+    let Usable {
+        entry, freshness, ..
+    } = usable;
     let ttl_left = freshness.ttl_secs();
     let age = freshness.age_secs();
 
@@ -63,11 +79,20 @@ pub(crate) fn hit<B>(
         response
     };
     let age_value = crate::util::decimal::header_value(age);
-    let status_value = Outcome::Hit {
-        ttl: ttl_left,
-        collapsed: cacheable.fill.collapsed,
-        stale: stale.is_some(),
-        detail: stale.flatten(),
+    let status_value = match served {
+        Served::Revalidated { stored } => Outcome::Revalidated {
+            ttl: ttl_left,
+            stored,
+        },
+        Served::Fresh | Served::Stale(_) => Outcome::Hit {
+            ttl: ttl_left,
+            collapsed: cacheable.fill.collapsed,
+            stale: served != Served::Fresh,
+            detail: match served {
+                Served::Stale(detail) => detail,
+                _ => None,
+            },
+        },
     }
     .value();
     if hit_ready && !not_modified {
@@ -95,6 +120,9 @@ pub(crate) fn hit<B>(
             let _ = headers.try_insert(CACHE_STATUS, status);
         }
     }
+    // Stored without them; an entry written before they were configured,
+    // or by another instance, may hold them still.
+    policy.strip_own_fields(&mut headers);
     *response.headers_mut() = headers;
     tracing::debug!(
         target: "tower_cache_aside",
@@ -161,16 +189,7 @@ pub(crate) fn miss<B: Body>(
         (Ok(storable), Some(lease)) => {
             let mut headers = parts.headers.clone();
             strip_unstorable(&mut headers);
-            // The jitter shortens the time it stays fresh here, not the
-            // age it arrived with.
-            let resident = crate::util::time::jittered(storable.resident(), config.ttl_jitter);
-            let age_ms = crate::util::time::millis(storable.age);
-            let lifetime = Lifetime {
-                born_ms: received_ms.saturating_sub(age_ms),
-                ttl: storable.age + resident,
-                grace: storable.stale.unwrap_or(config.policy.stale).longest(),
-                stale: storable.stale,
-            };
+            let lifetime = lifetime_of(config, &storable, parts.status, &headers, received_ms);
             Some(Recorder::new(
                 key,
                 lease,
@@ -184,6 +203,161 @@ pub(crate) fn miss<B: Body>(
     };
     outcome.append_to(&mut parts.headers);
     Response::from_parts(parts, ResponseBody::recorded(body, recorder))
+}
+
+/// Turns the request into one that asks whether `stored` changed: the
+/// client's `If-None-Match` and `If-Modified-Since` are taken off (and
+/// returned, to answer the client with once the entry is refreshed) and
+/// the stored `ETag` and `Last-Modified` put in their place.
+pub(crate) fn ask_if_changed(request: &mut HeaderMap, stored: &HeaderMap) -> HeaderMap {
+    let mut client = HeaderMap::new();
+    for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+        for value in request.get_all(&name) {
+            let _ = client.try_append(name.clone(), value.clone());
+        }
+        request.remove(&name);
+    }
+    for (validator, condition) in [
+        (header::ETAG, header::IF_NONE_MATCH),
+        (header::LAST_MODIFIED, header::IF_MODIFIED_SINCE),
+    ] {
+        if let Some(value) = stored.get(validator) {
+            let _ = request.try_insert(condition, value.clone());
+        }
+    }
+    client
+}
+
+/// Answers a request whose stale entry the inner service said is
+/// unchanged (`not_modified`, a 304): the stored response with its header
+/// fields updated from the 304's (RFC 9111 section 4.3.4), stored again
+/// under the request's lease when it may be, and served to the client (a
+/// 304 of its own if its `If-None-Match` matches).
+pub(crate) fn revalidated<B>(
+    shared: &Shared,
+    not_modified: Response<B>,
+    mut cacheable: Cacheable,
+) -> Response<ResponseBody<B>> {
+    let Some(stale) = cacheable.fill.fallback.take() else {
+        return forwarded(
+            shared,
+            not_modified,
+            Outcome::Miss {
+                stored: false,
+                detail: None,
+            },
+        );
+    };
+    let config = &shared.config;
+    let received_ms = crate::util::time::now_ms();
+    let update = not_modified.into_parts().0.headers;
+    let entry = stale.entry;
+    let mut headers = entry.headers;
+    strip_unstorable(&mut headers);
+    // Every field the 304 carries replaces the stored one, but for what
+    // describes the stored body's bytes (section 3.2).
+    let mut fresh = update.clone();
+    strip_unstorable(&mut fresh);
+    for name in fresh.keys() {
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_ENCODING {
+            headers.remove(name);
+        }
+    }
+    for (name, value) in fresh.iter() {
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_ENCODING {
+            let _ = headers.try_append(name.clone(), value.clone());
+        }
+    }
+    let exchange = Exchange {
+        requested_ms: cacheable.requested_ms,
+        received_ms,
+    };
+    let verdict = config.policy.storable(
+        entry.status,
+        &headers,
+        &config.keys.vary_by,
+        cacheable.route,
+        exchange,
+    );
+    config.policy.strip_own_fields(&mut headers);
+    let (born_ms, ttl, stale_windows) = match &verdict {
+        Ok(storable) => {
+            let lifetime = lifetime_of(config, storable, entry.status, &headers, received_ms);
+            (lifetime.born_ms, lifetime.ttl, lifetime.stale)
+        }
+        // Not to be stored: served once, stale.
+        Err(_) => (received_ms, Duration::ZERO, None),
+    };
+    let stored = match (verdict, cacheable.fill.lease.take()) {
+        (Ok(storable), Some(lease)) => {
+            let lifetime = Lifetime {
+                born_ms,
+                ttl,
+                grace: config.policy.grace(&storable, entry.status, &headers),
+                stale: stale_windows,
+            };
+            let mut recorder = Recorder::new(
+                cacheable.key.clone(),
+                lease,
+                entry.status,
+                headers.clone(),
+                lifetime,
+                config.policy.max_body_bytes,
+            );
+            let mut whole = recorder.record(&http_body::Frame::data(entry.body.clone()));
+            if let Some(trailers) = &entry.trailers {
+                whole &= recorder.record(&http_body::Frame::trailers(trailers.clone()));
+            }
+            if whole {
+                recorder.finish();
+            }
+            whole
+        }
+        _ => false,
+    };
+    let ttl_ms = crate::util::time::millis(ttl);
+    let refreshed = Usable {
+        freshness: crate::util::time::Freshness::now(born_ms, ttl_ms),
+        entry: Entry {
+            headers,
+            stored_at_ms: born_ms,
+            ttl_ms,
+            stale: stale_windows,
+            hit_ready: false,
+            ..entry
+        },
+        on_error: false,
+    };
+    let client = cacheable.revalidation.take();
+    hit(
+        &config.policy,
+        &cacheable,
+        refreshed,
+        client.as_ref(),
+        Served::Revalidated { stored },
+    )
+}
+
+/// When a storable response was made, and how long it is fresh and kept.
+fn lifetime_of(
+    config: &crate::http::config::Config,
+    storable: &Storable,
+    status: StatusCode,
+    headers: &HeaderMap,
+    received_ms: u64,
+) -> Lifetime {
+    // The jitter shortens the time it stays fresh here, not the age it
+    // arrived with (and leaves an entry revalidated on every use so).
+    let resident = match storable.resident() {
+        Duration::ZERO => Duration::ZERO,
+        resident => crate::util::time::jittered(resident, config.ttl_jitter),
+    };
+    Lifetime {
+        born_ms: received_ms.saturating_sub(crate::util::time::millis(storable.age)),
+        ttl: storable.age + resident,
+        grace: config.policy.grace(storable, status, headers),
+        stale: storable.stale,
+    }
 }
 
 /// Refreshes a stale entry in the background: the request that found it

@@ -133,6 +133,7 @@ where
             route: route.map(Route::rules).unwrap_or_default(),
             // Set when the inner service is called.
             requested_ms: 0,
+            revalidation: None,
             max_variants: route
                 .and_then(Route::variants)
                 .unwrap_or(config.max_variants),

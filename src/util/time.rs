@@ -103,6 +103,11 @@ impl Freshness {
         }
     }
 
+    /// How long ago it stopped being fresh (`None` while fresh).
+    pub(crate) fn past_freshness(&self) -> Option<Duration> {
+        (!self.is_fresh()).then(|| Duration::from_millis(self.now - self.expires_at))
+    }
+
     /// Whole seconds since it was stored (`Age`).
     pub(crate) fn age_secs(&self) -> u64 {
         self.now.saturating_sub(self.stored_at) / 1000
