@@ -316,8 +316,11 @@ async fn failover_under_load(replicated: bool) -> Arc<Seen> {
     // its INFO (up to 10 s), closing its clients: the stores reconnect
     // through the sentinels then.
     until("the old primary follows the new one", || async {
-        // A client per look: the old primary closes its clients.
-        let admin = support::fred_client(&deployment.primary.url()).await;
+        // A client per look: the old primary closes its clients, and a
+        // connection made as it does may fail (a look that says "not yet").
+        let Ok(admin) = support::try_fred_client(&deployment.primary.url()).await else {
+            return false;
+        };
         let role = command(&admin, &["ROLE"]).await;
         let _ = admin.quit().await;
         matches!(role, Ok(Value::Array(parts))

@@ -154,15 +154,20 @@ pub async fn assert_passes_through(store: RedisStore, rounds: usize) {
 /// A plain fred client of a server the test started (for inspecting and
 /// corrupting what the layer stored).
 pub async fn fred_client(url: &str) -> fred::clients::Client {
+    try_fred_client(url)
+        .await
+        .expect("connect to the test redis-server")
+}
+
+/// As [`fred_client`], for a server that may be closing its clients (a
+/// primary being demoted): the connection's error, where it failed.
+pub async fn try_fred_client(url: &str) -> Result<fred::clients::Client, fred::error::Error> {
     let config = fred::types::config::Config::from_url(url).expect("redis url");
     let client = fred::types::Builder::from_config(config)
         .build()
         .expect("fred client");
-    client
-        .init()
-        .await
-        .expect("connect to the test redis-server");
-    client
+    client.init().await?;
+    Ok(client)
 }
 
 /// One command (`args`: its name, then its arguments) on `client`, as an
