@@ -28,8 +28,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::key::EntryKey;
-use crate::store::backend::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store};
+use crate::key::{EntryKey, VaryNames};
+use crate::store::backend::{
+    FillEnd, LeaseRequest, LeaseToken, Lookup, Store, VariedFill, VaryRecord,
+};
 use crate::store::guarded::Guarded;
 use crate::Error;
 
@@ -46,6 +48,9 @@ pub(crate) enum Judged<T> {
     /// It may not answer (another key's, expired, does not decode): it is
     /// removed. The detail, if any, is worth reporting.
     Unusable(Option<&'static str>),
+    /// It is the resource's vary record: the entry is under the variant
+    /// these request fields give.
+    Varies(VaryNames),
 }
 
 /// What a lookup found.
@@ -58,6 +63,9 @@ pub(crate) enum Found<T> {
     Stale(T),
     /// Nothing to serve: call the origin, storing only with the lease.
     Miss,
+    /// The resource's responses vary on these request fields: look up the
+    /// variant they give. No lease was taken.
+    Varies(VaryNames),
 }
 
 /// What a lookup leaves its caller for the origin call that may follow.
@@ -163,6 +171,7 @@ impl Leases {
                         fill.fallback = Some(Box::new(value));
                         return Found::Miss;
                     }
+                    Judged::Varies(names) => return Found::Varies(names),
                     Judged::Unusable(detail) => {
                         self.remove(key).await;
                         fill.detail = detail;
@@ -218,6 +227,7 @@ impl Leases {
                 Judged::Fresh(value) => Found::Fresh(value),
                 Judged::Stale(value) => Found::Stale(value),
                 Judged::Fallback(_) => Found::Miss,
+                Judged::Varies(names) => Found::Varies(names),
                 Judged::Unusable(detail) => {
                     self.remove(key).await;
                     fill.detail = detail;
@@ -321,6 +331,42 @@ impl LeaseGuard {
         };
         let (store, key) = (&self.store, &self.key);
         let result = store.call(|s| s.fill(key, value, keep, &token)).await;
+        if result.is_err() {
+            let _ = store.call(|s| s.release(key, &token)).await;
+        }
+        result
+    }
+
+    /// Stores `value` for `keep` under `entry`, a variant of the leased
+    /// entry's resource, and the resource's vary `record` (its base variant
+    /// and the record), if the lease still holds: as [`fill`](Self::fill)
+    /// does for the leased entry.
+    pub(crate) async fn fill_varied(
+        &mut self,
+        entry: &EntryKey,
+        value: Bytes,
+        keep: Duration,
+        record: Option<(&EntryKey, Bytes)>,
+    ) -> Result<bool, Error> {
+        let Some(token) = self.token.take() else {
+            return Ok(false);
+        };
+        let (store, key) = (&self.store, &self.key);
+        let result = store
+            .call(|s| {
+                s.fill_varied(VariedFill {
+                    lease: key,
+                    token: &token,
+                    entry,
+                    value,
+                    ttl: keep,
+                    record: match record {
+                        Some((at, value)) => VaryRecord::Set { at, value },
+                        None => VaryRecord::Keep,
+                    },
+                })
+            })
+            .await;
         if result.is_err() {
             let _ = store.call(|s| s.release(key, &token)).await;
         }

@@ -802,3 +802,99 @@ async fn a_lookup_that_misses_its_deadline_leaves_no_lease_behind() {
     );
     until_hit(&svc, &store, "/orphan").await;
 }
+
+// ---------------------------------------------------------------------------
+// 7. A vary record that is not the layer's
+// ---------------------------------------------------------------------------
+
+/// A resource whose responses vary keeps its vary record beside its
+/// entries. A record that does not decode (planted, truncated, another
+/// version's) is never followed: a layer that has not seen the resource
+/// removes it, answers from the origin, and stores the answer with a good
+/// record again; one that names a field the origin does not vary on
+/// leads only to a miss of a variant that is then stored where the
+/// origin's `Vary` says.
+#[tokio::test]
+async fn a_broken_vary_record_is_removed_and_written_again() {
+    let server = RedisServer::launch();
+    let prefix = "t:vary-record:";
+    let store = CountingStore::new(Arc::new(
+        RedisStore::connect(&server.url())
+            .await
+            .expect("connect to the test redis-server"),
+    ));
+    let layer = || {
+        CacheAsideLayer::builder(store.as_dyn())
+            .prefix(prefix)
+            .store_timeout(Duration::from_secs(5))
+            .build()
+            .expect("valid layer")
+    };
+    let origin = Origin::new(|req| {
+        let language = req
+            .headers()
+            .get("accept-language")
+            .map_or("-", |v| v.to_str().expect("ASCII"));
+        Response::builder()
+            .header("vary", "accept-language")
+            .body(TestBody::full(format!("in {language}")))
+            .expect("response")
+    });
+    let in_fr = || request(Method::GET, "/doc", &[("accept-language", "fr")]);
+    let raw = fred_client(&server.url()).await;
+
+    let first = layer().layer(origin.service());
+    assert_eq!(send(&first, in_fr()).await.cache_status(), STORED);
+    store.wait_puts(1).await;
+    let fields = cached_fields(&raw, &format!("{prefix}*")).await;
+    let records: Vec<_> = fields.iter().filter(|f| f.contains("}:m:")).collect();
+    let entries: Vec<_> = fields.iter().filter(|f| f.contains("}:v:")).collect();
+    assert_eq!((records.len(), entries.len()), (1, 1), "{fields:?}");
+    let record = records[0].clone();
+    let good = read_field(&raw, &record).await.expect("the record");
+    assert_eq!(&good[..], b"TCV\x01\x01\x0faccept-language");
+
+    let mut puts = 1;
+    for (bad, what) in [
+        (&b"TCV\x01\x01\x0fAccept-Language"[..], "upper case"),
+        (&b"TCV\x01\x02\x0faccept-language"[..], "cut short"),
+        (&b"TCV\x09"[..], "another version"),
+    ] {
+        write_field(&raw, &record, Bytes::from_static(bad)).await;
+        // A layer that has not seen the resource reads the record.
+        let fresh = layer().layer(origin.service());
+        let reply = send(&fresh, in_fr()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{what}");
+        assert_eq!(reply.text(), "in fr", "{what}");
+        assert_eq!(
+            reply.cache_status(),
+            format!("{STORED}; detail=bad-entry"),
+            "{what}"
+        );
+        puts += 1;
+        store.wait_until(what, |s| s.puts_ok >= puts).await;
+        assert_eq!(
+            read_field(&raw, &record).await.as_deref(),
+            Some(&good[..]),
+            "{what}: the record is written again"
+        );
+        let hit = send(&layer().layer(origin.service()), in_fr()).await;
+        assert_hit(&hit);
+        assert_eq!(hit.text(), "in fr");
+    }
+
+    // A well-formed record that names another field: the lookup goes to
+    // that variant, misses, and the origin's answer is stored under the
+    // variant its own `Vary` gives, with the record put right.
+    write_field(&raw, &record, Bytes::from_static(b"TCV\x01\x01\x06origin")).await;
+    let fresh = layer().layer(origin.service());
+    let reply = send(&fresh, in_fr()).await;
+    assert_eq!(reply.text(), "in fr");
+    assert_eq!(reply.cache_status(), STORED);
+    store
+        .wait_until("origin record", |s| s.puts_ok > puts)
+        .await;
+    assert_eq!(read_field(&raw, &record).await.as_deref(), Some(&good[..]));
+    let hit = send(&layer().layer(origin.service()), in_fr()).await;
+    assert_hit(&hit);
+}

@@ -1,7 +1,7 @@
 //! HTTP's own caching rules (RFC 9111, 5861, 9213), on both stores: a
 //! response's `Age` counts, revalidation directives forbid stale serving,
-//! a response's own stale windows, freshness taken from the origin, and
-//! targeted cache-control fields.
+//! a response's own stale windows, freshness taken from the origin,
+//! targeted cache-control fields, conditional revalidation and `Vary`.
 //!
 //! Entries here live for a second or so: the waits past a TTL are for a
 //! time to pass, never for an event.
@@ -32,6 +32,12 @@ suite!(
     a_changed_resource_replaces_the_kept_entry,
     no_cache_responses_are_revalidated_before_every_use,
     without_a_revalidation_window_stale_entries_are_fetched_whole,
+    a_background_refresh_asks_whether_the_entry_changed,
+    vary_stores_a_variant_per_value_and_serves_each_its_own,
+    vary_variants_are_found_by_another_instance_and_by_head,
+    vary_values_are_normalised_and_vary_star_is_never_stored,
+    a_resource_that_stops_varying_is_stored_whole_again,
+    the_variants_of_a_resource_are_bounded,
 );
 
 /// An origin with validators: version `v` of its one resource has the
@@ -586,4 +592,224 @@ async fn without_a_revalidation_window_stale_entries_are_fetched_whole(
         send(&svc, get("/nc")).await.cache_status(),
         miss("no-cache")
     );
+}
+
+async fn a_background_refresh_asks_whether_the_entry_changed(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let server = validating(
+        &[("cache-control", "max-age=1")],
+        &[("cache-control", "max-age=30")],
+    );
+    let svc = h
+        .layer(|b| b.stale_while_revalidate(Duration::from_secs(30)))
+        .layer(server.origin.service());
+
+    assert_eq!(send(&svc, get("/doc")).await.cache_status(), STORED);
+    h.store.wait_puts(1).await;
+    outlive(Duration::from_secs(1)).await;
+
+    // Served stale at once; the refresh behind it sends the stored ETag,
+    // gets a 304, and stores the entry again with the 304's freshness.
+    let stale = send(&svc, get("/doc")).await;
+    assert!(stale.is_stale_hit(), "{}", stale.cache_status());
+    h.store.wait_puts(2).await;
+    assert_eq!(server.conditions(), [None, Some("\"v1\"".to_owned())]);
+    let hit = send(&svc, get("/doc")).await;
+    let ttl = assert_hit(&hit);
+    assert!((28..=30).contains(&ttl), "ttl {ttl}");
+    assert_eq!(hit.text(), "body v1");
+    assert_eq!(server.origin.calls(), 2);
+}
+
+/// An origin whose `/greeting` varies on `Accept-Language` (and `Origin`
+/// when `also_origin`), `/encoded` on `Accept-Encoding`, `/star` on `*`,
+/// and `/switch` on `Accept-Language` while `varies` is set; each body
+/// says which request it answered.
+fn varying(varies: Arc<AtomicBool>) -> Origin {
+    Origin::new(move |req| {
+        let value = |name: &str| {
+            req.headers()
+                .get(name)
+                .map_or("-", |v| v.to_str().unwrap())
+                .to_owned()
+        };
+        let path = req.uri().path().to_owned();
+        let (vary, body) = match path.as_str() {
+            "/greeting" => match value("accept-language").as_str() {
+                "fr" => (Some("Accept-Language"), "bonjour".to_owned()),
+                "de" => (Some("Accept-Language"), "hallo".to_owned()),
+                _ => (Some("Accept-Language"), "hello".to_owned()),
+            },
+            "/encoded" => (Some("accept-encoding"), value("accept-encoding")),
+            "/star" => (Some("*"), "any".to_owned()),
+            "/switch" if varies.load(Ordering::SeqCst) => (
+                Some("Accept-Language"),
+                format!("for {}", value("accept-language")),
+            ),
+            "/switch" => (None, "for all".to_owned()),
+            other => panic!("no case {other}"),
+        };
+        let mut response = Response::builder().header("cache-control", "max-age=1");
+        if let Some(vary) = vary {
+            response = response.header("vary", vary);
+        }
+        response.body(TestBody::full(body)).unwrap()
+    })
+}
+
+fn in_language(path: &str, language: &str) -> http::Request<()> {
+    request(Method::GET, path, &[("accept-language", language)])
+}
+
+async fn vary_stores_a_variant_per_value_and_serves_each_its_own(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let origin = varying(Arc::new(AtomicBool::new(true)));
+    // No `vary_by`: the response's `Vary` is enough.
+    let svc = h.layer(|b| b).layer(origin.service());
+
+    let languages = [("en", "hello"), ("fr", "bonjour")];
+    for (language, _) in languages {
+        let reply = send(&svc, in_language("/greeting", language)).await;
+        assert_eq!(reply.cache_status(), STORED, "{language}");
+    }
+    h.store.wait_puts(2).await;
+    for (language, text) in languages {
+        let reply = send(&svc, in_language("/greeting", language)).await;
+        assert_hit(&reply);
+        assert_eq!(reply.text(), text, "{language}");
+        assert_eq!(reply.header("vary"), Some("Accept-Language"));
+    }
+    // A request without the field is a variant of its own.
+    assert_eq!(send(&svc, get("/greeting")).await.cache_status(), STORED);
+    h.store.wait_puts(3).await;
+    assert_eq!(send(&svc, get("/greeting")).await.text(), "hello");
+    assert!(send(&svc, get("/greeting")).await.is_hit());
+    assert_eq!(origin.calls_for("/greeting"), 3);
+
+    // A write purges every variant (the record is not counted as one).
+    support::assert_write_purges(&svc, "/greeting", 3).await;
+    for (language, text) in languages {
+        let reply = send(&svc, in_language("/greeting", language)).await;
+        assert_eq!(reply.cache_status(), STORED, "{language} after the purge");
+        assert_eq!(reply.text(), text);
+    }
+}
+
+async fn vary_variants_are_found_by_another_instance_and_by_head(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let origin = varying(Arc::new(AtomicBool::new(true)));
+    let first = h.layer(|b| b).layer(origin.service());
+    for language in ["en", "fr"] {
+        let reply = send(&first, in_language("/greeting", language)).await;
+        assert_eq!(reply.cache_status(), STORED);
+    }
+    h.store.wait_puts(2).await;
+
+    // Another instance (a layer that has seen nothing) finds the
+    // resource's vary record and then the request's variant.
+    let second = h.layer(|b| b).layer(origin.service());
+    let reply = send(&second, in_language("/greeting", "fr")).await;
+    assert_hit(&reply);
+    assert_eq!(reply.text(), "bonjour");
+    let third = h.layer(|b| b).layer(origin.service());
+    let head = request(Method::HEAD, "/greeting", &[("accept-language", "en")]);
+    let reply = send(&third, head).await;
+    assert_hit(&reply);
+    assert_eq!(reply.text(), "");
+    // A language nobody asked for yet is a miss of its own variant, stored.
+    let reply = send(&third, in_language("/greeting", "de")).await;
+    assert_eq!(reply.cache_status(), STORED);
+    assert_eq!(reply.text(), "hallo");
+    assert_eq!(origin.calls_for("/greeting"), 3);
+}
+
+async fn vary_values_are_normalised_and_vary_star_is_never_stored(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let origin = varying(Arc::new(AtomicBool::new(true)));
+    let svc = h.layer(|b| b).layer(origin.service());
+    let encoded = |value: &str| request(Method::GET, "/encoded", &[("accept-encoding", value)]);
+
+    assert_eq!(send(&svc, encoded("gzip, br")).await.cache_status(), STORED);
+    h.store.wait_puts(1).await;
+    // The same list, spelled otherwise: the same variant.
+    let reply = send(&svc, encoded("GZIP,br")).await;
+    assert_hit(&reply);
+    assert_eq!(reply.text(), "gzip, br");
+    // Another list: another variant.
+    assert_eq!(send(&svc, encoded("br")).await.cache_status(), STORED);
+    assert_eq!(origin.calls_for("/encoded"), 2);
+
+    assert_eq!(send(&svc, get("/star")).await.cache_status(), miss("vary"));
+    assert_not_stored(&send(&svc, get("/star")).await);
+    assert_eq!(origin.calls_for("/star"), 2);
+}
+
+async fn a_resource_that_stops_varying_is_stored_whole_again(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let varies = Arc::new(AtomicBool::new(true));
+    let origin = varying(varies.clone());
+    let svc = h.layer(|b| b).layer(origin.service());
+
+    assert_eq!(
+        send(&svc, in_language("/switch", "fr"))
+            .await
+            .cache_status(),
+        STORED
+    );
+    h.store.wait_puts(1).await;
+    assert_eq!(
+        send(&svc, in_language("/switch", "fr")).await.text(),
+        "for fr"
+    );
+    outlive(Duration::from_secs(1)).await;
+
+    // The origin no longer varies: the layer looks under the variant it
+    // knew, and stores the answer for every request.
+    varies.store(false, Ordering::SeqCst);
+    let reply = send(&svc, in_language("/switch", "fr")).await;
+    assert_eq!(reply.cache_status(), STORED);
+    assert_eq!(reply.text(), "for all");
+    h.store.wait_puts(2).await;
+    for language in ["fr", "de"] {
+        let reply = send(&svc, in_language("/switch", language)).await;
+        assert_hit(&reply);
+        assert_eq!(reply.text(), "for all");
+    }
+    let other = h.layer(|b| b).layer(origin.service());
+    let reply = send(&other, in_language("/switch", "en")).await;
+    assert_hit(&reply);
+    assert_eq!(origin.calls_for("/switch"), 2);
+
+    // And back: it varies again, under the base variant's lease.
+    outlive(Duration::from_secs(1)).await;
+    varies.store(true, Ordering::SeqCst);
+    let reply = send(&other, in_language("/switch", "en")).await;
+    assert_eq!(reply.cache_status(), STORED);
+    h.store.wait_puts(3).await;
+    let reply = send(&svc, in_language("/switch", "en")).await;
+    assert_hit(&reply);
+    assert_eq!(reply.text(), "for en");
+    assert_eq!(
+        send(&svc, in_language("/switch", "de"))
+            .await
+            .cache_status(),
+        STORED
+    );
+}
+
+async fn the_variants_of_a_resource_are_bounded(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let origin = varying(Arc::new(AtomicBool::new(true)));
+    // Three entries: two variants and the resource's vary record.
+    let svc = h.layer(|b| b.max_variants(3)).layer(origin.service());
+    for language in ["en", "fr"] {
+        let reply = send(&svc, in_language("/greeting", language)).await;
+        assert_eq!(reply.cache_status(), STORED);
+        h.store.wait_puts_for("/greeting", 1).await;
+    }
+    h.store.wait_puts(2).await;
+    let reply = send(&svc, in_language("/greeting", "de")).await;
+    assert_eq!(reply.cache_status(), miss("too-many-variants"));
+    assert_eq!(reply.text(), "hallo");
+    assert!(send(&svc, in_language("/greeting", "fr")).await.is_hit());
 }

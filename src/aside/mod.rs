@@ -209,7 +209,9 @@ impl<C: Codec> Cache<C> {
                 }
                 Ok(value)
             }
-            Found::Miss => {
+            // The typed cache writes no vary records: a value that reads as
+            // one is another program's, and was not served.
+            Found::Miss | Found::Varies(_) => {
                 let result = fetch().await;
                 if let Some(lease) = fill.lease {
                     inner

@@ -136,21 +136,25 @@ where
         cacheable: Box<Cacheable>,
         shared: Arc<Shared>,
     ) -> Self {
-        let state = shared.clone();
-        let lookup: LookupFuture = Box::pin(async move {
-            let mut cacheable = cacheable;
-            let found = look_up(&state, &mut cacheable).await;
-            (cacheable, found)
-        });
         ResponseFuture {
             state: State::Lookup {
-                lookup,
+                lookup: lookup_future(shared.clone(), cacheable),
                 pending: Some((service, request)),
             },
             shared,
         }
     }
 }
+
+/// The lookup of `cacheable`'s key, owning what it needs.
+fn lookup_future(shared: Arc<Shared>, mut cacheable: Box<Cacheable>) -> LookupFuture {
+    Box::pin(async move {
+        let found = look_up(&shared, &mut cacheable).await;
+        (cacheable, found)
+    })
+}
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody> where S: Service<Request<ReqBody>> {}
 
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
@@ -172,6 +176,25 @@ where
                         continue;
                     };
                     match found {
+                        // The resource varies on these fields: look up the
+                        // variant they give (once: a record found under a
+                        // variant is not the layer's, and is a miss).
+                        Found::Varies(names) if cacheable.varying.names.is_none() => {
+                            let mut cacheable = cacheable;
+                            this.shared.vary.set(&cacheable.varying.base, Some(&names));
+                            cacheable.key = cacheable.varying.key_for(
+                                &cacheable.key,
+                                Some(&names),
+                                request.headers(),
+                            );
+                            cacheable.varying.names = Some(names);
+                            this.state.set(State::Lookup {
+                                lookup: lookup_future(this.shared.clone(), cacheable),
+                                pending: Some((service, request)),
+                            });
+                            continue;
+                        }
+                        Found::Varies(_) => {}
                         Found::Fresh(usable) => {
                             let response = response::hit(
                                 &this.shared.config.policy,
@@ -184,6 +207,13 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Found::Stale(usable) => {
+                            let mut cacheable = cacheable;
+                            // The refresh asks whether it changed, when it
+                            // can tell: it keeps the entry to store again
+                            // on a 304.
+                            let kept = (cacheable.fill.lease.is_some()
+                                && has_validator(usable.entry.status, &usable.entry.headers))
+                            .then(|| Box::new(usable.clone()));
                             let response = response::hit(
                                 &this.shared.config.policy,
                                 &cacheable,
@@ -192,6 +222,7 @@ where
                                 Served::Stale(None),
                             );
                             if cacheable.fill.lease.is_some() {
+                                cacheable.fill.fallback = kept;
                                 refresh_in_background(
                                     this.shared.clone(),
                                     service,
@@ -205,9 +236,12 @@ where
                         Found::Miss => {}
                     }
                     let (mut cacheable, mut request) = (cacheable, request);
-                    // A kept stale entry, and this request holds its lease:
-                    // ask the inner service whether it changed.
                     if cacheable.fill.lease.is_some() {
+                        // Its response may vary on fields the key does
+                        // not hold yet.
+                        cacheable.varying.request = Some(request.headers().clone());
+                        // A kept stale entry, and this request holds its
+                        // lease: ask the inner service whether it changed.
                         if let Some(stale) = cacheable.fill.fallback.as_deref() {
                             if has_validator(stale.entry.status, &stale.entry.headers) {
                                 cacheable.revalidation = Some(response::ask_if_changed(

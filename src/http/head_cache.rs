@@ -306,8 +306,10 @@ mod tests {
             .header("host", "example.com")
             .body(())
             .unwrap();
+        let key = keys.derive(&request).unwrap();
         Cacheable {
-            key: keys.derive(&request).unwrap(),
+            varying: crate::http::vary::Varying::of_base(&key),
+            key,
             is_head,
             route: Default::default(),
             requested_ms: 0,

@@ -160,7 +160,9 @@ impl Builder {
     }
 
     /// The most entries one resource (a path) may hold, across its queries,
-    /// hosts and `vary_by` values (default 1024). Past it, a request for a
+    /// hosts and header values (`vary_by`, `Vary`; a resource that varies
+    /// also holds its vary record, which counts) (default 1024). Past it, a
+    /// request for a
     /// new variant is served by the origin and not stored
     /// (`fwd=miss; detail=too-many-variants`), and the variants already
     /// stored keep hitting; the room comes back as they expire or are
@@ -205,10 +207,12 @@ impl Builder {
         self
     }
 
-    /// Adds a request header to the key, so that its values get separate
-    /// entries, and lets responses carry `Vary: <header>`. Keying on
-    /// `Authorization` or `Cookie` opts those requests in to caching, one
-    /// entry per credential.
+    /// Adds a request header to every key of the layer, so that its values
+    /// get separate entries. A response's `Vary` needs none of this: the
+    /// layer keys its resource on the headers it names by itself. This is
+    /// for a header every answer depends on without saying so, and to opt
+    /// in: keying on `Authorization` or `Cookie` makes those requests
+    /// cacheable, one entry per credential.
     pub fn vary_by(mut self, header: HeaderName) -> Builder {
         if !self.vary_by.contains(&header) {
             self.vary_by.push(header);
@@ -473,6 +477,7 @@ impl Builder {
                 leases: Leases::new(store, common.lease_ttl, common.fill_wait),
                 heads: HeadCache::with_capacity(self.decoded_heads),
                 purges: Arc::new(purges),
+                vary: Default::default(),
             }),
         }
     }

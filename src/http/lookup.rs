@@ -13,7 +13,8 @@ use http::HeaderMap;
 use crate::entry::Entry;
 use crate::http::policy::{has_validator, RouteRules};
 use crate::http::shared::Shared;
-use crate::key::DerivedKey;
+use crate::http::vary::Varying;
+use crate::key::{DerivedKey, VaryNames};
 use crate::lease::{Fill, Found, Judged};
 use crate::util::time::{Freshness, StaleWindows, Stand};
 
@@ -34,12 +35,14 @@ pub(crate) struct Cacheable {
     /// The most entries the resource may hold (the route's or the
     /// layer's bound).
     pub(crate) max_variants: usize,
+    /// Which of the resource's `Vary` variants `key` is.
+    pub(crate) varying: Varying,
     /// The lease, the stale fallback and what the lookup found out.
     pub(crate) fill: Fill<Usable>,
 }
 
 /// An entry that may answer the request, and how fresh it is.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Usable {
     pub(crate) entry: Entry,
     pub(crate) freshness: Freshness,
@@ -90,6 +93,15 @@ pub(crate) async fn look_up(shared: &Shared, cacheable: &mut Cacheable) -> Found
 
 /// Decodes a stored value and says whether, and how, it may answer.
 fn judge(shared: &Shared, key: &DerivedKey, value: Bytes) -> Judged<Usable> {
+    if VaryNames::is_record(&value) {
+        return match VaryNames::from_record(&value) {
+            Some(names) => Judged::Varies(names),
+            None => {
+                tracing::warn!(target: "tower_cache_aside", "removing a vary record that does not decode");
+                Judged::Unusable(Some("bad-entry"))
+            }
+        };
+    }
     let tag = xxhash_rust::xxh3::xxh3_64(key.key.variant_bytes());
     let entry = match shared.heads.decode(tag, value) {
         Ok(entry) => entry,

@@ -42,6 +42,7 @@ mod recorder;
 pub(crate) mod response;
 mod service;
 mod shared;
+pub(crate) mod vary;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap, HeaderName, Request, StatusCode};
 
+use crate::key::VaryNames;
 use crate::util::time::StaleWindows;
 
 /// Where a stored response's freshness lifetime comes from: the layer's
@@ -106,7 +107,7 @@ pub(crate) struct Exchange {
 }
 
 /// How a response that may be stored is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Storable {
     /// Its freshness lifetime, counted from when the origin made it.
     pub(crate) lifetime: Duration,
@@ -114,6 +115,9 @@ pub(crate) struct Storable {
     pub(crate) age: Duration,
     /// Its own stale windows, where they are not the layer's.
     pub(crate) stale: Option<StaleWindows>,
+    /// The request fields its `Vary` names past the configured ones: it is
+    /// stored under the variant their values give.
+    pub(crate) vary: Option<VaryNames>,
 }
 
 impl Storable {
@@ -205,7 +209,7 @@ impl PolicyConfig {
         {
             return Err("no-cache");
         }
-        vary_is_keyed(headers, vary_by)?;
+        let vary = VaryNames::of_response(headers, vary_by)?;
         if let Some(len) = content_length(headers) {
             if len > self.max_body_bytes as u64 {
                 return Err("too-large");
@@ -216,6 +220,7 @@ impl PolicyConfig {
                 lifetime: Duration::ZERO,
                 age: initial_age(headers, exchange),
                 stale: Some(StaleWindows::NONE).filter(|none| *none != self.stale),
+                vary,
             });
         }
 
@@ -265,6 +270,7 @@ impl PolicyConfig {
             lifetime,
             age,
             stale: (stale != self.stale).then_some(stale),
+            vary,
         })
     }
 
@@ -417,28 +423,6 @@ fn heuristic_lifetime(headers: &HeaderMap, received_ms: u64) -> Option<Duration>
         .and_then(parse)
         .unwrap_or_else(|| UNIX_EPOCH + Duration::from_millis(received_ms));
     Some(base.duration_since(modified).unwrap_or(Duration::ZERO) / 10)
-}
-
-/// Every name in the response's `Vary` must be part of the key; `Vary: *`
-/// never is.
-fn vary_is_keyed(headers: &HeaderMap, vary_by: &[HeaderName]) -> Result<(), &'static str> {
-    for value in headers.get_all(header::VARY) {
-        let Ok(value) = value.to_str() else {
-            return Err("vary");
-        };
-        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if name == "*" {
-                return Err("vary");
-            }
-            if !vary_by
-                .iter()
-                .any(|k| k.as_str().eq_ignore_ascii_case(name))
-            {
-                return Err("vary");
-            }
-        }
-    }
-    Ok(())
 }
 
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -771,10 +755,35 @@ mod tests {
             Err("no-cache")
         );
         assert_eq!(storable(200, &[("vary", "*")]), Err("vary"));
-        assert_eq!(storable(200, &[("vary", "Accept-Encoding")]), Err("vary"));
         assert_eq!(
-            storable(200, &[("vary", "accept-language")]),
+            storable(200, &[("vary", "accept-language, *")]),
+            Err("vary")
+        );
+        assert_eq!(
+            storable(200, &[("vary", "Accept-Encoding")]),
             Ok(Duration::from_secs(60))
+        );
+        let varied = stored(
+            &cfg(),
+            Default::default(),
+            200,
+            &[("vary", "Accept-Encoding")],
+        );
+        assert_eq!(
+            varied.map(|s| s.vary.map(|v| v.names().to_vec())),
+            Ok(Some(vec![header::ACCEPT_ENCODING])),
+            "a name past the configured ones makes a variant"
+        );
+        let keyed = stored(
+            &cfg(),
+            Default::default(),
+            200,
+            &[("vary", "accept-language")],
+        );
+        assert_eq!(
+            keyed.map(|s| s.vary),
+            Ok(None),
+            "the configured ones do not"
         );
     }
 

@@ -17,7 +17,7 @@ use http::{HeaderMap, StatusCode};
 use http_body::Frame;
 
 use crate::entry::EntryParts;
-use crate::key::DerivedKey;
+use crate::key::{DerivedKey, EntryKey};
 use crate::lease::LeaseGuard;
 use crate::util::time::StaleWindows;
 
@@ -37,7 +37,12 @@ pub(crate) struct Lifetime {
 
 /// Keeps what is needed to store a response once its body has ended.
 pub(crate) struct Recorder {
+    /// Where the entry goes: the leased entry, or another variant of its
+    /// resource (see [`crate::http::vary`]).
     key: DerivedKey,
+    /// The resource's vary record (its base variant and the record),
+    /// written with the entry.
+    record: Option<(EntryKey, Bytes)>,
     /// Released if the recorder is dropped before the body ends.
     lease: LeaseGuard,
     status: StatusCode,
@@ -60,6 +65,7 @@ impl Recorder {
     ) -> Recorder {
         Recorder {
             key,
+            record: None,
             lease,
             status,
             headers,
@@ -69,6 +75,12 @@ impl Recorder {
             size: 0,
             trailers: None,
         }
+    }
+
+    /// Writes the resource's vary record with the entry.
+    pub(crate) fn with_record(mut self, record: Option<(EntryKey, Bytes)>) -> Recorder {
+        self.record = record;
+        self
     }
 
     /// Keeps a frame; `false` when the body is now too large to store.
@@ -133,8 +145,14 @@ impl Recorder {
             return;
         };
         let (mut lease, keep) = (self.lease, Duration::from_millis(keep_ms));
+        let (entry, record) = (self.key.key, self.record);
         runtime.spawn(async move {
-            let result = lease.fill(value, keep).await;
+            let result = if entry == *lease.key() && record.is_none() {
+                lease.fill(value, keep).await
+            } else {
+                let record = record.as_ref().map(|(at, value)| (at, value.clone()));
+                lease.fill_varied(&entry, value, keep, record).await
+            };
             let resource = lease.key().resource().resource();
             match result {
                 Ok(true) => {

@@ -17,6 +17,7 @@ use crate::http::lookup::{Cacheable, Usable};
 use crate::http::policy::{Exchange, PolicyConfig, Storable};
 use crate::http::recorder::{Lifetime, Recorder};
 use crate::http::shared::Shared;
+use crate::http::vary;
 
 /// How a stored entry came to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +151,7 @@ pub(crate) fn miss<B: Body>(
         route,
         requested_ms,
         fill,
+        varying,
         ..
     } = cacheable;
     let received_ms = crate::util::time::now_ms();
@@ -170,11 +172,16 @@ pub(crate) fn miss<B: Body>(
                 exchange,
             )
             .map_err(Some)
+            .and_then(|storable| {
+                let placement =
+                    vary::place(&shared.vary, key.clone(), &varying, storable.vary.as_ref());
+                placement.map(|p| (storable, p)).ok_or(Some("vary"))
+            })
     };
     config.policy.strip_own_fields(&mut parts.headers);
     let outcome = Outcome::Miss {
         stored: verdict.is_ok(),
-        detail: fill.detail.or(verdict.err().flatten()),
+        detail: fill.detail.or(verdict.as_ref().err().copied().flatten()),
     };
     tracing::debug!(
         target: "tower_cache_aside",
@@ -186,18 +193,21 @@ pub(crate) fn miss<B: Body>(
     // Not storable: dropping the lease guard releases the lease, and
     // the requests waiting on it go to the origin themselves.
     let recorder = match (verdict, fill.lease) {
-        (Ok(storable), Some(lease)) => {
+        (Ok((storable, placement)), Some(lease)) => {
             let mut headers = parts.headers.clone();
             strip_unstorable(&mut headers);
             let lifetime = lifetime_of(config, &storable, parts.status, &headers, received_ms);
-            Some(Recorder::new(
-                key,
-                lease,
-                parts.status,
-                headers,
-                lifetime,
-                config.policy.max_body_bytes,
-            ))
+            Some(
+                Recorder::new(
+                    placement.key,
+                    lease,
+                    parts.status,
+                    headers,
+                    lifetime,
+                    config.policy.max_body_bytes,
+                )
+                .with_record(placement.record),
+            )
         }
         _ => None,
     };
@@ -288,8 +298,17 @@ pub(crate) fn revalidated<B>(
         // Not to be stored: served once, stale.
         Err(_) => (received_ms, Duration::ZERO, None),
     };
-    let stored = match (verdict, cacheable.fill.lease.take()) {
-        (Ok(storable), Some(lease)) => {
+    let placement = verdict.as_ref().ok().and_then(|storable| {
+        let key = cacheable.key.clone();
+        vary::place(
+            &shared.vary,
+            key,
+            &cacheable.varying,
+            storable.vary.as_ref(),
+        )
+    });
+    let stored = match (verdict, placement, cacheable.fill.lease.take()) {
+        (Ok(storable), Some(placement), Some(lease)) => {
             let lifetime = Lifetime {
                 born_ms,
                 ttl,
@@ -297,13 +316,14 @@ pub(crate) fn revalidated<B>(
                 stale: stale_windows,
             };
             let mut recorder = Recorder::new(
-                cacheable.key.clone(),
+                placement.key,
                 lease,
                 entry.status,
                 headers.clone(),
                 lifetime,
                 config.policy.max_body_bytes,
-            );
+            )
+            .with_record(placement.record);
             let mut whole = recorder.record(&http_body::Frame::data(entry.body.clone()));
             if let Some(trailers) = &entry.trailers {
                 whole &= recorder.record(&http_body::Frame::trailers(trailers.clone()));
@@ -379,13 +399,24 @@ pub(crate) fn refresh_in_background<S, ReqBody, ResBody>(
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let mut cacheable = cacheable;
+    let (mut cacheable, mut request) = (cacheable, request);
     runtime.spawn(async move {
+        cacheable.varying.request = Some(request.headers().clone());
+        // With the stale entry kept (it has a validator), ask whether it
+        // changed: a 304 stores it again, fresh, without its body sent.
+        if let Some(stale) = cacheable.fill.fallback.as_deref() {
+            cacheable.revalidation =
+                Some(ask_if_changed(request.headers_mut(), &stale.entry.headers));
+        }
         cacheable.requested_ms = crate::util::time::now_ms();
         let Ok(response) = service.call(request).await else {
             return;
         };
         if response.status().is_server_error() {
+            return;
+        }
+        if response.status() == StatusCode::NOT_MODIFIED && cacheable.revalidation.is_some() {
+            drop(revalidated(&shared, response, cacheable));
             return;
         }
         let body = miss(&shared, response, cacheable).into_body();

@@ -26,6 +26,7 @@ use crate::http::config::Route;
 use crate::http::future::{ResponseFuture, Write};
 use crate::http::lookup::Cacheable;
 use crate::http::shared::Shared;
+use crate::http::vary::Varying;
 use crate::lease::Fill;
 
 /// Caches the GET and HEAD responses of the service it wraps.
@@ -127,8 +128,19 @@ where
         // Boxed once here: the context is large (the key is held inline)
         // and travels through the lookup and, on a miss, to the response;
         // moving a pointer is cheaper than copying it at every step.
+        // Under the variant this process saw the resource vary by, if any.
+        let mut varying = Varying::of_base(&key);
+        let key = match shared.vary.get(&varying.base) {
+            Some(names) => {
+                let key = varying.key_for(&key, Some(&names), req.headers());
+                varying.names = Some(names);
+                key
+            }
+            None => key,
+        };
         let mut cacheable = Box::new(Cacheable {
             key,
+            varying,
             is_head,
             route: route.map(Route::rules).unwrap_or_default(),
             // Set when the inner service is called.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::http::config::Config;
 use crate::http::head_cache::HeadCache;
+use crate::http::vary::VaryMemo;
 use crate::lease::Leases;
 use crate::purge::Purges;
 
@@ -20,4 +21,6 @@ pub(crate) struct Shared {
     pub(crate) heads: HeadCache,
     /// Purges, and the queue of those that failed.
     pub(crate) purges: Arc<Purges>,
+    /// The request fields each resource was seen to vary on.
+    pub(crate) vary: VaryMemo,
 }

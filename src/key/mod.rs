@@ -31,18 +31,20 @@
 
 use std::sync::Arc;
 
-use http::{header, HeaderName, Request};
+use http::{header, HeaderMap, HeaderName, Request};
 
 pub(crate) use self::encode::hex32;
 use self::encode::{encode_into, encode_query_into};
 pub use self::pattern::ResourcePattern;
 use self::pattern::HASHED_HEAD_LEN;
 pub(crate) use self::target::{authority_form, route_form, Malformed};
+pub(crate) use self::vary::VaryNames;
 use crate::util::inline::InlineBytes;
 
 mod encode;
 mod pattern;
 mod target;
+mod vary;
 
 /// Longest encoded resource kept verbatim in a key.
 pub(crate) const MAX_RESOURCE_LEN: usize = 512;
@@ -102,6 +104,15 @@ impl EntryKey {
     /// check.
     pub(crate) fn variant_bytes(&self) -> &[u8; 32] {
         &self.variant
+    }
+
+    /// Another variant of this resource (32 lowercase hex digits, as
+    /// a key's own variant bytes are).
+    pub(crate) fn with_variant(&self, variant: [u8; 32]) -> EntryKey {
+        EntryKey {
+            resource: self.resource.clone(),
+            variant,
+        }
     }
 }
 
@@ -270,6 +281,31 @@ impl KeyConfig {
             },
             fingerprint: material,
         })
+    }
+
+    /// The key of another variant of `key`'s resource, whose material is
+    /// the first `base_len` bytes of `key`'s (its base variant's: see
+    /// [`vary`]) followed by the values `request` has for `names`; the
+    /// base variant itself when `names` is `None`.
+    pub(crate) fn variant(
+        key: &DerivedKey,
+        base_len: usize,
+        names: Option<&VaryNames>,
+        request: &HeaderMap,
+    ) -> DerivedKey {
+        let base = &key.fingerprint[..base_len.min(key.fingerprint.len())];
+        let mut material = Material::with_capacity(base.len() + 64);
+        material.extend_from_slice(base);
+        if let Some(names) = names {
+            names.push_material(&mut material, request);
+        }
+        DerivedKey {
+            key: EntryKey {
+                resource: key.key.resource.clone(),
+                variant: hex32(xxhash_rust::xxh3::xxh3_128(&material)),
+            },
+            fingerprint: material,
+        }
     }
 
     /// Appends the query's parameters, decoded as a form decoder does,

@@ -111,6 +111,42 @@ impl std::fmt::Debug for Lookup {
     }
 }
 
+/// What a [`Store::fill_varied`] writes.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct VariedFill<'a> {
+    /// The entry whose lease fences the write.
+    pub lease: &'a EntryKey,
+    /// The token that must still hold it.
+    pub token: &'a LeaseToken,
+    /// Where the entry goes: a variant of `lease`'s resource.
+    pub entry: &'a EntryKey,
+    /// The entry.
+    pub value: Bytes,
+    /// How long the entry is kept.
+    pub ttl: Duration,
+    /// What becomes of the resource's vary record.
+    pub record: VaryRecord<'a>,
+}
+
+/// What a varied fill does to a resource's vary record.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum VaryRecord<'a> {
+    /// Leaves records as they are (but for the one of the entry's own
+    /// variant, which any write of an entry removes).
+    Keep,
+    /// Writes the record `value` under the variant `at` (the resource's
+    /// base variant), kept at least `ttl`, and removes the entry that
+    /// variant held: the resource's responses now vary.
+    Set {
+        /// The base variant.
+        at: &'a EntryKey,
+        /// The record.
+        value: Bytes,
+    },
+}
+
 /// A key-value store for cached entries.
 ///
 /// Values are opaque bytes, encoded and validated by the layer. Every method
@@ -143,6 +179,35 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
         token: &'a LeaseToken,
     ) -> StoreFuture<'a, bool>;
+
+    /// A [`fill`](Store::fill) for a response that varies on request
+    /// fields the lookup did not know (its `Vary`): while `token` holds
+    /// the lease of `fill.lease`, writes the entry under `fill.entry`, a
+    /// variant of the same resource, and the resource's vary record as
+    /// `fill.record` says; then drops the lease and wakes the callers
+    /// waiting on it. All or nothing: `Ok(false)` when the lease was lost.
+    ///
+    /// Writing an entry removes the vary record its own variant held. A
+    /// store that keeps vary records returns a variant's record from
+    /// [`get`](Store::get) and [`lookup`](Store::lookup) (as a hit) when
+    /// the variant has no entry, and removes it with
+    /// [`remove`](Store::remove); purges remove records with the entries
+    /// and do not count them.
+    ///
+    /// The default, for a store that keeps no records, writes nothing and
+    /// releases the lease (the response is served, not stored), unless the
+    /// fill is a plain one.
+    fn fill_varied<'a>(&'a self, fill: VariedFill<'a>) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            if fill.entry == fill.lease && matches!(fill.record, VaryRecord::Keep) {
+                return self
+                    .fill(fill.lease, fill.value, fill.ttl, fill.token)
+                    .await;
+            }
+            self.release(fill.lease, fill.token).await?;
+            Ok(false)
+        })
+    }
 
     /// Drops a lease that `token` holds without writing, and wakes the
     /// callers waiting on it.

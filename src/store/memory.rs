@@ -17,7 +17,9 @@ use bytes::Bytes;
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::backend::{FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
+use super::backend::{
+    FillEnd, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture, VariedFill, VaryRecord,
+};
 use super::waiters::Waiters;
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 
@@ -263,23 +265,46 @@ impl MemoryStore {
     fn cache_key(key: &EntryKey) -> (ResourceKey, String) {
         (key.resource().clone(), key.variant().to_owned())
     }
+
+    /// Where the vary record of `key`'s variant is kept: the variant with
+    /// a mark no variant starts with.
+    fn record_key(key: &(ResourceKey, String)) -> (ResourceKey, String) {
+        (key.0.clone(), format!("{RECORD_MARK}{}", key.1))
+    }
+
+    /// The entry at `key`, else its variant's vary record.
+    fn read(&self, key: &(ResourceKey, String)) -> Option<Bytes> {
+        self.cache
+            .get(key)
+            .or_else(|| self.cache.get(&Self::record_key(key)))
+            .map(|v| v.bytes)
+    }
+
+    /// Writes an entry, which ends its variant's vary record.
+    fn write_entry(&self, key: (ResourceKey, String), bytes: Bytes, ttl: Duration) {
+        self.cache.invalidate(&Self::record_key(&key));
+        self.write(key, bytes, ttl);
+    }
 }
+
+/// Marks a vary record's key (variants are hex digits).
+const RECORD_MARK: char = 'm';
 
 impl Store for MemoryStore {
     fn get<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, Option<Bytes>> {
-        let value = self.cache.get(&Self::cache_key(key)).map(|v| v.bytes);
+        let value = self.read(&Self::cache_key(key));
         Box::pin(async move { Ok(value) })
     }
 
     fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
-        self.write(Self::cache_key(key), value, ttl);
+        self.write_entry(Self::cache_key(key), value, ttl);
         Box::pin(async { Ok(()) })
     }
 
     fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
         let key = Self::cache_key(key);
-        let found = if let Some(value) = self.cache.get(&key) {
-            Lookup::Hit(value.bytes)
+        let found = if let Some(value) = self.read(&key) {
+            Lookup::Hit(value)
         } else {
             let now = Instant::now();
             let mut held = self.leases.lock();
@@ -330,10 +355,57 @@ impl Store for MemoryStore {
             held.remove(&key);
         }
         if holds {
-            self.write(key.clone(), value, ttl);
+            self.write_entry(key.clone(), value, ttl);
         }
         drop(held);
         self.leases.waiters.wake(&lease_name(&key), FillEnd::Filled);
+        Box::pin(async move { Ok(holds) })
+    }
+
+    fn fill_varied<'a>(&'a self, fill: VariedFill<'a>) -> StoreFuture<'a, bool> {
+        let VariedFill {
+            lease,
+            token,
+            entry,
+            value,
+            ttl,
+            record,
+        } = fill;
+        let (lease, entry) = (Self::cache_key(lease), Self::cache_key(entry));
+        let base = match record {
+            VaryRecord::Set { at, value } => Some((Self::cache_key(at), value)),
+            _ => None,
+        };
+        if entry.0 != lease.0 || base.as_ref().is_some_and(|(at, _)| at.0 != lease.0) {
+            return Box::pin(async {
+                Err(crate::Error::Store(
+                    "a varied fill names another resource's variant".into(),
+                ))
+            });
+        }
+        let mut held = self.leases.lock();
+        let (holds, dead) = lease_state(&held, &lease, Some(token));
+        if holds || dead {
+            held.remove(&lease);
+        }
+        if holds {
+            self.write_entry(entry, value, ttl);
+            if let Some((at, record)) = base {
+                let record_key = Self::record_key(&at);
+                // Kept at least as long as the entry (an over-estimate of
+                // the old record's time left: its whole ttl).
+                let keep = self
+                    .cache
+                    .get(&record_key)
+                    .map_or(ttl, |old| old.ttl.max(ttl));
+                self.write(record_key, record, keep);
+                self.cache.invalidate(&at);
+            }
+        }
+        drop(held);
+        self.leases
+            .waiters
+            .wake(&lease_name(&lease), FillEnd::Filled);
         Box::pin(async move { Ok(holds) })
     }
 
@@ -346,7 +418,9 @@ impl Store for MemoryStore {
     }
 
     fn remove<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, ()> {
-        self.cache.invalidate(&Self::cache_key(key));
+        let key = Self::cache_key(key);
+        self.cache.invalidate(&Self::record_key(&key));
+        self.cache.invalidate(&key);
         Box::pin(async { Ok(()) })
     }
 
@@ -390,8 +464,10 @@ impl MemoryStore {
             .filter(|(key, _)| doomed(&key.0))
             .map(|(key, _)| key)
             .collect();
+        // Vary records go too, but are not entries to count.
         keys.iter()
             .filter(|key| self.cache.remove(key.as_ref()).is_some())
+            .filter(|key| !key.1.starts_with(RECORD_MARK))
             .count() as u64
     }
 }

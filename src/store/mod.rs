@@ -25,7 +25,9 @@ mod waiters;
 
 pub use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 
-pub use self::backend::{FillEnd, FillWait, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
+pub use self::backend::{
+    FillEnd, FillWait, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture, VariedFill, VaryRecord,
+};
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisStore, RedisStoreBuilder, TlsBackend};
 

@@ -64,6 +64,7 @@ use http_body_util::BodyExt;
 use tower::{Service, ServiceExt};
 use tower_cache_aside::store::{
     EntryKey, LeaseRequest, LeaseToken, Lookup, ResourceKey, ResourcePattern, StoreFuture,
+    VariedFill,
 };
 use tower_cache_aside::{Builder, CacheAsideLayer, MemoryStore, RedisStore, Store};
 
@@ -482,6 +483,33 @@ impl Drop for PutGuard<'_> {
     }
 }
 
+impl CountingStore {
+    /// A fill of `key`, counted as a put: `puts_ok` when it wrote.
+    fn counted_fill<'a>(
+        &'a self,
+        key: &'a EntryKey,
+        fill: StoreFuture<'a, bool>,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.counts
+                .keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(key.clone());
+            self.update(|s| s.puts_started += 1);
+            let mut guard = PutGuard {
+                store: self,
+                resource: key.resource().resource(),
+                ok: None,
+            };
+            let result = fill.await;
+            guard.ok = Some(matches!(result, Ok(true)));
+            drop(guard);
+            result
+        })
+    }
+}
+
 impl Store for CountingStore {
     fn get<'a>(&'a self, key: &'a EntryKey) -> StoreFuture<'a, Option<Bytes>> {
         Box::pin(async move {
@@ -557,23 +585,12 @@ impl Store for CountingStore {
         ttl: Duration,
         token: &'a LeaseToken,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            self.counts
-                .keys
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(key.clone());
-            self.update(|s| s.puts_started += 1);
-            let mut guard = PutGuard {
-                store: self,
-                resource: key.resource().resource(),
-                ok: None,
-            };
-            let result = self.inner.fill(key, value, ttl, token).await;
-            guard.ok = Some(matches!(result, Ok(true)));
-            drop(guard);
-            result
-        })
+        self.counted_fill(key, self.inner.fill(key, value, ttl, token))
+    }
+
+    /// Counted as a put of its entry, as `fill` is.
+    fn fill_varied<'a>(&'a self, fill: VariedFill<'a>) -> StoreFuture<'a, bool> {
+        self.counted_fill(fill.entry, self.inner.fill_varied(fill))
     }
 
     fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()> {

@@ -6,7 +6,8 @@
 //! its fields:
 //!
 //! ```text
-//! <prefix>{<resource>}     hash: v:<variant> = an entry, l:<variant> = its fill lease (the token)
+//! <prefix>{<resource>}     hash: v:<variant> = an entry, l:<variant> = its fill lease (the token),
+//!                          m:<variant> = the vary record of a base variant (see crate::key::vary)
 //! <prefix>{<resource>}:t   sorted set: each field of the hash, scored by its expiry (ms, Redis's clock)
 //! ```
 //!
@@ -57,7 +58,9 @@ use self::names::{lease_arg, token_arg, KeyNames};
 use self::read::EntryRead;
 use self::scripts::Scripts;
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
-use crate::store::backend::{LeaseRequest, LeaseToken, Lookup, Store, StoreFuture};
+use crate::store::backend::{
+    LeaseRequest, LeaseToken, Lookup, Store, StoreFuture, VariedFill, VaryRecord,
+};
 use crate::Error;
 
 mod asking;
@@ -403,19 +406,48 @@ impl RedisStore {
     }
 
     /// Writes an entry for `ttl` (a fill when `token` is given: only while
-    /// that token holds the entry's lease), and hints it fresh once
-    /// written. Whether it was written.
+    /// that token holds the lease of the entry, or of `varied`'s leased
+    /// variant, which also says what becomes of the vary record), and
+    /// hints it fresh once written. Whether it was written.
     async fn store(
         &self,
         key: &EntryKey,
         value: Bytes,
         ttl: Duration,
         token: Option<&LeaseToken>,
+        varied: Option<(&EntryKey, &VaryRecord<'_>)>,
     ) -> Result<bool, Error> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let names = KeyNames::entry(b"v:", key);
         let hint = names.hint();
         let stamp = self.events.hints.stamp(&hint);
+        let empty = || Value::Bytes(Bytes::new());
+        let variant = |key: &EntryKey| Value::Bytes(Bytes::copy_from_slice(key.variant_bytes()));
+        let (leased, base, record) = match varied {
+            None => (empty(), empty(), empty()),
+            Some((lease, record)) => {
+                let base = match record {
+                    VaryRecord::Set { at, value } => Some((*at, value.clone())),
+                    _ => None,
+                };
+                // One hash holds a resource's variants, so one lease
+                // fences them all; another resource's could not.
+                let elsewhere = |other: &EntryKey| other.resource() != key.resource();
+                if elsewhere(lease) || base.as_ref().is_some_and(|(at, _)| elsewhere(at)) {
+                    return Err(Error::Store(
+                        "a varied fill names another resource's variant".into(),
+                    ));
+                }
+                match base {
+                    Some((at, value)) => {
+                        // The base's entry goes: forget its hint here.
+                        self.events.hints.clear(&KeyNames::entry(b"v:", at).hint());
+                        (variant(lease), variant(at), Value::Bytes(value))
+                    }
+                    None => (variant(lease), empty(), empty()),
+                }
+            }
+        };
         let call = self.call();
         let stored: i64 = self
             .scripts
@@ -427,6 +459,9 @@ impl RedisStore {
                     ttl_ms.into(),
                     token.map_or(Value::Bytes(Bytes::new()), token_arg),
                     Value::from_static_str(EVENTS_CHANNEL),
+                    leased.clone(),
+                    base.clone(),
+                    record.clone(),
                 ]
             })
             .await?;
@@ -452,7 +487,7 @@ impl Store for RedisStore {
 
     fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.store(key, value, ttl, None).await?;
+            self.store(key, value, ttl, None, None).await?;
             Ok(())
         })
     }
@@ -502,7 +537,22 @@ impl Store for RedisStore {
         ttl: Duration,
         token: &'a LeaseToken,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(self.store(key, value, ttl, Some(token)))
+        Box::pin(self.store(key, value, ttl, Some(token), None))
+    }
+
+    fn fill_varied<'a>(&'a self, fill: VariedFill<'a>) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let VariedFill {
+                lease,
+                token,
+                entry,
+                value,
+                ttl,
+                record,
+            } = fill;
+            self.store(entry, value, ttl, Some(token), Some((lease, &record)))
+                .await
+        })
     }
 
     /// A view of this store (same client, same hints) whose every call
@@ -597,14 +647,17 @@ impl Store for RedisStore {
             let names = KeyNames::entry(b"v:", key);
             self.events.hints.clear(&names.hint());
             let [hash, times] = names.keys();
-            let field = names.field();
-            // Two commands on one slot, sent together; the field goes
+            // The entry and the variant's vary record, if any (one of the
+            // two was read and judged unusable).
+            let record = KeyNames::entry(b"m:", key).field();
+            let fields = vec![names.field(), record];
+            // Two commands on one slot, sent together; the fields go
             // first, and an expiry left alone reads as nothing.
             let call = self.call();
             let client = call.client()?;
             let (removed, _) = futures_util::future::join(
-                client.hdel::<i64, _, _>(hash, field.clone()),
-                client.zrem::<i64, _, _>(times, field),
+                client.hdel::<i64, _, _>(hash, fields.clone()),
+                client.zrem::<i64, _, _>(times, fields),
             )
             .await;
             call.result(removed).map(|_| ())

@@ -122,6 +122,12 @@ pub(super) async fn read(
         })
         .await?;
     match reply {
+        // The variant's vary record: no hint (an `HGET` reads entries).
+        Value::Array(mut parts) if parts.len() == 3 => match parts.swap_remove(1) {
+            Value::Bytes(record) => Ok(EntryRead::Value(record)),
+            Value::String(record) => Ok(EntryRead::Value(record.into_inner())),
+            _ => Err(Error::Store("unexpected lookup script reply".into())),
+        },
         Value::Array(mut parts) if !parts.is_empty() && parts.len() <= 2 => {
             let left = parts[0].as_i64().unwrap_or(0).max(0);
             let value = match parts.pop() {

@@ -33,7 +33,8 @@ use crate::Error;
 /// bytes) followed by its ttl in ms ('' = no lease, only look), and the
 /// most fields (entries and leases) the resource may hold ('' = no bound).
 /// Returns `{ms left, value}` (readable, inline), `{ms left}` (readable,
-/// not inline), or 0 (not readable, no lease asked), 2 (lease taken), 3
+/// not inline), `{ms left, record, 1}` (no entry, and the variant holds
+/// the resource's vary record `m:<variant>`: no lease taken), or 0 (not readable, no lease asked), 2 (lease taken), 3
 /// (lease held elsewhere), 4 (the server refuses writes, e.g. a full
 /// `maxmemory`: no lease), 5 (a new variant, and the resource is full: no
 /// lease).
@@ -48,6 +49,14 @@ if size then
     return {left, redis.call('HGET', hash, field)}
   end
   return {left}
+end
+local record = 'm:' .. ARGV[1]
+local until_ms = redis.call('ZSCORE', times, record)
+if until_ms and tonumber(until_ms) > now then
+  local value = redis.call('HGET', hash, record)
+  if value and string.len(value) <= RECORD_BYTES then
+    return {tonumber(until_ms) - now, value, 1}
+  end
 end
 if ARGV[2] == '' then
   return 0
@@ -172,16 +181,25 @@ end
 return out
 "#;
 
-/// Writes an entry. With a token, only while that token holds the entry's
-/// lease unexpired (else nothing is written and 0 returned); the lease is
-/// then dropped and the fill announced. Drops up to 64 expired fields of
-/// the resource on the way. KEYS: hash, times. ARGV: variant, value, ttl
-/// in ms, token ('' = unfenced), channel.
+/// Writes an entry. With a token, only while that token holds the lease
+/// of the entry or of `ARGV[6]` unexpired (else nothing is written and 0
+/// returned); the lease is then dropped and the fill announced. Writing
+/// an entry removes its variant's vary record; with `ARGV[7]`, the
+/// resource's vary record `ARGV[8]` is written under that (base) variant,
+/// kept at least as long as the entry, and the base's own entry removed.
+/// Drops up to 64 expired fields of the resource on the way. KEYS: hash,
+/// times. ARGV: variant, value, ttl in ms, token ('' = unfenced), channel,
+/// the leased variant ('' = the entry's), the base variant ('' = no
+/// record), the record.
 const STORE_SCRIPT: &str = r#"
 local hash, times = KEYS[1], KEYS[2]
 CLOCK
 OURS
-local lease = 'l:' .. ARGV[1]
+local leased = ARGV[1]
+if ARGV[6] ~= '' then
+  leased = ARGV[6]
+end
+local lease = 'l:' .. leased
 if ARGV[4] ~= '' then
   local expiry = redis.call('ZSCORE', times, lease)
   if redis.call('HGET', hash, lease) ~= ARGV[4] or not expiry or tonumber(expiry) <= now then
@@ -194,6 +212,19 @@ end
 local field, ttl = 'v:' .. ARGV[1], tonumber(ARGV[3])
 redis.call('HSET', hash, field, ARGV[2])
 redis.call('ZADD', times, now + ttl, field)
+local own = 'm:' .. ARGV[1]
+redis.call('HDEL', hash, own)
+redis.call('ZREM', times, own)
+if ARGV[7] ~= '' and ARGV[7] ~= ARGV[1] then
+  local record, plain = 'm:' .. ARGV[7], 'v:' .. ARGV[7]
+  redis.call('HSET', hash, record, ARGV[8])
+  local until_ms = redis.call('ZSCORE', times, record)
+  if not until_ms or tonumber(until_ms) < now + ttl then
+    redis.call('ZADD', times, now + ttl, record)
+  end
+  redis.call('HDEL', hash, plain)
+  redis.call('ZREM', times, plain)
+end
 EXTEND
 local old = redis.call('ZRANGEBYSCORE', times, '-inf', now, 'LIMIT', 0, 64)
 if #old > 0 then
@@ -248,6 +279,11 @@ return removed
 /// (measured with redis-benchmark, 16 commands pipelined: the script's
 /// value costs about 1.2 µs per KiB, a `GET`'s 0.3).
 const INLINE_BYTES: u64 = 2048;
+
+/// The largest vary record a lookup returns (one of 8 names of 255 bytes
+/// takes 2,053); a larger value under a record's name is not ours and is
+/// not read.
+const RECORD_BYTES: u64 = 4096;
 
 /// A Lua script sent by hash, and in full when the server does not know it
 /// yet (after a restart or on a new Cluster node).
@@ -381,7 +417,8 @@ impl Scripts {
             Script::new(
                 expand(source)
                     .replace("MAX_VALUE_BYTES", &max_value_bytes.to_string())
-                    .replace("INLINE_BYTES", &INLINE_BYTES.to_string()),
+                    .replace("INLINE_BYTES", &INLINE_BYTES.to_string())
+                    .replace("RECORD_BYTES", &RECORD_BYTES.to_string()),
             )
         };
         Scripts {
