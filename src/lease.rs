@@ -4,8 +4,10 @@
 //!
 //! A caller that misses takes the entry's fill lease in the same round trip
 //! as its lookup ([`Store::lookup`]). Only the lease holder calls the origin
-//! and stores; it stores through [`Store::fill`], which writes only while
-//! its token still holds the lease. Every purge drops the leases of what it
+//! and stores; it stores through [`Store::fill`] (or
+//! [`Store::fill_varied`], for a response whose `Vary` puts it under
+//! another variant of the resource), which writes only while its token
+//! still holds the lease. Every purge drops the leases of what it
 //! purges, so a fill whose origin call began before a write can never store
 //! its old answer after the write's purge (the leases of memcache at
 //! Facebook, NSDI 2013).
@@ -78,6 +80,10 @@ pub(crate) struct Fill<T> {
     pub(crate) fallback: Option<Box<T>>,
     /// Whether the caller waited on another caller's fill.
     pub(crate) collapsed: bool,
+    /// Whether the fill this caller waited on ended "filled" and yet left
+    /// nothing here: the holder stored elsewhere (a response whose `Vary`
+    /// put it under another variant), or a purge followed.
+    pub(crate) filled_elsewhere: bool,
     /// Why nothing usable was found, when it is worth saying (a
     /// `Cache-Status` detail).
     pub(crate) detail: Option<&'static str>,
@@ -89,6 +95,7 @@ impl<T> Default for Fill<T> {
             lease: None,
             fallback: None,
             collapsed: false,
+            filled_elsewhere: false,
             detail: None,
         }
     }
@@ -148,6 +155,7 @@ impl Leases {
         let mut request = self.request();
         request.max_entries = max_entries;
         let mut removed_one = false;
+        let mut woken_filled = false;
         loop {
             let found = match self.store.call(|store| store.lookup(key, &request)).await {
                 Ok(found) => found,
@@ -183,6 +191,7 @@ impl Leases {
                 },
                 Lookup::Lease => {
                     fill.lease = Some(self.lease_guard(key, request.token));
+                    fill.filled_elsewhere = woken_filled;
                     return Found::Miss;
                 }
                 Lookup::Unleased => {
@@ -198,7 +207,10 @@ impl Leases {
                     let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.fill_wait);
                     match tokio::time::timeout_at(deadline, wait).await {
                         // The holder stored, or its lease went: look again.
-                        Ok(FillEnd::Filled) => continue,
+                        Ok(FillEnd::Filled) => {
+                            woken_filled = true;
+                            continue;
+                        }
                         Ok(FillEnd::Released) => {
                             fill.detail = Some("fill-released");
                             return Found::Miss;
@@ -339,14 +351,16 @@ impl LeaseGuard {
 
     /// Stores `value` for `keep` under `entry`, a variant of the leased
     /// entry's resource, and the resource's vary `record` (its base variant
-    /// and the record), if the lease still holds: as [`fill`](Self::fill)
-    /// does for the leased entry.
+    /// and the record), if the lease still holds and what it adds keeps the
+    /// resource within `max_entries`: as [`fill`](Self::fill) does for the
+    /// leased entry.
     pub(crate) async fn fill_varied(
         &mut self,
         entry: &EntryKey,
         value: Bytes,
         keep: Duration,
         record: Option<(&EntryKey, Bytes)>,
+        max_entries: Option<usize>,
     ) -> Result<bool, Error> {
         let Some(token) = self.token.take() else {
             return Ok(false);
@@ -364,6 +378,7 @@ impl LeaseGuard {
                         Some((at, value)) => VaryRecord::Set { at, value },
                         None => VaryRecord::Keep,
                     },
+                    max_entries,
                 })
             })
             .await;

@@ -44,8 +44,8 @@
 //! - the status is in the stored set (200, 203, 204, 300, 301, 308, 404,
 //!   410 by default; 404 and 410 with the shorter negative TTL);
 //! - the response has no `Set-Cookie`, no `Cache-Control` `private`,
-//!   `no-store` or `no-cache`, no `Vary: *`, and no `Vary` naming a header
-//!   outside the key;
+//!   `no-store` or `no-cache`, and no `Vary: *` (a `Vary` naming request
+//!   headers stores a variant per their values);
 //! - its body ends normally and is within the size cap (1 MiB by default).
 //!
 //! The TTL is the route's or the default, shortened by the response's

@@ -897,4 +897,35 @@ async fn a_broken_vary_record_is_removed_and_written_again() {
     assert_eq!(read_field(&raw, &record).await.as_deref(), Some(&good[..]));
     let hit = send(&layer().layer(origin.service()), in_fr()).await;
     assert_hit(&hit);
+    puts += 1;
+
+    // A record where only an entry belongs (under the variant itself): a
+    // layer that knows the variant removes it and stores the answer.
+    let entry = cached_fields(&raw, &format!("{prefix}*"))
+        .await
+        .into_iter()
+        .find(|f| f.contains("}:v:"))
+        .expect("the variant's entry");
+    let (hash, field) = support::split_field(&entry);
+    let planted = format!("{hash}:m:{}", &field[2..]);
+    write_field(&raw, &planted, good.clone()).await;
+    let times = format!("{hash}:t");
+    let planted_field = format!("m:{}", &field[2..]);
+    let _: i64 = support::admin(&raw, &["ZADD", &times, "99999999999999", &planted_field])
+        .await
+        .expect("ZADD");
+    let _: i64 = support::admin(&raw, &["HDEL", hash, field])
+        .await
+        .expect("HDEL");
+    let reply = send(&first, in_fr()).await;
+    assert_eq!(reply.cache_status(), format!("{STORED}; detail=bad-entry"));
+    store
+        .wait_until("variant refill", |s| s.puts_ok > puts)
+        .await;
+    assert_eq!(
+        read_field(&raw, &planted).await,
+        None,
+        "the planted record went"
+    );
+    assert_hit(&send(&first, in_fr()).await);
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, Method, Response, StatusCode};
+use tokio::sync::Notify;
 use tower::Layer;
 use tower_cache_aside::{Freshness, Route};
 
@@ -38,6 +39,8 @@ suite!(
     vary_values_are_normalised_and_vary_star_is_never_stored,
     a_resource_that_stops_varying_is_stored_whole_again,
     the_variants_of_a_resource_are_bounded,
+    a_purge_during_a_varied_fill_keeps_its_answer_out,
+    waiters_follow_a_fill_stored_under_another_variant,
 );
 
 /// An origin with validators: version `v` of its one resource has the
@@ -619,6 +622,33 @@ async fn a_background_refresh_asks_whether_the_entry_changed(backend: Backend, n
     assert!((28..=30).contains(&ttl), "ttl {ttl}");
     assert_eq!(hit.text(), "body v1");
     assert_eq!(server.origin.calls(), 2);
+
+    // Without validators, the refresh is a plain GET: the client's own
+    // condition, which would get a 304 there is nothing to store from, is
+    // not passed on.
+    let conditions = Arc::new(Mutex::new(Vec::new()));
+    let plain = {
+        let conditions = conditions.clone();
+        Origin::new(move |req| {
+            let condition = req.headers().get("if-none-match").cloned();
+            conditions.lock().unwrap().push(condition);
+            Response::builder()
+                .header("cache-control", "max-age=1")
+                .body(TestBody::full("plain"))
+                .unwrap()
+        })
+    };
+    let svc = h
+        .layer(|b| b.stale_while_revalidate(Duration::from_secs(30)))
+        .layer(plain.service());
+    assert_eq!(send(&svc, get("/plain")).await.cache_status(), STORED);
+    h.store.wait_puts(3).await;
+    outlive(Duration::from_secs(1)).await;
+    let conditional = request(Method::GET, "/plain", &[("if-none-match", "\"x\"")]);
+    assert!(send(&svc, conditional).await.is_stale_hit());
+    h.store.wait_puts(4).await;
+    assert_eq!(*conditions.lock().unwrap(), [None, None]);
+    assert_eq!(h.store.stats().puts_ok, 4, "the refresh was stored");
 }
 
 /// An origin whose `/greeting` varies on `Accept-Language` (and `Origin`
@@ -812,4 +842,181 @@ async fn the_variants_of_a_resource_are_bounded(backend: Backend, name: &str) {
     assert_eq!(reply.cache_status(), miss("too-many-variants"));
     assert_eq!(reply.text(), "hallo");
     assert!(send(&svc, in_language("/greeting", "fr")).await.is_hit());
+
+    // A fill that would pass the bound with its variant and its record
+    // (another host's URL: a base variant of its own) writes nothing.
+    let encoded = |host: &str| {
+        let headers = [("accept-encoding", "gzip"), ("host", host)];
+        request(Method::GET, "/encoded", &headers)
+    };
+    assert_eq!(send(&svc, encoded("a.test")).await.cache_status(), STORED);
+    h.store.wait_puts_for("/encoded", 1).await;
+    let ok = h.store.stats().puts_ok;
+    for round in 2..=3 {
+        assert_eq!(send(&svc, encoded("b.test")).await.text(), "gzip");
+        h.store.wait_puts_for("/encoded", round).await;
+    }
+    assert_eq!(h.store.stats().puts_ok, ok, "b.test's fills wrote nothing");
+    assert!(send(&svc, encoded("a.test")).await.is_hit());
+    assert_eq!(origin.calls_for("/encoded"), 3);
+}
+
+/// Holds the answer of the first GET sent once armed: `entered` is
+/// notified once it is made, and it goes out when `proceed` is.
+struct Gate {
+    armed: Arc<AtomicBool>,
+    entered: Arc<Notify>,
+    proceed: Arc<Notify>,
+}
+
+fn gate<S>(
+    inner: S,
+    armed: bool,
+) -> (
+    impl tower::Service<
+            http::Request<()>,
+            Response = S::Response,
+            Error = S::Error,
+            Future = impl Send,
+        > + Clone,
+    Gate,
+)
+where
+    S: tower::Service<http::Request<()>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: Send,
+{
+    let gate = Gate {
+        armed: Arc::new(AtomicBool::new(armed)),
+        entered: Arc::new(Notify::new()),
+        proceed: Arc::new(Notify::new()),
+    };
+    let service = {
+        let (armed, entered, proceed) = (
+            gate.armed.clone(),
+            gate.entered.clone(),
+            gate.proceed.clone(),
+        );
+        tower::service_fn(move |req: http::Request<()>| {
+            let held = req.method() == Method::GET && armed.swap(false, Ordering::SeqCst);
+            let (entered, proceed, mut inner) = (entered.clone(), proceed.clone(), inner.clone());
+            async move {
+                let response = tower::Service::call(&mut inner, req).await;
+                if held {
+                    entered.notify_one();
+                    proceed.notified().await;
+                }
+                response
+            }
+        })
+    };
+    (service, gate)
+}
+
+impl Gate {
+    /// Waits until the held GET's answer is made.
+    async fn entered(&self) {
+        tokio::time::timeout(support::SIGNAL_TIMEOUT, self.entered.notified())
+            .await
+            .expect("the held GET reaches the origin");
+    }
+}
+
+async fn a_purge_during_a_varied_fill_keeps_its_answer_out(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let version = Arc::new(AtomicUsize::new(1));
+    let origin = {
+        let version = version.clone();
+        Origin::new(move |req| {
+            if req.method() != Method::GET {
+                version.fetch_add(1, Ordering::SeqCst);
+                return Response::new(TestBody::full("wrote"));
+            }
+            let v = version.load(Ordering::SeqCst);
+            Response::builder()
+                .header("cache-control", "max-age=60")
+                .header("vary", "accept-language")
+                .body(TestBody::full(format!("v{v}")))
+                .unwrap()
+        })
+    };
+    // The first GET's answer is made, then held until the write is done.
+    let (gated, gate) = gate(origin.service(), true);
+    let svc = h.layer(|b| b).layer(gated);
+
+    // Its lease is on the URL's base variant; its answer goes under the
+    // `fr` variant: the purge in between must still keep it out.
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, in_language("/doc", "fr")).await }
+    });
+    gate.entered().await;
+    support::assert_write_purges(&svc, "/doc", 0).await;
+    gate.proceed.notify_one();
+    assert_eq!(first.await.unwrap().text(), "v1");
+    let stats = h
+        .store
+        .wait_until("the fill", |s| s.puts_finished() >= 1)
+        .await;
+    assert_eq!(
+        (stats.puts_ok, stats.puts_failed),
+        (0, 1),
+        "the fill lost its lease"
+    );
+
+    let reply = send(&svc, in_language("/doc", "fr")).await;
+    assert_eq!(reply.cache_status(), STORED);
+    assert_eq!(reply.text(), "v2");
+    h.store.wait_until("the refill", |s| s.puts_ok >= 1).await;
+    let hit = send(&svc, in_language("/doc", "fr")).await;
+    assert_hit(&hit);
+    assert_eq!(hit.text(), "v2");
+}
+
+async fn waiters_follow_a_fill_stored_under_another_variant(backend: Backend, name: &str) {
+    let h = backend.harness(name).await;
+    let varies = Arc::new(AtomicBool::new(true));
+    let origin = varying(varies.clone());
+    let (gated, gate) = gate(origin.service(), false);
+    let svc = h.layer(|b| b).layer(gated);
+    // The layer learns that /switch varies on Accept-Language; a purge
+    // then empties the resource, and the origin stops varying.
+    assert_eq!(
+        send(&svc, in_language("/switch", "fr")).await.text(),
+        "for fr"
+    );
+    h.store.wait_puts(1).await;
+    support::assert_write_purges(&svc, "/switch", 1).await;
+    varies.store(false, Ordering::SeqCst);
+
+    // Two requests for the variant the layer knows: the first takes its
+    // lease and gets an answer for every request, the second waits.
+    gate.armed.store(true, Ordering::SeqCst);
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, in_language("/switch", "fr")).await }
+    });
+    gate.entered().await;
+    let looked_up = h.store.stats().gets;
+    let second = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, in_language("/switch", "fr")).await }
+    });
+    h.store
+        .wait_until("the second waits", |s| s.gets > looked_up)
+        .await;
+    gate.proceed.notify_one();
+    assert_eq!(first.await.unwrap().cache_status(), STORED);
+
+    // The fill went under the base variant: the waiter finds it there
+    // instead of calling the origin itself.
+    let second = second.await.unwrap();
+    assert_hit(&second);
+    assert_eq!(second.text(), "for all");
+    assert_eq!(
+        origin.calls_for("/switch"),
+        3,
+        "GET, PUT, and the first GET"
+    );
 }

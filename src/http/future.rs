@@ -21,7 +21,7 @@ use crate::http::lookup::{look_up, Cacheable, Usable};
 use crate::http::policy::has_validator;
 use crate::http::response::{self, refresh_in_background, Served};
 use crate::http::shared::Shared;
-use crate::lease::Found;
+use crate::lease::{Fill, Found};
 use crate::purge::{self, Purge, PurgePaths, PurgeReport};
 
 /// A store lookup under its deadline. It owns what it needs and gives the
@@ -154,8 +154,6 @@ fn lookup_future(shared: Arc<Shared>, mut cacheable: Box<Cacheable>) -> LookupFu
     })
 }
 
-impl<S, ReqBody> ResponseFuture<S, ReqBody> where S: Service<Request<ReqBody>> {}
-
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
@@ -194,6 +192,8 @@ where
                             });
                             continue;
                         }
+                        // Judged so only at a base variant: unreachable,
+                        // and a miss if it were not.
                         Found::Varies(_) => {}
                         Found::Fresh(usable) => {
                             let response = response::hit(
@@ -232,6 +232,28 @@ where
                             }
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
+                        }
+                        Found::Miss if cacheable.varying.should_look_again(&cacheable.fill) => {
+                            // The resource's `Vary` changed while this
+                            // request waited: look again where the memo
+                            // now says, or from the base variant. The
+                            // lease taken meanwhile is let go.
+                            let mut cacheable = cacheable;
+                            let names = this.shared.vary.get(&cacheable.varying.base);
+                            let varying = &mut cacheable.varying;
+                            varying.looked_again = true;
+                            cacheable.key =
+                                varying.key_for(&cacheable.key, names.as_ref(), request.headers());
+                            varying.names = names;
+                            cacheable.fill = Fill {
+                                collapsed: true,
+                                ..Fill::default()
+                            };
+                            this.state.set(State::Lookup {
+                                lookup: lookup_future(this.shared.clone(), cacheable),
+                                pending: Some((service, request)),
+                            });
+                            continue;
                         }
                         Found::Miss => {}
                     }

@@ -160,8 +160,8 @@ impl Builder {
     }
 
     /// The most entries one resource (a path) may hold, across its queries,
-    /// hosts and header values (`vary_by`, `Vary`; a resource that varies
-    /// also holds its vary record, which counts) (default 1024). Past it, a
+    /// hosts and header values (`vary_by`, `Vary`; each URL whose responses
+    /// vary also holds a vary record, which counts) (default 1024). Past it, a
     /// request for a
     /// new variant is served by the origin and not stored
     /// (`fwd=miss; detail=too-many-variants`), and the variants already

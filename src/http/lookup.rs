@@ -82,7 +82,8 @@ pub(crate) async fn look_up(shared: &Shared, cacheable: &mut Cacheable) -> Found
         max_variants,
         ..
     } = cacheable;
-    let judge = |value| judge(shared, key, value);
+    let is_base = cacheable.varying.names.is_none();
+    let judge = |value| judge(shared, key, is_base, value);
     if cacheable.is_head {
         shared.leases.read(&key.key, fill, judge).await
     } else {
@@ -92,9 +93,11 @@ pub(crate) async fn look_up(shared: &Shared, cacheable: &mut Cacheable) -> Found
 }
 
 /// Decodes a stored value and says whether, and how, it may answer.
-fn judge(shared: &Shared, key: &DerivedKey, value: Bytes) -> Judged<Usable> {
+/// `is_base`: whether `key` is a base variant, the only kind that holds a
+/// vary record.
+fn judge(shared: &Shared, key: &DerivedKey, is_base: bool, value: Bytes) -> Judged<Usable> {
     if VaryNames::is_record(&value) {
-        return match VaryNames::from_record(&value) {
+        return match VaryNames::from_record(&value).filter(|_| is_base) {
             Some(names) => Judged::Varies(names),
             None => {
                 tracing::warn!(target: "tower_cache_aside", "removing a vary record that does not decode");

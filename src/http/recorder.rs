@@ -43,6 +43,8 @@ pub(crate) struct Recorder {
     /// The resource's vary record (its base variant and the record),
     /// written with the entry.
     record: Option<(EntryKey, Bytes)>,
+    /// The bound on the resource's fields, for a varied write.
+    max_entries: Option<usize>,
     /// Released if the recorder is dropped before the body ends.
     lease: LeaseGuard,
     status: StatusCode,
@@ -66,6 +68,7 @@ impl Recorder {
         Recorder {
             key,
             record: None,
+            max_entries: None,
             lease,
             status,
             headers,
@@ -77,9 +80,16 @@ impl Recorder {
         }
     }
 
-    /// Writes the resource's vary record with the entry.
-    pub(crate) fn with_record(mut self, record: Option<(EntryKey, Bytes)>) -> Recorder {
+    /// Writes the resource's vary record with the entry, and bounds what
+    /// a write under another variant than the leased one adds to the
+    /// resource by `max_entries`.
+    pub(crate) fn varied(
+        mut self,
+        record: Option<(EntryKey, Bytes)>,
+        max_entries: usize,
+    ) -> Recorder {
         self.record = record;
+        self.max_entries = Some(max_entries);
         self
     }
 
@@ -145,13 +155,13 @@ impl Recorder {
             return;
         };
         let (mut lease, keep) = (self.lease, Duration::from_millis(keep_ms));
-        let (entry, record) = (self.key.key, self.record);
+        let (entry, record, max) = (self.key.key, self.record, self.max_entries);
         runtime.spawn(async move {
             let result = if entry == *lease.key() && record.is_none() {
                 lease.fill(value, keep).await
             } else {
                 let record = record.as_ref().map(|(at, value)| (at, value.clone()));
-                lease.fill_varied(&entry, value, keep, record).await
+                lease.fill_varied(&entry, value, keep, record, max).await
             };
             let resource = lease.key().resource().resource();
             match result {

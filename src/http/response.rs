@@ -152,6 +152,7 @@ pub(crate) fn miss<B: Body>(
         requested_ms,
         fill,
         varying,
+        max_variants,
         ..
     } = cacheable;
     let received_ms = crate::util::time::now_ms();
@@ -206,7 +207,7 @@ pub(crate) fn miss<B: Body>(
                     lifetime,
                     config.policy.max_body_bytes,
                 )
-                .with_record(placement.record),
+                .varied(placement.record, max_variants),
             )
         }
         _ => None,
@@ -323,7 +324,7 @@ pub(crate) fn revalidated<B>(
                 lifetime,
                 config.policy.max_body_bytes,
             )
-            .with_record(placement.record);
+            .varied(placement.record, cacheable.max_variants);
             let mut whole = recorder.record(&http_body::Frame::data(entry.body.clone()));
             if let Some(trailers) = &entry.trailers {
                 whole &= recorder.record(&http_body::Frame::trailers(trailers.clone()));
@@ -402,11 +403,15 @@ pub(crate) fn refresh_in_background<S, ReqBody, ResBody>(
     let (mut cacheable, mut request) = (cacheable, request);
     runtime.spawn(async move {
         cacheable.varying.request = Some(request.headers().clone());
-        // With the stale entry kept (it has a validator), ask whether it
-        // changed: a 304 stores it again, fresh, without its body sent.
-        if let Some(stale) = cacheable.fill.fallback.as_deref() {
-            cacheable.revalidation =
-                Some(ask_if_changed(request.headers_mut(), &stale.entry.headers));
+        // The client's own conditions are not the refresh's: a 304 to
+        // them would store nothing. With the stale entry kept (it has a
+        // validator), ask whether it changed instead: a 304 stores it
+        // again, fresh, without its body sent.
+        let none = HeaderMap::new();
+        let stored = cacheable.fill.fallback.as_deref().map(|s| &s.entry.headers);
+        let client = ask_if_changed(request.headers_mut(), stored.unwrap_or(&none));
+        if stored.is_some() {
+            cacheable.revalidation = Some(client);
         }
         cacheable.requested_ms = crate::util::time::now_ms();
         let Ok(response) = service.call(request).await else {

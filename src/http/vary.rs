@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::key::{DerivedKey, EntryKey, KeyConfig, VaryNames};
+use crate::lease::Fill;
 
 /// Base variants whose names the memo keeps (a `[u8; 32]` key and an
 /// `Arc` each).
@@ -76,7 +77,7 @@ impl VaryMemo {
 }
 
 /// Where a request's key stands among its resource's variants.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Varying {
     /// The base variant: the key without the fields a `Vary` named.
     pub(crate) base: [u8; 32],
@@ -88,6 +89,8 @@ pub(crate) struct Varying {
     /// a response that varies on other fields than `names` is stored
     /// under the variant they give.
     pub(crate) request: Option<HeaderMap>,
+    /// Whether the lookup went back to the base variant once already.
+    pub(crate) looked_again: bool,
 }
 
 impl Varying {
@@ -98,7 +101,18 @@ impl Varying {
             base_len: key.fingerprint.len(),
             names: None,
             request: None,
+            looked_again: false,
         }
+    }
+
+    /// Whether a miss of this variant should be looked up again from the
+    /// base variant: the fill it waited on went elsewhere (the resource
+    /// varies otherwise now), or was let go (its answer may have been one
+    /// that varies otherwise, which its holder could not store). Once.
+    pub(crate) fn should_look_again<T>(&self, fill: &Fill<T>) -> bool {
+        self.names.is_some()
+            && !self.looked_again
+            && (fill.filled_elsewhere || fill.detail == Some("fill-released"))
     }
 
     /// The base variant's entry key (where the vary record is kept).
@@ -149,4 +163,70 @@ pub(crate) fn place(
         key: varying.key_for(&key, vary, request),
         record,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::QueryKey;
+    use http::Request;
+
+    fn names(vary: &str) -> VaryNames {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::VARY, vary.parse().unwrap());
+        VaryNames::of_response(&headers, &[]).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_response_is_placed_where_its_own_vary_says() {
+        let keys = KeyConfig {
+            prefix: "tca:".into(),
+            include_authority: true,
+            query: QueryKey::All,
+            vary_by: Vec::new(),
+        };
+        let request = Request::get("/a?q=1")
+            .header("host", "example.com")
+            .header("accept-language", "fr")
+            .body(())
+            .unwrap();
+        let base = keys.derive(&request).unwrap();
+        let memo = VaryMemo::default();
+        let language = names("accept-language");
+
+        // Looked up under the base, no Vary: stored there, no record.
+        let mut varying = Varying::of_base(&base);
+        let placed = place(&memo, base.clone(), &varying, None).unwrap();
+        assert_eq!(placed.key.key, base.key);
+        assert!(placed.record.is_none());
+
+        // Looked up under the base, the response varies: without the
+        // request's fields it cannot be placed; with them it goes under
+        // the variant, whose material extends the base's, and the record
+        // goes under the base. The memo learns the names.
+        assert!(place(&memo, base.clone(), &varying, Some(&language)).is_none());
+        assert_eq!(memo.get(&varying.base), Some(language.clone()));
+        varying.request = Some(request.headers().clone());
+        let placed = place(&memo, base.clone(), &varying, Some(&language)).unwrap();
+        assert_ne!(placed.key.key, base.key);
+        assert_eq!(placed.key.key.resource(), base.key.resource());
+        assert!(placed.key.fingerprint.starts_with(&base.fingerprint));
+        let (at, record) = placed.record.unwrap();
+        assert_eq!(at, base.key);
+        assert_eq!(VaryNames::from_record(&record), Some(language.clone()));
+
+        // Looked up under that variant, the same Vary: stored in place.
+        let variant = placed.key;
+        varying.names = Some(language.clone());
+        let again = place(&memo, variant.clone(), &varying, Some(&language)).unwrap();
+        assert_eq!(again.key.key, variant.key);
+        assert!(again.record.is_some());
+
+        // It stopped varying: stored under the base, the memo forgets.
+        let whole = place(&memo, variant.clone(), &varying, None).unwrap();
+        assert_eq!(whole.key.key, base.key);
+        assert_eq!(whole.key.fingerprint, base.fingerprint);
+        assert!(whole.record.is_none());
+        assert_eq!(memo.get(&varying.base), None);
+    }
 }

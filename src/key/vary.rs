@@ -173,9 +173,7 @@ impl VaryNames {
                             out.push(b',');
                         }
                         first = false;
-                        for &b in member {
-                            out.push(b.to_ascii_lowercase());
-                        }
+                        push_lowered(out, member);
                     }
                 } else {
                     if !first {
@@ -197,25 +195,44 @@ fn is_negotiation(name: &HeaderName) -> bool {
         || name == header::ACCEPT_LANGUAGE
 }
 
-/// A field line's comma-separated members, trimmed, empty ones left out;
-/// a comma inside a quoted string does not separate.
-fn members(line: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut pieces = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, &b) in line.iter().enumerate() {
+/// Each byte of `text` with whether it is outside a quoted string (its
+/// quotes and escapes are inside).
+fn outside_quotes(text: &[u8]) -> impl Iterator<Item = (u8, bool)> + '_ {
+    let (mut quoted, mut escaped) = (false, false);
+    text.iter().map(move |&b| {
+        let inside = quoted || b == b'"';
         if escaped {
             escaped = false;
         } else if quoted && b == b'\\' {
             escaped = true;
         } else if b == b'"' {
             quoted = !quoted;
-        } else if b == b',' && !quoted {
+        }
+        (b, !inside)
+    })
+}
+
+/// A field line's comma-separated members, trimmed, empty ones left out;
+/// a comma inside a quoted string does not separate.
+fn members(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (i, (b, outside)) in outside_quotes(line).enumerate() {
+        if b == b',' && outside {
             pieces.push(&line[start..i]);
             start = i + 1;
         }
     }
     pieces.push(&line[start..]);
     pieces.into_iter().map(trim).filter(|m| !m.is_empty())
+}
+
+/// Appends a member with its letters lowered, but inside quoted strings,
+/// whose text is case-sensitive.
+fn push_lowered<const N: usize>(out: &mut InlineBytes<N>, member: &[u8]) {
+    for (b, outside) in outside_quotes(member) {
+        out.push(if outside { b.to_ascii_lowercase() } else { b });
+    }
 }
 
 /// `bytes` without leading and trailing spaces and tabs.
@@ -307,6 +324,16 @@ mod tests {
             m(&[("accept-encoding", "x;q=\"a, b\"")]),
             m(&[("accept-encoding", "x;q=\"a,b\"")]),
             "a quoted comma does not separate"
+        );
+        assert_ne!(
+            m(&[("accept-encoding", "x;q=\"A\"")]),
+            m(&[("accept-encoding", "x;q=\"a\"")]),
+            "a quoted string keeps its case"
+        );
+        assert_eq!(
+            m(&[("accept-encoding", "X;Q=\"A\\\"b\", Y")]),
+            m(&[("accept-encoding", "x;q=\"A\\\"b\",y")]),
+            "outside it, letters are lowered"
         );
     }
 

@@ -127,6 +127,11 @@ pub struct VariedFill<'a> {
     pub ttl: Duration,
     /// What becomes of the resource's vary record.
     pub record: VaryRecord<'a>,
+    /// The most fields the resource may hold (as
+    /// [`LeaseRequest::max_entries`]): a fill that would add a variant or
+    /// a record past it writes nothing and releases the lease. `None`: no
+    /// bound.
+    pub max_entries: Option<usize>,
 }
 
 /// What a varied fill does to a resource's vary record.
@@ -196,7 +201,8 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// The default, for a store that keeps no records, writes nothing and
     /// releases the lease (the response is served, not stored), unless the
-    /// fill is a plain one.
+    /// fill is a plain one. A store that wraps another must forward this
+    /// method, as it forwards [`fill`](Store::fill).
     fn fill_varied<'a>(&'a self, fill: VariedFill<'a>) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             if fill.entry == fill.lease && matches!(fill.record, VaryRecord::Keep) {
@@ -204,6 +210,10 @@ pub trait Store: Send + Sync + 'static {
                     .fill(fill.lease, fill.value, fill.ttl, fill.token)
                     .await;
             }
+            tracing::debug!(
+                target: "tower_cache_aside",
+                "the store keeps no vary records: a varied response is not stored"
+            );
             self.release(fill.lease, fill.token).await?;
             Ok(false)
         })

@@ -30,6 +30,8 @@ const DEFAULT_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 struct Value {
     bytes: Bytes,
     ttl: Duration,
+    /// When it was written (its expiry is `written + ttl`).
+    written: Instant,
     /// Which write this is (see [`Variants`]).
     generation: u64,
 }
@@ -228,6 +230,7 @@ impl MemoryStore {
             Value {
                 bytes,
                 ttl,
+                written: Instant::now(),
                 generation,
             },
         );
@@ -260,6 +263,26 @@ impl MemoryStore {
             .filter(|(k, (_, expires))| k.0 == key.0 && *expires > now && !stored(&k.1))
             .count();
         count + filling >= max
+    }
+
+    /// Whether writing `entry` (and the vary record of `base`, which
+    /// replaces `base`'s entry) keeps its resource within `max` values.
+    fn fits(
+        &self,
+        entry: &(ResourceKey, String),
+        base: Option<&(ResourceKey, String)>,
+        max: usize,
+    ) -> bool {
+        let by_resource = self.variants.lock();
+        let Some(variants) = by_resource.get(&entry.0) else {
+            return true;
+        };
+        let there = |key: &(ResourceKey, String)| variants.contains_key(&key.1);
+        let mut adding = isize::from(!there(entry));
+        if let Some(base) = base {
+            adding += isize::from(!there(&Self::record_key(base))) - isize::from(there(base));
+        }
+        adding <= 0 || variants.len().saturating_add(adding.unsigned_abs()) <= max
     }
 
     fn cache_key(key: &EntryKey) -> (ResourceKey, String) {
@@ -370,6 +393,7 @@ impl Store for MemoryStore {
             value,
             ttl,
             record,
+            max_entries,
         } = fill;
         let (lease, entry) = (Self::cache_key(lease), Self::cache_key(entry));
         let base = match record {
@@ -388,25 +412,34 @@ impl Store for MemoryStore {
         if holds || dead {
             held.remove(&lease);
         }
-        if holds {
-            self.write_entry(entry, value, ttl);
+        let base = base.filter(|(at, _)| *at != entry);
+        let fits = max_entries.map_or(true, |max| {
+            self.fits(&entry, base.as_ref().map(|(at, _)| at), max)
+        });
+        let wrote = holds && fits;
+        if wrote {
+            self.write_entry(entry.clone(), value, ttl);
             if let Some((at, record)) = base {
                 let record_key = Self::record_key(&at);
-                // Kept at least as long as the entry (an over-estimate of
-                // the old record's time left: its whole ttl).
+                // Kept at least as long as the entry, and as long as the
+                // old record had left.
+                let left = |old: Value| old.ttl.saturating_sub(old.written.elapsed());
                 let keep = self
                     .cache
                     .get(&record_key)
-                    .map_or(ttl, |old| old.ttl.max(ttl));
+                    .map_or(ttl, |old| left(old).max(ttl));
                 self.write(record_key, record, keep);
                 self.cache.invalidate(&at);
             }
         }
         drop(held);
-        self.leases
-            .waiters
-            .wake(&lease_name(&lease), FillEnd::Filled);
-        Box::pin(async move { Ok(holds) })
+        let end = if wrote {
+            FillEnd::Filled
+        } else {
+            FillEnd::Released
+        };
+        self.leases.waiters.wake(&lease_name(&lease), end);
+        Box::pin(async move { Ok(wrote) })
     }
 
     fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()> {

@@ -484,12 +484,14 @@ impl Drop for PutGuard<'_> {
 }
 
 impl CountingStore {
-    /// A fill of `key`, counted as a put: `puts_ok` when it wrote.
-    fn counted_fill<'a>(
+    /// A write of `key`, counted as a put: `puts_ok` when `wrote` says it
+    /// did.
+    fn counted<'a, T: Send + 'a>(
         &'a self,
         key: &'a EntryKey,
-        fill: StoreFuture<'a, bool>,
-    ) -> StoreFuture<'a, bool> {
+        write: StoreFuture<'a, T>,
+        wrote: fn(&Result<T, tower_cache_aside::Error>) -> bool,
+    ) -> StoreFuture<'a, T> {
         Box::pin(async move {
             self.counts
                 .keys
@@ -502,8 +504,8 @@ impl CountingStore {
                 resource: key.resource().resource(),
                 ok: None,
             };
-            let result = fill.await;
-            guard.ok = Some(matches!(result, Ok(true)));
+            let result = write.await;
+            guard.ok = Some(wrote(&result));
             drop(guard);
             result
         })
@@ -540,23 +542,7 @@ impl Store for CountingStore {
     }
 
     fn put<'a>(&'a self, key: &'a EntryKey, value: Bytes, ttl: Duration) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.counts
-                .keys
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(key.clone());
-            self.update(|s| s.puts_started += 1);
-            let mut guard = PutGuard {
-                store: self,
-                resource: key.resource().resource(),
-                ok: None,
-            };
-            let result = self.inner.put(key, value, ttl).await;
-            guard.ok = Some(result.is_ok());
-            drop(guard);
-            result
-        })
+        self.counted(key, self.inner.put(key, value, ttl), Result::is_ok)
     }
 
     fn lookup<'a>(&'a self, key: &'a EntryKey, lease: &'a LeaseRequest) -> StoreFuture<'a, Lookup> {
@@ -585,12 +571,16 @@ impl Store for CountingStore {
         ttl: Duration,
         token: &'a LeaseToken,
     ) -> StoreFuture<'a, bool> {
-        self.counted_fill(key, self.inner.fill(key, value, ttl, token))
+        self.counted(key, self.inner.fill(key, value, ttl, token), |r| {
+            matches!(r, Ok(true))
+        })
     }
 
     /// Counted as a put of its entry, as `fill` is.
     fn fill_varied<'a>(&'a self, fill: VariedFill<'a>) -> StoreFuture<'a, bool> {
-        self.counted_fill(fill.entry, self.inner.fill_varied(fill))
+        self.counted(fill.entry, self.inner.fill_varied(fill), |r| {
+            matches!(r, Ok(true))
+        })
     }
 
     fn release<'a>(&'a self, key: &'a EntryKey, token: &'a LeaseToken) -> StoreFuture<'a, ()> {

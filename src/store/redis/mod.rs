@@ -54,7 +54,7 @@ use fred::types::Value;
 use self::asking::Migrations;
 use self::call::Call;
 use self::events::{Events, EVENTS_CHANNEL};
-use self::names::{lease_arg, token_arg, KeyNames};
+use self::names::{bound_arg, lease_arg, token_arg, KeyNames};
 use self::read::EntryRead;
 use self::scripts::Scripts;
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
@@ -415,7 +415,7 @@ impl RedisStore {
         value: Bytes,
         ttl: Duration,
         token: Option<&LeaseToken>,
-        varied: Option<(&EntryKey, &VaryRecord<'_>)>,
+        varied: Option<(&EntryKey, &VaryRecord<'_>, Option<usize>)>,
     ) -> Result<bool, Error> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let names = KeyNames::entry(b"v:", key);
@@ -423,9 +423,13 @@ impl RedisStore {
         let stamp = self.events.hints.stamp(&hint);
         let empty = || Value::Bytes(Bytes::new());
         let variant = |key: &EntryKey| Value::Bytes(Bytes::copy_from_slice(key.variant_bytes()));
+        let bound = match varied {
+            Some((_, _, Some(max))) => bound_arg(max),
+            _ => empty(),
+        };
         let (leased, base, record) = match varied {
             None => (empty(), empty(), empty()),
-            Some((lease, record)) => {
+            Some((lease, record, _)) => {
                 let base = match record {
                     VaryRecord::Set { at, value } => Some((*at, value.clone())),
                     _ => None,
@@ -462,6 +466,7 @@ impl RedisStore {
                     leased.clone(),
                     base.clone(),
                     record.clone(),
+                    bound.clone(),
                 ]
             })
             .await?;
@@ -549,9 +554,10 @@ impl Store for RedisStore {
                 value,
                 ttl,
                 record,
+                max_entries,
             } = fill;
-            self.store(entry, value, ttl, Some(token), Some((lease, &record)))
-                .await
+            let varied = Some((lease, &record, max_entries));
+            self.store(entry, value, ttl, Some(token), varied).await
         })
     }
 

@@ -31,10 +31,11 @@ use crate::Error;
 ///
 /// KEYS: hash, times. ARGV: the variant, the lease as the token (32
 /// bytes) followed by its ttl in ms ('' = no lease, only look), and the
-/// most fields (entries and leases) the resource may hold ('' = no bound).
-/// Returns `{ms left, value}` (readable, inline), `{ms left}` (readable,
-/// not inline), `{ms left, record, 1}` (no entry, and the variant holds
-/// the resource's vary record `m:<variant>`: no lease taken), or 0 (not readable, no lease asked), 2 (lease taken), 3
+/// most fields (entries, leases, vary records) the resource may hold (''
+/// = no bound). Returns `{ms left, value}` (readable, inline), `{ms
+/// left}` (readable, not inline), `{ms left, record, 1}` (no entry, and
+/// the variant holds a vary record `m:<variant>`: no lease taken), or 0
+/// (not readable, no lease asked), 2 (lease taken), 3
 /// (lease held elsewhere), 4 (the server refuses writes, e.g. a full
 /// `maxmemory`: no lease), 5 (a new variant, and the resource is full: no
 /// lease).
@@ -53,9 +54,9 @@ end
 local record = 'm:' .. ARGV[1]
 local until_ms = redis.call('ZSCORE', times, record)
 if until_ms and tonumber(until_ms) > now then
-  local value = redis.call('HGET', hash, record)
-  if value and string.len(value) <= RECORD_BYTES then
-    return {tonumber(until_ms) - now, value, 1}
+  local length = redis.call('HSTRLEN', hash, record)
+  if length > 0 and length <= RECORD_BYTES then
+    return {tonumber(until_ms) - now, redis.call('HGET', hash, record), 1}
   end
 end
 if ARGV[2] == '' then
@@ -187,10 +188,14 @@ return out
 /// an entry removes its variant's vary record; with `ARGV[7]`, the
 /// resource's vary record `ARGV[8]` is written under that (base) variant,
 /// kept at least as long as the entry, and the base's own entry removed.
-/// Drops up to 64 expired fields of the resource on the way. KEYS: hash,
-/// times. ARGV: variant, value, ttl in ms, token ('' = unfenced), channel,
-/// the leased variant ('' = the entry's), the base variant ('' = no
-/// record), the record.
+/// With `ARGV[9]`, the fields it would add (a new variant, a new record,
+/// less the base entry it removes) must fit that bound on the hash's
+/// fields, after up to 64 expired ones are dropped: else nothing is
+/// written, the lease is released and 0 returned. Drops up to 64 expired
+/// fields of the resource on the way. KEYS: hash, times. ARGV: variant,
+/// value, ttl in ms, token ('' = unfenced), channel, the leased variant
+/// ('' = the entry's), the base variant ('' = no record), the record, the
+/// bound ('' = none).
 const STORE_SCRIPT: &str = r#"
 local hash, times = KEYS[1], KEYS[2]
 CLOCK
@@ -208,6 +213,26 @@ if ARGV[4] ~= '' then
   end
   redis.call('HDEL', hash, lease)
   redis.call('ZREM', times, lease)
+end
+if ARGV[9] ~= '' then
+  local adding = 1 - redis.call('HEXISTS', hash, 'v:' .. ARGV[1])
+  if ARGV[7] ~= '' and ARGV[7] ~= ARGV[1] then
+    adding = adding + 1 - redis.call('HEXISTS', hash, 'm:' .. ARGV[7])
+      - redis.call('HEXISTS', hash, 'v:' .. ARGV[7])
+  end
+  if adding > 0 and redis.call('HLEN', hash) + adding > tonumber(ARGV[9]) then
+    local old = redis.call('ZRANGEBYSCORE', times, '-inf', now, 'LIMIT', 0, 64)
+    if #old > 0 then
+      redis.call('HDEL', hash, unpack(old))
+      redis.call('ZREM', times, unpack(old))
+    end
+    if redis.call('HLEN', hash) + adding > tonumber(ARGV[9]) then
+      if ARGV[4] ~= '' then
+        redis.call('PUBLISH', ARGV[5], 'r:' .. hash .. ':' .. lease)
+      end
+      return 0
+    end
+  end
 end
 local field, ttl = 'v:' .. ARGV[1], tonumber(ARGV[3])
 redis.call('HSET', hash, field, ARGV[2])
