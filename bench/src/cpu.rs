@@ -23,6 +23,15 @@ pub fn thread_cpu_ns(schedstat: Option<&PathBuf>) -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
+/// Nanoseconds a group of threads has spent on a CPU, together (`None`
+/// when any of them cannot be read).
+pub fn threads_cpu_ns(schedstats: &[PathBuf]) -> Option<u64> {
+    if schedstats.is_empty() {
+        return None;
+    }
+    schedstats.iter().map(|s| thread_cpu_ns(Some(s))).sum()
+}
+
 /// Microseconds `redis-server`'s main thread has spent on a CPU (user +
 /// system), or of the whole process on servers without the per-thread
 /// fields.

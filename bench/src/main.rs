@@ -64,7 +64,7 @@ use report::{
     Commands, HitRep, HitResult, MissRep, MissResult, MixKind, Report, RoundTrips, Row, Scenario,
     Settings, StampedeRep, StampedeResult,
 };
-use servers::{Bodies, Contender, Servers, Size, KEYS, SMALL_BYTES};
+use servers::{Bodies, Contender, ServerRuntime, Servers, Size, KEYS, SMALL_BYTES};
 
 const USAGE: &str = "\
 usage: cargo run --release -p bench -- [all|hits|miss|stampede] [options]
@@ -79,6 +79,10 @@ options:
   --window S              measured seconds per hit window (default 2)
   --warmup S              warm-up seconds before each hit window (default 0.5)
   --concurrency N[,N..]   concurrent requests of the hit scenarios (default 32)
+  --runtime R             the servers' runtime in the hit scenarios: st (single-
+                          threaded), mt (multi-threaded, a worker per core, as
+                          #[tokio::main] builds) or both (default); miss and
+                          stampede run on st
   --full                  every body x key mix (6 hit scenarios per concurrency)
                           instead of the default 4
   --contenders ID[,ID..]  hit windows for these contenders only (static,
@@ -102,6 +106,7 @@ struct Args {
     window: Duration,
     warmup: Duration,
     concurrency: Vec<usize>,
+    runtimes: Vec<ServerRuntime>,
     full: bool,
     miss_requests: usize,
     stampede_requests: usize,
@@ -121,6 +126,7 @@ impl Args {
             window: Duration::from_secs(2),
             warmup: Duration::from_millis(500),
             concurrency: vec![32],
+            runtimes: vec![ServerRuntime::CurrentThread, ServerRuntime::multi()],
             full: false,
             miss_requests: 200,
             stampede_requests: 500,
@@ -148,6 +154,14 @@ impl Args {
                         .split(',')
                         .map(positive)
                         .collect::<Result<_, _>>()?;
+                }
+                "--runtime" => {
+                    args.runtimes = match value("--runtime")?.as_str() {
+                        "st" => vec![ServerRuntime::CurrentThread],
+                        "mt" => vec![ServerRuntime::multi()],
+                        "both" => vec![ServerRuntime::CurrentThread, ServerRuntime::multi()],
+                        other => return Err(format!("--runtime: st, mt or both, not {other:?}")),
+                    };
                 }
                 "--full" => args.full = true,
                 "--contenders" => {
@@ -208,13 +222,17 @@ impl Args {
                 (Size::Large, MixKind::Hot),
             ]
         };
+        let combos = &combos;
         self.concurrency
             .iter()
             .flat_map(|&concurrency| {
-                combos.iter().map(move |&(size, mix)| Scenario {
-                    size,
-                    mix,
-                    concurrency,
+                combos.iter().flat_map(move |&(size, mix)| {
+                    self.runtimes.iter().map(move |&runtime| Scenario {
+                        size,
+                        mix,
+                        concurrency,
+                        runtime,
+                    })
                 })
             })
             .collect()
@@ -271,27 +289,40 @@ fn main() -> ExitCode {
     // Stopped on drop, on a panic too.
     let redis = RedisServer::launch();
     let bodies = Arc::new(Bodies::new());
-    let mut servers = match Servers::start(&redis.url(), bodies.clone()) {
-        Ok(servers) => servers,
-        Err(error) => {
-            eprintln!("cannot start the contenders: {error}");
-            return ExitCode::FAILURE;
+    // The single-threaded servers always (miss and stampede run there),
+    // the multi-threaded ones when a hit scenario asks for them.
+    let mut kinds = vec![ServerRuntime::CurrentThread];
+    for &runtime in &args.runtimes {
+        if !kinds.contains(&runtime) {
+            kinds.push(runtime);
         }
-    };
+    }
+    let mut all = Vec::new();
+    for kind in kinds {
+        match Servers::start(&redis.url(), bodies.clone(), kind) {
+            Ok(servers) => all.push(servers),
+            Err(error) => {
+                eprintln!("cannot start the contenders: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the client runtime");
     let result = runtime.block_on(async {
         tokio::select! {
-            result = run(&args, &redis, &servers, &bodies, started) => result,
+            result = run(&args, &redis, &all, &bodies, started) => result,
             _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
         }
     });
     // The client's connections close with its runtime; then the servers
     // and redis-server stop.
     drop(runtime);
-    servers.stop();
+    for servers in &mut all {
+        servers.stop();
+    }
     redis.stop();
 
     let report = match result {
@@ -327,7 +358,10 @@ fn write_outputs(dir: &std::path::Path, report: &Report) -> std::io::Result<()> 
 /// What every phase needs.
 struct Ctx<'a> {
     args: &'a Args,
+    /// The single-threaded servers (the miss and stampede phases).
     servers: &'a Servers,
+    /// The servers of every runtime.
+    all: &'a [Servers],
     client: HttpClient,
     /// The bench's own Redis connection (INFO, MONITOR markers, setup).
     control: FredClient,
@@ -348,8 +382,25 @@ const RETRY_BUDGET: usize = 24;
 
 impl Ctx<'_> {
     async fn cpu(&self) -> cpu::Sample {
+        self.cpu_of(self.servers).await
+    }
+
+    /// The servers of the hit scenarios on `runtime`.
+    fn on(&self, runtime: ServerRuntime) -> &Servers {
+        self.all
+            .iter()
+            .find(|s| s.runtime == runtime)
+            .unwrap_or(self.servers)
+    }
+
+    async fn cpu_of(&self, servers: &Servers) -> cpu::Sample {
+        let threads = servers
+            .schedstat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         cpu::Sample {
-            server_ns: cpu::thread_cpu_ns(self.servers.schedstat.as_ref()),
+            server_ns: cpu::threads_cpu_ns(&threads),
             client_ns: cpu::thread_cpu_ns(self.client_schedstat.as_ref()),
             redis_us: cpu::redis_cpu_us(&self.control).await,
             system_ticks: cpu::system_busy_ticks(),
@@ -361,10 +412,11 @@ impl Ctx<'_> {
 async fn run(
     args: &Args,
     redis: &RedisServer,
-    servers: &Servers,
+    all: &[Servers],
     bodies: &Bodies,
     started: Instant,
 ) -> Result<Report, String> {
+    let servers = &all[0];
     let control = common::connect(&redis.url()).await?;
     let redis_version = common::info_field(&control, "server", "redis_version").await;
     // The hand-written contender's prepared keys.
@@ -377,6 +429,7 @@ async fn run(
     let ctx = Ctx {
         args,
         servers,
+        all,
         client: load::client(),
         control,
         redis_url: redis.url(),
@@ -441,8 +494,13 @@ async fn run(
 /// Fills every cache contender with the scenario's keys, then checks that
 /// a second pass calls no origin (the fills are written after the
 /// response, so a pass may have to be repeated).
-async fn prewarm(ctx: &Ctx<'_>, contender: Contender, uris: &[Uri]) -> Result<(), String> {
-    let served = ctx.servers.get(contender);
+async fn prewarm(
+    ctx: &Ctx<'_>,
+    servers: &Servers,
+    contender: Contender,
+    uris: &[Uri],
+) -> Result<(), String> {
+    let served = servers.get(contender);
     let failed = load::fetch_all(&ctx.client, uris, 100).await;
     if failed > 0 {
         return Err(format!(
@@ -466,6 +524,7 @@ async fn prewarm(ctx: &Ctx<'_>, contender: Contender, uris: &[Uri]) -> Result<()
 
 async fn hits(ctx: &Ctx<'_>, scenario: Scenario) -> Result<HitResult, String> {
     let args = ctx.args;
+    let servers = ctx.on(scenario.runtime);
     let keys = match scenario.mix {
         MixKind::Hot => 1,
         MixKind::Uniform | MixKind::Zipf => KEYS,
@@ -480,7 +539,7 @@ async fn hits(ctx: &Ctx<'_>, scenario: Scenario) -> Result<HitResult, String> {
         .iter()
         .enumerate()
         .map(|(i, &c)| {
-            let served = ctx.servers.get(c);
+            let served = servers.get(c);
             let uris = (0..keys)
                 .map(|k| served.url(&format!("/{}/{k}", scenario.size.tag())))
                 .collect();
@@ -489,7 +548,7 @@ async fn hits(ctx: &Ctx<'_>, scenario: Scenario) -> Result<HitResult, String> {
         .collect();
     for (i, &contender) in contenders.iter().enumerate() {
         if contender.is_cache() {
-            prewarm(ctx, contender, &uris[&i]).await?;
+            prewarm(ctx, servers, contender, &uris[&i]).await?;
         }
     }
     let timing = Timing {
@@ -510,7 +569,7 @@ async fn hits(ctx: &Ctx<'_>, scenario: Scenario) -> Result<HitResult, String> {
         order.rotate_left(shift);
         for i in order {
             let contender = contenders[i];
-            let served = ctx.servers.get(contender);
+            let served = servers.get(contender);
             let expect = Expect {
                 body_len: Some(scenario.size.bytes()),
                 hit_header: contender.has_cache_status(),
@@ -523,7 +582,7 @@ async fn hits(ctx: &Ctx<'_>, scenario: Scenario) -> Result<HitResult, String> {
                     mix.clone(),
                     timing,
                     expect,
-                    || ctx.cpu(),
+                    || ctx.cpu_of(servers),
                 )
                 .await;
                 let rep = HitRep {
@@ -930,12 +989,14 @@ mod tests {
     }
 
     #[test]
-    fn default_run_is_all_with_four_scenarios() {
+    fn default_run_is_all_with_four_scenarios_on_each_runtime() {
         let args = parse(&[]);
         assert!(args.hits && args.miss && args.stampede);
-        assert_eq!(args.scenarios().len(), 4);
+        assert_eq!(args.scenarios().len(), 8);
+        assert_eq!(parse(&["--runtime", "st"]).scenarios().len(), 4);
+        assert!(Args::parse(vec!["--runtime".into(), "x".into()]).is_err());
         assert_eq!(args.command(), "cargo run --release -p bench -- all");
-        let args = parse(&["hits", "--full", "--concurrency", "1,32"]);
+        let args = parse(&["hits", "--full", "--concurrency", "1,32", "--runtime", "mt"]);
         assert!(args.hits && !args.miss && !args.stampede);
         assert_eq!(args.scenarios().len(), 12);
         assert!(Args::parse(vec!["--repeats".into(), "0".into()]).is_err());

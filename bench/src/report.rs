@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use crate::cpu::PerRequest;
-use crate::servers::{Contender, Size};
+use crate::servers::{Contender, ServerRuntime, Size};
 
 /// Min, median and max of the repeats.
 #[derive(Debug, Clone, Copy)]
@@ -91,24 +91,28 @@ pub struct Scenario {
     pub size: Size,
     pub mix: MixKind,
     pub concurrency: usize,
+    /// The runtime the servers ran on.
+    pub runtime: ServerRuntime,
 }
 
 impl Scenario {
     pub fn id(&self) -> String {
         format!(
-            "{}-{}-c{}",
+            "{}-{}-c{}-{}",
             body_id(self.size),
             self.mix.id(),
-            self.concurrency
+            self.concurrency,
+            self.runtime.id()
         )
     }
 
     pub fn label(&self) -> String {
         format!(
-            "{} body, {}, {} concurrent",
+            "{} body, {}, {} concurrent, {}",
             body_label(self.size),
             self.mix.label(),
-            self.concurrency
+            self.concurrency,
+            self.runtime.label()
         )
     }
 }
@@ -665,6 +669,7 @@ impl Report {
                     "body_bytes": hit.scenario.size.bytes(),
                     "keys": hit.scenario.mix.id(),
                     "concurrency": hit.scenario.concurrency,
+                    "runtime": hit.scenario.runtime.id(),
                     "contenders": rows,
                 })
             })
@@ -945,6 +950,7 @@ mod tests {
                 size: Size::Small,
                 mix: MixKind::Hot,
                 concurrency: 1,
+                runtime: ServerRuntime::CurrentThread,
             },
             rows: vec![
                 Row {
@@ -994,6 +1000,7 @@ mod tests {
                     size: Size::Small,
                     mix: MixKind::Hot,
                     concurrency: 1,
+                    runtime: ServerRuntime::CurrentThread,
                 },
                 rows: Contender::ALL
                     .iter()
@@ -1014,6 +1021,6 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 1 + Contender::ALL.len());
         assert!(report
             .markdown()
-            .contains("| ~200 B JSON body, one hot key, 1 concurrent |"));
+            .contains("| ~200 B JSON body, one hot key, 1 concurrent, single-threaded runtime |"));
     }
 }

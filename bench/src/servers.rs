@@ -1,11 +1,13 @@
 //! The contenders: one axum app, the same routes and handlers, served six
 //! ways, each on its own loopback listener.
 //!
-//! All six servers run on one single-threaded Tokio runtime on a thread of
-//! their own (the "server thread"); the load generator runs on another
-//! (the "client thread"), and `redis-server` is a third process. Only one
-//! contender is driven at a time, so the idle ones cost nothing, and every
-//! contender gets the same one server thread.
+//! All six servers of a [`Servers`] run on one Tokio runtime of their own:
+//! a single-threaded one on a thread of its own (the "server thread"), or
+//! the multi-threaded one `#[tokio::main]` makes, one worker per core. The
+//! load generator runs on another thread (the "client thread"), and
+//! `redis-server` is a separate process. Only one contender is driven at a
+//! time, so the idle ones cost nothing, and every contender gets the same
+//! server threads.
 //!
 //! Routes (same in every contender):
 //!
@@ -444,12 +446,45 @@ impl Served {
     }
 }
 
-/// The server thread and its contenders.
+/// The runtime the servers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServerRuntime {
+    /// `Builder::new_current_thread`: one thread.
+    CurrentThread,
+    /// `Builder::new_multi_thread` with this many workers (what
+    /// `#[tokio::main]` builds: one per core).
+    MultiThread(usize),
+}
+
+impl ServerRuntime {
+    /// The multi-threaded runtime `#[tokio::main]` would build here.
+    pub fn multi() -> ServerRuntime {
+        ServerRuntime::MultiThread(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn id(self) -> String {
+        match self {
+            ServerRuntime::CurrentThread => "st".to_owned(),
+            ServerRuntime::MultiThread(n) => format!("mt{n}"),
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            ServerRuntime::CurrentThread => "single-threaded runtime".to_owned(),
+            ServerRuntime::MultiThread(n) => format!("multi-threaded runtime, {n} workers"),
+        }
+    }
+}
+
+/// The server runtime's threads and its contenders.
 pub struct Servers {
+    pub runtime: ServerRuntime,
     pub served: Vec<Served>,
     pub probes: Vec<Probe>,
-    /// `/proc/self/task/<tid>/schedstat` of the server thread.
-    pub schedstat: Option<PathBuf>,
+    /// `/proc/self/task/<tid>/schedstat` of every thread that runs the
+    /// servers (the server thread, or the workers).
+    pub schedstat: Arc<Mutex<Vec<PathBuf>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -457,22 +492,50 @@ pub struct Servers {
 impl Servers {
     /// Starts the server thread, connects the Redis clients and binds
     /// every contender's listener on `127.0.0.1:0`.
-    pub fn start(redis_url: &str, bodies: Arc<Bodies>) -> Result<Servers, String> {
+    pub fn start(
+        redis_url: &str,
+        bodies: Arc<Bodies>,
+        kind: ServerRuntime,
+    ) -> Result<Servers, String> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let redis_url = redis_url.to_owned();
+        let schedstat = Arc::new(Mutex::new(Vec::new()));
+        let threads = schedstat.clone();
         let thread = std::thread::Builder::new()
             .name("bench-servers".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("the server runtime");
+                let record = move || {
+                    if let Some(path) = crate::cpu::thread_schedstat() {
+                        threads
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(path);
+                    }
+                };
+                let runtime = match kind {
+                    ServerRuntime::CurrentThread => {
+                        record();
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                    }
+                    // Every worker counts; the thread that blocks on the
+                    // runtime only waits.
+                    ServerRuntime::MultiThread(workers) => {
+                        tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(workers)
+                            .thread_name("bench-server-worker")
+                            .on_thread_start(record)
+                            .enable_all()
+                            .build()
+                    }
+                }
+                .expect("the server runtime");
                 runtime.block_on(async move {
-                    let schedstat = crate::cpu::thread_schedstat();
                     match setup(&redis_url, bodies).await {
                         Ok((served, probes, redis)) => {
-                            let _ = ready_tx.send(Ok((served, probes, schedstat)));
+                            let _ = ready_tx.send(Ok((served, probes)));
                             let _ = stop_rx.await;
                             for client in redis {
                                 let _ = client.quit().await;
@@ -488,7 +551,8 @@ impl Servers {
             })
             .map_err(|e| format!("cannot start the server thread: {e}"))?;
         match ready_rx.recv() {
-            Ok(Ok((served, probes, schedstat))) => Ok(Servers {
+            Ok(Ok((served, probes))) => Ok(Servers {
+                runtime: kind,
                 served,
                 probes,
                 schedstat,
