@@ -134,6 +134,25 @@ pub struct VariedFill<'a> {
     pub max_entries: Option<usize>,
 }
 
+impl VariedFill<'_> {
+    /// Whether the entry and the record are of the leased entry's
+    /// resource: one hash holds a resource's variants, so one lease fences
+    /// them all; another resource's could not.
+    pub(crate) fn is_one_resource(&self) -> bool {
+        let resource = self.lease.resource();
+        self.entry.resource() == resource
+            && match &self.record {
+                VaryRecord::Set { at, .. } => at.resource() == resource,
+                VaryRecord::Keep => true,
+            }
+    }
+}
+
+/// The error of a varied fill across resources.
+pub(crate) fn across_resources() -> crate::Error {
+    crate::Error::Store("a varied fill names another resource's variant".into())
+}
+
 /// What a varied fill does to a resource's vary record.
 #[derive(Debug)]
 #[non_exhaustive]

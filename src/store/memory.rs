@@ -386,6 +386,9 @@ impl Store for MemoryStore {
     }
 
     fn fill_varied<'a>(&'a self, fill: VariedFill<'a>) -> StoreFuture<'a, bool> {
+        if !fill.is_one_resource() {
+            return Box::pin(async { Err(super::backend::across_resources()) });
+        }
         let VariedFill {
             lease,
             token,
@@ -400,13 +403,6 @@ impl Store for MemoryStore {
             VaryRecord::Set { at, value } => Some((Self::cache_key(at), value)),
             _ => None,
         };
-        if entry.0 != lease.0 || base.as_ref().is_some_and(|(at, _)| at.0 != lease.0) {
-            return Box::pin(async {
-                Err(crate::Error::Store(
-                    "a varied fill names another resource's variant".into(),
-                ))
-            });
-        }
         let mut held = self.leases.lock();
         let (holds, dead) = lease_state(&held, &lease, Some(token));
         if holds || dead {

@@ -59,7 +59,7 @@ use self::read::EntryRead;
 use self::scripts::Scripts;
 use crate::key::{EntryKey, ResourceKey, ResourcePattern};
 use crate::store::backend::{
-    LeaseRequest, LeaseToken, Lookup, Store, StoreFuture, VariedFill, VaryRecord,
+    across_resources, LeaseRequest, LeaseToken, Lookup, Store, StoreFuture, VariedFill, VaryRecord,
 };
 use crate::Error;
 
@@ -429,28 +429,12 @@ impl RedisStore {
         };
         let (leased, base, record) = match varied {
             None => (empty(), empty(), empty()),
-            Some((lease, record, _)) => {
-                let base = match record {
-                    VaryRecord::Set { at, value } => Some((*at, value.clone())),
-                    _ => None,
-                };
-                // One hash holds a resource's variants, so one lease
-                // fences them all; another resource's could not.
-                let elsewhere = |other: &EntryKey| other.resource() != key.resource();
-                if elsewhere(lease) || base.as_ref().is_some_and(|(at, _)| elsewhere(at)) {
-                    return Err(Error::Store(
-                        "a varied fill names another resource's variant".into(),
-                    ));
-                }
-                match base {
-                    Some((at, value)) => {
-                        // The base's entry goes: forget its hint here.
-                        self.events.hints.clear(&KeyNames::entry(b"v:", at).hint());
-                        (variant(lease), variant(at), Value::Bytes(value))
-                    }
-                    None => (variant(lease), empty(), empty()),
-                }
+            Some((lease, VaryRecord::Set { at, value }, _)) => {
+                // The base's entry goes: forget its hint here.
+                self.events.hints.clear(&KeyNames::entry(b"v:", at).hint());
+                (variant(lease), variant(at), Value::Bytes(value.clone()))
             }
+            Some((lease, _, _)) => (variant(lease), empty(), empty()),
         };
         let call = self.call();
         let stored: i64 = self
@@ -547,6 +531,9 @@ impl Store for RedisStore {
 
     fn fill_varied<'a>(&'a self, fill: VariedFill<'a>) -> StoreFuture<'a, bool> {
         Box::pin(async move {
+            if !fill.is_one_resource() {
+                return Err(across_resources());
+            }
             let VariedFill {
                 lease,
                 token,
