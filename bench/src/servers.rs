@@ -527,6 +527,10 @@ impl Servers {
                             .worker_threads(workers)
                             .thread_name("bench-server-worker")
                             .on_thread_start(record)
+                            // Blocking-pool threads (a host name lookup)
+                            // count too: kept alive, so that every thread
+                            // recorded can still be read at a window's end.
+                            .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
                             .enable_all()
                             .build()
                     }
