@@ -358,9 +358,7 @@ fn write_outputs(dir: &std::path::Path, report: &Report) -> std::io::Result<()> 
 /// What every phase needs.
 struct Ctx<'a> {
     args: &'a Args,
-    /// The single-threaded servers (the miss and stampede phases).
-    servers: &'a Servers,
-    /// The servers of every runtime.
+    /// The servers of every runtime, the single-threaded ones first.
     all: &'a [Servers],
     client: HttpClient,
     /// The bench's own Redis connection (INFO, MONITOR markers, setup).
@@ -382,7 +380,12 @@ const RETRY_BUDGET: usize = 24;
 
 impl Ctx<'_> {
     async fn cpu(&self) -> cpu::Sample {
-        self.cpu_of(self.servers).await
+        self.cpu_of(self.st()).await
+    }
+
+    /// The single-threaded servers (the miss and stampede phases).
+    fn st(&self) -> &Servers {
+        self.on(ServerRuntime::CurrentThread)
     }
 
     /// The servers of the hit scenarios on `runtime`.
@@ -390,7 +393,7 @@ impl Ctx<'_> {
         self.all
             .iter()
             .find(|s| s.runtime == runtime)
-            .unwrap_or(self.servers)
+            .unwrap_or(&self.all[0])
     }
 
     async fn cpu_of(&self, servers: &Servers) -> cpu::Sample {
@@ -416,7 +419,6 @@ async fn run(
     bodies: &Bodies,
     started: Instant,
 ) -> Result<Report, String> {
-    let servers = &all[0];
     let control = common::connect(&redis.url()).await?;
     let redis_version = common::info_field(&control, "server", "redis_version").await;
     // The hand-written contender's prepared keys.
@@ -428,7 +430,6 @@ async fn run(
     }
     let ctx = Ctx {
         args,
-        servers,
         all,
         client: load::client(),
         control,
@@ -450,7 +451,7 @@ async fn run(
     eprintln!(
         "bench: redis-server {redis_version} on port {}; {machine}; contenders on {}",
         redis.port(),
-        servers
+        ctx.st()
             .served
             .iter()
             .map(|s| format!("{} {}", s.contender.id(), s.addr))
@@ -682,7 +683,7 @@ async fn miss(ctx: &Ctx<'_>) -> Result<MissResult, String> {
     };
     // Untimed: connections open, scripts loaded.
     for &contender in &MISS_CONTENDERS {
-        let served = ctx.servers.get(contender);
+        let served = ctx.st().get(contender);
         load::sequential(
             &ctx.client,
             miss_uris(served, "warm", 10),
@@ -697,7 +698,7 @@ async fn miss(ctx: &Ctx<'_>) -> Result<MissResult, String> {
         order.rotate_left(shift);
         for i in order {
             let contender = MISS_CONTENDERS[i];
-            let served = ctx.servers.get(contender);
+            let served = ctx.st().get(contender);
             let before = served.origin_calls();
             let seq = load::sequential(
                 &ctx.client,
@@ -814,7 +815,7 @@ async fn round_trips(ctx: &Ctx<'_>) -> Result<Vec<RoundTrips>, String> {
     let mut spans: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for contender in contenders {
         let probe = ctx
-            .servers
+            .st()
             .probe(contender)
             .ok_or_else(|| format!("no probe copy of {}", contender.id()))?;
         let uris: Vec<Uri> = match contender {
@@ -934,7 +935,7 @@ async fn stampede(ctx: &Ctx<'_>) -> Result<StampedeResult, String> {
         order.rotate_left(shift);
         for i in order {
             let contender = STAMPEDE_CONTENDERS[i];
-            let served = ctx.servers.get(contender);
+            let served = ctx.st().get(contender);
             // n keep-alive connections, so the burst measures no connect:
             // n concurrent 50 ms requests cannot share one.
             let warm: Vec<Uri> = (0..n)
